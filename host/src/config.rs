@@ -1,0 +1,524 @@
+//! `optech.toml`: parsed into typed structs, validated once, at load.
+//!
+//! Invariants: unknown fields are errors; every problem found is reported at
+//! once, each with the file and the key it is about; paths in a [`Config`] are
+//! resolved against the config file's directory, so the host never depends on
+//! the working directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_SYNC_BUDGET: Duration = Duration::from_secs(2);
+pub const DEFAULT_MEMORY: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_OUTPUT: u64 = 1024 * 1024;
+/// wasm32 cannot address more; the instance pool reserves this much per slot.
+pub const MAX_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: {} problem(s):\n{}", problems.len(), Problems(problems))]
+    Invalid {
+        path: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One thing wrong with one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+struct Problems<'a>(&'a [Problem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// How a plugin's answer reaches the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Answer `200` with the data.
+    Sync,
+    /// Answer `202` at once and POST the answer to `link`.
+    Async,
+    /// Answer `200` if the handler finishes within `sync_budget`, else `202` and deliver.
+    Auto,
+}
+
+/// A validated `optech.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: ServerConfig,
+    /// Request key -> plugin name.
+    pub keys: BTreeMap<String, String>,
+    /// Every plugin that a key maps to, by name.
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub plugins_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub max_body: usize,
+    /// Requests running at once, over all plugins; past it the host answers 503.
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    pub name: String,
+    /// The component file, resolved against `plugins_dir`.
+    pub source: PathBuf,
+    pub mode: Mode,
+    pub timeout: Duration,
+    pub sync_budget: Duration,
+    pub memory: u64,
+    pub max_output: u64,
+    pub max_in_flight: Option<usize>,
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    keys: BTreeMap<String, String>,
+    #[serde(default)]
+    plugins: BTreeMap<String, RawPlugin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    plugins_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    max_body: Option<String>,
+    max_in_flight: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    source: Option<PathBuf>,
+    mode: Option<Mode>,
+    timeout: Option<String>,
+    sync_budget: Option<String>,
+    memory: Option<String>,
+    max_output: Option<String>,
+    max_in_flight: Option<usize>,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text as if it were read from `path` (used for messages and relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: shown.clone(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        validate(raw, path, base).map_err(|problems| ConfigError::Invalid {
+            path: shown,
+            problems,
+        })
+    }
+}
+
+fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut problem = |key: String, message: String| problems.push(Problem { key, message });
+
+    let listen = raw
+        .server
+        .listen
+        .as_deref()
+        .unwrap_or(DEFAULT_LISTEN)
+        .parse()
+        .unwrap_or_else(|e| {
+            problem(
+                "server.listen".into(),
+                format!("not an address like 127.0.0.1:8080 ({e})"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+    let plugins_dir = base.join(
+        raw.server
+            .plugins_dir
+            .as_deref()
+            .unwrap_or(Path::new("plugins")),
+    );
+    let data_dir = base.join(raw.server.data_dir.as_deref().unwrap_or(Path::new("data")));
+    let max_body = size_or(
+        &raw.server.max_body,
+        DEFAULT_MAX_BODY,
+        "server.max_body",
+        &mut problem,
+    );
+    let max_in_flight = raw.server.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+    if max_in_flight == 0 {
+        problem("server.max_in_flight".into(), "must be at least 1".into());
+    }
+
+    for (key, plugin) in &raw.keys {
+        if key.is_empty() {
+            problem("keys".into(), "a key cannot be the empty string".into());
+        }
+        if !is_plugin_name(plugin) {
+            problem(
+                format!("keys.{}", quote_key(key)),
+                format!("{plugin:?} is not a plugin name (letters, digits, `-` and `_`)"),
+            );
+        }
+    }
+
+    let mut plugins = BTreeMap::new();
+    for name in raw.plugins.keys() {
+        if !raw.keys.values().any(|p| p == name) {
+            problem(
+                format!("plugins.{}", quote_key(name)),
+                "no key in [keys] maps to this plugin".into(),
+            );
+        }
+    }
+    let default_section = RawPlugin::default();
+    for name in raw.keys.values() {
+        if plugins.contains_key(name) || !is_plugin_name(name) {
+            continue;
+        }
+        let section = raw.plugins.get(name).unwrap_or(&default_section);
+        let at = |field: &str| format!("plugins.{}.{field}", quote_key(name));
+        let timeout = duration_or(
+            &section.timeout,
+            DEFAULT_TIMEOUT,
+            &at("timeout"),
+            &mut problem,
+        );
+        let sync_budget = duration_or(
+            &section.sync_budget,
+            DEFAULT_SYNC_BUDGET,
+            &at("sync_budget"),
+            &mut problem,
+        );
+        let memory = size_or(&section.memory, DEFAULT_MEMORY, &at("memory"), &mut problem);
+        if !(64 * 1024..=MAX_MEMORY).contains(&memory) {
+            problem(at("memory"), "must be between 64KiB and 4GiB".into());
+        }
+        let max_output = size_or(
+            &section.max_output,
+            DEFAULT_MAX_OUTPUT,
+            &at("max_output"),
+            &mut problem,
+        );
+        if section.max_in_flight == Some(0) {
+            problem(at("max_in_flight"), "must be at least 1".into());
+        }
+        let mut config = BTreeMap::new();
+        for (k, v) in &section.config {
+            match scalar_to_string(v) {
+                Some(s) => {
+                    config.insert(k.clone(), s);
+                }
+                None => problem(
+                    format!("{}.{}", at("config"), quote_key(k)),
+                    format!("must be a string, number or boolean, not {}", v.type_str()),
+                ),
+            }
+        }
+        let source = section
+            .source
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{name}.wasm")));
+        plugins.insert(
+            name.clone(),
+            PluginConfig {
+                name: name.clone(),
+                source: plugins_dir.join(source),
+                mode: section.mode.unwrap_or(Mode::Sync),
+                timeout,
+                sync_budget,
+                memory,
+                max_output,
+                max_in_flight: section.max_in_flight,
+                config,
+            },
+        );
+    }
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        server: ServerConfig {
+            listen,
+            plugins_dir,
+            data_dir,
+            max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
+            max_in_flight,
+        },
+        keys: raw.keys,
+        plugins,
+    })
+}
+
+fn duration_or(
+    raw: &Option<String>,
+    default: Duration,
+    key: &str,
+    problem: &mut impl FnMut(String, String),
+) -> Duration {
+    let Some(text) = raw else { return default };
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => {
+            problem(key.into(), "must be longer than zero".into());
+            default
+        }
+        Ok(d) => d,
+        Err(e) => {
+            problem(
+                key.into(),
+                format!("{text:?} is not a duration like \"10s\" or \"1m 30s\" ({e})"),
+            );
+            default
+        }
+    }
+}
+
+fn size_or(
+    raw: &Option<String>,
+    default: u64,
+    key: &str,
+    problem: &mut impl FnMut(String, String),
+) -> u64 {
+    let Some(text) = raw else { return default };
+    match parse_size(text) {
+        Some(n) => n,
+        None => {
+            problem(
+                key.into(),
+                format!("{text:?} is not a size like \"64MiB\", \"512KiB\" or \"1MB\""),
+            );
+            default
+        }
+    }
+}
+
+/// "64MiB", "1 MB", "512KiB", "1048576" (bytes). Binary and decimal units, case-insensitive.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+fn scalar_to_string(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn is_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Writes a TOML key the way a user would have to type it.
+fn quote_key(key: &str) -> String {
+    if is_plugin_name(key) {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/srv/optech/optech.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse("[keys]\necho = \"echo\"\n").unwrap();
+        assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.server.plugins_dir, Path::new("/srv/optech/plugins"));
+        assert_eq!(config.server.max_body, 1024 * 1024);
+        let echo = &config.plugins["echo"];
+        assert_eq!(echo.source, Path::new("/srv/optech/plugins/echo.wasm"));
+        assert_eq!(echo.mode, Mode::Sync);
+        assert_eq!(echo.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(echo.memory, DEFAULT_MEMORY);
+    }
+
+    #[test]
+    fn full_config_is_read() {
+        let config = parse(
+            r#"
+            [server]
+            listen = "0.0.0.0:9000"
+            plugins_dir = "wasm"
+            max_body = "2MiB"
+            max_in_flight = 10
+            [keys]
+            "order status" = "orders"
+            "order eta" = "orders"
+            [plugins.orders]
+            source = "orders-v2.wasm"
+            mode = "auto"
+            timeout = "1m 30s"
+            sync_budget = "500ms"
+            memory = "16MiB"
+            max_in_flight = 4
+            [plugins.orders.config]
+            region = "eu"
+            retries = 3
+            verbose = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.server.max_body, 2 << 20);
+        assert_eq!(config.keys.len(), 2);
+        let orders = &config.plugins["orders"];
+        assert_eq!(orders.source, Path::new("/srv/optech/wasm/orders-v2.wasm"));
+        assert_eq!(orders.mode, Mode::Auto);
+        assert_eq!(orders.timeout, Duration::from_secs(90));
+        assert_eq!(orders.sync_budget, Duration::from_millis(500));
+        assert_eq!(orders.memory, 16 << 20);
+        assert_eq!(orders.max_in_flight, Some(4));
+        assert_eq!(orders.config["retries"], "3");
+        assert_eq!(orders.config["verbose"], "true");
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let err = parse("[keys]\necho = \"echo\"\n[plugins.echo]\ntimout = \"1s\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("/srv/optech/optech.toml"), "{text}");
+        assert!(text.contains("timout"), "{text}");
+        let err = parse("[sever]\nlisten = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("sever"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let err = parse(
+            r#"
+            [server]
+            listen = "nowhere"
+            max_body = "lots"
+            [keys]
+            a = "bad name!"
+            b = "p"
+            [plugins.p]
+            timeout = "soon"
+            memory = "1KiB"
+            [plugins.p.config]
+            list = [1, 2]
+            [plugins.orphan]
+            "#,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for expected in [
+            "server.listen",
+            "server.max_body",
+            "keys.a",
+            "plugins.p.timeout",
+            "plugins.p.memory",
+            "plugins.p.config.list",
+            "plugins.orphan",
+        ] {
+            assert!(keys.contains(&expected), "{expected} missing in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn bad_mode_is_a_syntax_error_naming_the_value() {
+        let err = parse("[keys]\nk = \"p\"\n[plugins.p]\nmode = \"later\"\n").unwrap_err();
+        assert!(err.to_string().contains("later"), "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("64 mib"), Some(64 << 20));
+        assert_eq!(parse_size("1MB"), Some(1_000_000));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("-1MiB"), None);
+        assert_eq!(parse_size("1.5MiB"), None);
+        assert_eq!(parse_size("MiB"), None);
+        assert_eq!(parse_size("99999999999999999999GiB"), None);
+    }
+}

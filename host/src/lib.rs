@@ -1,0 +1,17 @@
+//! optech: a host for OpTech data requests, answered by sandboxed WebAssembly plugins.
+//!
+//! See ARCHITECTURE.md for the map of these modules.
+
+pub mod config;
+pub mod credentials;
+pub mod dispatch;
+pub mod host;
+pub mod loader;
+pub mod plugin_build;
+pub mod protocol;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod signature;
+
+pub use host::Host;

@@ -1,0 +1,92 @@
+//! The routing table: request key -> live plugin, behind one swappable handle.
+//!
+//! Invariant: a request looks the table up once and keeps the `Arc` it got, so
+//! a swap (hot reload) never changes the plugin under a request in flight.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+
+use crate::config::PluginConfig;
+use crate::dispatch::Handler;
+
+/// A loaded plugin and the settings it runs with.
+pub struct Plugin {
+    pub settings: PluginConfig,
+    pub handler: Arc<dyn Handler>,
+    /// Hex SHA-256 of the component file, to tell versions apart.
+    pub sha256: String,
+    pub loaded_at: SystemTime,
+    /// The plugin's own cap on requests in flight, if it has one.
+    pub in_flight: Option<Arc<Semaphore>>,
+}
+
+impl Plugin {
+    pub fn new(settings: PluginConfig, handler: Arc<dyn Handler>, sha256: String) -> Self {
+        let in_flight = settings.max_in_flight.map(|n| Arc::new(Semaphore::new(n)));
+        Self {
+            settings,
+            handler,
+            sha256,
+            loaded_at: SystemTime::now(),
+            in_flight,
+        }
+    }
+}
+
+/// One consistent version of the key -> plugin mapping.
+#[derive(Default)]
+pub struct Routes {
+    by_key: BTreeMap<String, Arc<Plugin>>,
+}
+
+impl Routes {
+    /// Builds a table from the config's `[keys]` and the loaded plugins by name;
+    /// a key whose plugin is not in `plugins` is left out.
+    pub fn new(keys: &BTreeMap<String, String>, plugins: &BTreeMap<String, Arc<Plugin>>) -> Self {
+        let by_key = keys
+            .iter()
+            .filter_map(|(key, name)| Some((key.clone(), plugins.get(name)?.clone())))
+            .collect();
+        Self { by_key }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Arc<Plugin>> {
+        self.by_key.get(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<Plugin>)> {
+        self.by_key.iter().map(|(k, p)| (k.as_str(), p))
+    }
+}
+
+/// The live routing table, swapped whole.
+#[derive(Default)]
+pub struct Router {
+    routes: ArcSwap<Routes>,
+}
+
+impl Router {
+    pub fn new(routes: Routes) -> Self {
+        Self {
+            routes: ArcSwap::from_pointee(routes),
+        }
+    }
+
+    /// The table as of now; hold on to it for the whole request.
+    pub fn snapshot(&self) -> Arc<Routes> {
+        self.routes.load_full()
+    }
+
+    /// Looks one key up in the current table.
+    pub fn route(&self, key: &str) -> Option<Arc<Plugin>> {
+        self.routes.load().get(key).cloned()
+    }
+
+    pub fn swap(&self, routes: Routes) {
+        self.routes.store(Arc::new(routes));
+    }
+}

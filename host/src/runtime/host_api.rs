@@ -1,0 +1,97 @@
+//! What a plugin instance can reach: its own config, the log, and a WASI
+//! context with nothing in it but clocks and random.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::optech::plugin::host::{self, Level};
+use super::bindings::optech::plugin::types;
+use super::plugin::PluginInfo;
+
+/// Lines a plugin may log per request; past it, lines are dropped (and counted).
+const MAX_LOG_LINES: u32 = 100;
+/// Longest log line kept; longer lines are cut.
+const MAX_LOG_LINE: usize = 4096;
+
+/// The data of one instance's store: lives exactly as long as one call.
+pub struct PluginState {
+    info: Arc<PluginInfo>,
+    request_id: u64,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limits: StoreLimits,
+    log_lines: u32,
+}
+
+impl PluginState {
+    pub fn new(info: Arc<PluginInfo>, request_id: u64) -> Self {
+        let mut wasi = WasiCtx::builder();
+        // The defaults already give no preopens, no env, no args and closed stdin;
+        // sockets are refused outright rather than address by address.
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(info.memory).unwrap_or(usize::MAX))
+            .table_elements(100_000)
+            .instances(32)
+            .tables(32)
+            .memories(4)
+            .build();
+        Self {
+            info,
+            request_id,
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits,
+            log_lines: 0,
+        }
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for PluginState {}
+
+impl host::Host for PluginState {
+    fn log(&mut self, level: Level, mut message: String) {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            if self.log_lines == MAX_LOG_LINES + 1 {
+                tracing::warn!(plugin = %self.info.name, request = self.request_id,
+                    "plugin log limit of {MAX_LOG_LINES} lines reached; dropping the rest");
+            }
+            return;
+        }
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
+        let (plugin, request) = (&*self.info.name, self.request_id);
+        match level {
+            Level::Trace => tracing::trace!(target: "plugin", plugin, request, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", plugin, request, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", plugin, request, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", plugin, request, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", plugin, request, "{message}"),
+        }
+    }
+
+    fn config(&mut self, name: String) -> Option<String> {
+        self.info.config.get(&name).cloned()
+    }
+}

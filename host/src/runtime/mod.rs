@@ -1,0 +1,26 @@
+//! Runs plugins: one wasmtime engine, components compiled once at load, and a
+//! fresh sandboxed instance per call.
+//!
+//! Invariants:
+//! - every call gets a new `Store` and instance, so no state crosses requests;
+//! - a plugin reaches only what `host_api` gives it: its config, the log,
+//!   clocks and random (no files, env, sockets or stdin);
+//! - time is bounded by epoch interruption (the call yields to tokio every
+//!   tick and traps at its deadline), memory by a `ResourceLimiter`, and the
+//!   number of live instances by the pooling allocator.
+
+mod engine;
+mod host_api;
+mod plugin;
+
+pub use engine::{Runtime, RuntimeOptions};
+pub use plugin::{LoadError, WasmHandler};
+
+/// Host-side bindings of `wit/plugin.wit`.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "optech:plugin/plugin",
+        exports: { default: async },
+    });
+}

@@ -1,0 +1,159 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use wasmtime::component::Component;
+use wasmtime::{Store, UpdateDeadline};
+
+use super::Runtime;
+use super::bindings::{Plugin as PluginWorld, PluginPre, optech::plugin::types::Error as WitError};
+use super::host_api::PluginState;
+use crate::config::PluginConfig;
+use crate::dispatch::{Call, Handler, HandlerError, HandlerFuture};
+use crate::protocol::Fields;
+
+/// Why a component cannot serve as a plugin.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error(
+        "not a WebAssembly component ({0}); build it with `optech build` or `cargo build --target wasm32-wasip2`"
+    )]
+    NotAComponent(&'static str),
+    #[error("does not compile: {0}")]
+    Compile(String),
+    #[error("imports something the host does not provide: {0}")]
+    Imports(String),
+    #[error("does not export `handle` as wit/plugin.wit defines it: {0}")]
+    Exports(String),
+}
+
+/// What every instance of one plugin shares.
+pub(super) struct PluginInfo {
+    pub name: Arc<str>,
+    pub config: BTreeMap<String, String>,
+    pub memory: u64,
+}
+
+/// A compiled plugin, ready to instantiate once per call.
+pub struct WasmHandler {
+    runtime: Runtime,
+    pre: PluginPre<PluginState>,
+    info: Arc<PluginInfo>,
+    timeout: Duration,
+    max_output: u64,
+}
+
+/// Raised from the epoch callback when a call passes its deadline.
+#[derive(Debug, Error)]
+#[error("deadline exceeded")]
+struct DeadlineExceeded;
+
+impl WasmHandler {
+    /// Compiles `bytes` and checks them against the WIT world. CPU-heavy: call it
+    /// off the async workers (`spawn_blocking`).
+    pub fn load(
+        runtime: &Runtime,
+        settings: &PluginConfig,
+        bytes: &[u8],
+    ) -> Result<Self, LoadError> {
+        check_component_header(bytes)?;
+        let component = Component::new(&runtime.engine, bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let instance_pre = runtime
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Imports(format!("{e:#}")))?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
+        Ok(Self {
+            runtime: runtime.clone(),
+            pre,
+            info: Arc::new(PluginInfo {
+                name: settings.name.as_str().into(),
+                config: settings.config.clone(),
+                memory: settings.memory,
+            }),
+            timeout: settings.timeout,
+            max_output: settings.max_output,
+        })
+    }
+
+    async fn run(&self, call: Call) -> Result<Fields, HandlerError> {
+        let mut store = Store::new(
+            &self.runtime.engine,
+            PluginState::new(self.info.clone(), call.request_id),
+        );
+        store.limiter(|state| &mut state.limits);
+        let deadline = Instant::now() + self.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                // Hand the tokio worker back once per tick, then carry on.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let plugin: PluginWorld = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| self.classify(e))?;
+        let answer = plugin
+            .call_handle(&mut store, &call.key, &call.inputs)
+            .await
+            .map_err(|e| self.classify(e))?;
+        match answer {
+            Ok(data) => {
+                let size: u64 = data.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+                if size > self.max_output {
+                    return Err(HandlerError::OutputTooLarge {
+                        size,
+                        limit: self.max_output,
+                    });
+                }
+                Ok(data)
+            }
+            Err(WitError::InvalidInput(m)) => Err(HandlerError::InvalidInput(m)),
+            Err(WitError::Failed(m)) => Err(HandlerError::Failed(m)),
+        }
+    }
+
+    fn classify(&self, error: wasmtime::Error) -> HandlerError {
+        if error.downcast_ref::<DeadlineExceeded>().is_some() {
+            return HandlerError::TimedOut(self.timeout);
+        }
+        if error
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
+            return HandlerError::Unavailable(error.to_string());
+        }
+        tracing::warn!(plugin = %self.info.name, "plugin trapped: {error:?}");
+        let reason = match error.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => trap.to_string(),
+            None => error.root_cause().to_string(),
+        };
+        HandlerError::Trapped(reason)
+    }
+}
+
+impl Handler for WasmHandler {
+    fn call(&self, call: Call) -> HandlerFuture<'_> {
+        Box::pin(self.run(call))
+    }
+}
+
+/// Tells a core module or garbage apart from a component before compiling.
+fn check_component_header(bytes: &[u8]) -> Result<(), LoadError> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(LoadError::NotAComponent(
+            "it is a core wasm module, e.g. built for wasm32-wasip1 without `cargo component`",
+        )),
+        _ => Err(LoadError::NotAComponent(
+            "it does not start with the wasm magic bytes",
+        )),
+    }
+}
