@@ -42,6 +42,13 @@ impl Host {
                 list.join("\n")
             )
         })?;
+        for plugin in config
+            .plugins
+            .values()
+            .filter(|p| p.mode != crate::config::Mode::Sync)
+        {
+            tracing::warn!(plugin = %plugin.name, "mode {:?} is not implemented yet; answering synchronously", plugin.mode);
+        }
         let router = Arc::new(Router::new(Routes::new(&config.keys, &plugins)));
         let state = Arc::new(AppState::new(
             router.clone(),

@@ -109,10 +109,10 @@ macro_rules! export {
                     )
                         -> ::std::result::Result<$crate::Data, $crate::Error> = $handler;
                     $crate::__private::call(handler, key, inputs)
-        }
+                }
             }
 
-            $crate::bindings::__export_plugin!(OptechHandler with_types_in $crate::bindings);
+    $crate::bindings::__export_plugin!(OptechHandler with_types_in $crate::bindings);
         };
     };
 }

@@ -1,0 +1,150 @@
+//! Shared by the integration tests: builds the plugins once (through the same
+//! code as `optech build`), starts real hosts on ephemeral ports, signs requests.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use optech_host::Host;
+use optech_host::config::Config;
+use optech_host::plugin_build;
+use optech_host::signature::Signer;
+use serde_json::Value;
+
+pub const SECRET: &str = "test-secret";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds `plugins/` and `host/tests/plugins/` once per test binary.
+pub fn build_plugins() -> &'static Result<(), String> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let target = workspace().join("target/plugins");
+        for dir in [examples_dir(), testkit_dir()] {
+            plugin_build::build_all(&dir, &target).map_err(|e| format!("{e:#}"))?;
+        }
+        Ok(())
+    })
+}
+
+/// The folder of the example plugins and their built `.wasm` files.
+pub fn examples_dir() -> PathBuf {
+    workspace().join("plugins")
+}
+
+/// The folder of the test-only plugins and their built `.wasm` files.
+pub fn testkit_dir() -> PathBuf {
+    workspace().join("host/tests/plugins")
+}
+
+pub fn testkit_wasm() -> PathBuf {
+    testkit_dir().join("testkit.wasm")
+}
+
+/// A host started from a config text, serving on 127.0.0.1 at an ephemeral port.
+pub struct TestHost {
+    pub host: Host,
+    pub url: String,
+    pub client: reqwest::Client,
+    pub signer: Signer,
+    pub dir: tempfile::TempDir,
+}
+
+/// An answer, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `code` of a JSON error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {:?}", self.json()))
+            .to_string()
+    }
+}
+
+pub fn config_text(plugins_dir: &Path, rest: &str) -> String {
+    format!(
+        "[server]\nplugins_dir = {:?}\n{rest}",
+        plugins_dir.display().to_string()
+    )
+}
+
+impl TestHost {
+    /// Starts a host whose `[server]` table gets `plugins_dir` and then `rest` (which may add
+    /// more `[server]` keys first, then other tables).
+    pub async fn start(plugins_dir: &Path, rest: &str) -> TestHost {
+        Self::try_start(plugins_dir, rest, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    pub async fn try_start(
+        plugins_dir: &Path,
+        rest: &str,
+        previous_secret: Option<&str>,
+    ) -> anyhow::Result<TestHost> {
+        if let Err(e) = build_plugins() {
+            panic!("building the plugins failed: {e}");
+        }
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("optech.toml");
+        std::fs::write(&path, config_text(plugins_dir, rest))?;
+        let config = Config::load(&path)?;
+        let signer = Signer::new(SECRET.as_bytes(), previous_secret.map(str::as_bytes));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let host = Host::start(&config, signer.clone(), listener).await?;
+        let url = format!("http://{}", host.addr);
+        Ok(TestHost {
+            host,
+            url,
+            client: reqwest::Client::new(),
+            signer,
+            dir,
+        })
+    }
+
+    /// POSTs `body` to `/` signed with the test secret.
+    pub async fn post(&self, body: &str) -> Answer {
+        let signature = self.signer.sign(body.as_bytes());
+        self.send(
+            self.client
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .header("x-optech-signature", signature)
+                .body(body.to_string()),
+        )
+        .await
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.expect("request failed");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.expect("reading body").to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// POSTs `{"key": key, "inputs": inputs}` signed.
+    pub async fn ask(&self, key: &str, inputs: Value) -> Answer {
+        self.post(&serde_json::json!({ "key": key, "inputs": inputs }).to_string())
+            .await
+    }
+}

@@ -1,0 +1,86 @@
+//! A test-only plugin whose request `key` picks what it does, from well-behaved
+//! to hostile. The host's integration tests map keys to it in their configs.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use optech_sdk::{Data, Error, Request, config, log};
+
+fn handle(request: Request) -> Result<Data, Error> {
+    let inputs = request.inputs();
+    match request.key() {
+        "echo" => Ok(Data::from(request.inputs().clone())),
+        "fail" => Err(Error::failed("the back end is down")),
+        "invalid" => Err(Error::invalid_input("`x` must be positive")),
+        "panic" => panic!("testkit was asked to panic"),
+        "loop" => loop {
+            black_box(());
+        },
+        "alloc" => {
+            // Grows until the memory limit stops it.
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                black_box(&hoard);
+            }
+        }
+        "recurse" => Ok(Data::new().with("depth", recurse(black_box(1)))),
+        "big" => {
+            let bytes: usize = inputs.parse("bytes")?;
+            Ok(Data::new().with("big", "x".repeat(bytes)))
+        }
+        "sleep" => {
+            let ms: u64 = inputs.parse("ms")?;
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(Data::from(request.inputs().clone()))
+        }
+        "spin" => {
+            // Busy for `ms` milliseconds of wall-clock time, never yielding.
+            let ms: u64 = inputs.parse("ms")?;
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_millis(ms) {
+                black_box(());
+            }
+            Ok(Data::new().with("spun_ms", ms))
+        }
+        "config" => {
+            let name = inputs.require("name")?;
+            Ok(Data::new().with("value", config(name).unwrap_or_else(|| "<unset>".into())))
+        }
+        "log" => {
+            let lines: u32 = inputs.parse("lines")?;
+            for i in 0..lines {
+                log::info(&format!("log line {i}"));
+                println!("stdout line {i}");
+                eprintln!("stderr line {i}");
+            }
+            Ok(Data::new().with("logged", lines))
+        }
+        "snoop" => {
+            // Everything here must fail inside the sandbox.
+            let file = std::fs::read_to_string("/etc/passwd").map(|_| "read").unwrap_or("denied");
+            let dir = std::fs::read_dir(".").map(|_| "listed").unwrap_or("denied");
+            let env = std::env::var("HOME").map(|_| "read").unwrap_or("denied");
+            let vars = std::env::vars().count();
+            let target = inputs.get("addr").unwrap_or("127.0.0.1:80");
+            let socket = std::net::TcpStream::connect(target).map(|_| "connected").unwrap_or("denied");
+            Ok(Data::new()
+                .with("file", file)
+                .with("dir", dir)
+                .with("env", env)
+                .with("env_vars", vars)
+                .with("socket", socket))
+        }
+        "version" => Ok(Data::new().with("version", option_env!("TESTKIT_VERSION").unwrap_or("1"))),
+        other => Err(Error::invalid_input(format!("testkit has no behaviour {other:?}"))),
+    }
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let pad = black_box([depth; 64]);
+    recurse(black_box(depth + 1)) + pad[0]
+}
+
+optech_sdk::export!(handle);

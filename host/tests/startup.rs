@@ -1,0 +1,113 @@
+//! Start-up refuses bad configs and bad plugins with a message naming the file,
+//! the plugin and the problem; the CLI refuses to serve without a secret.
+
+mod common;
+
+use std::process::Command;
+
+use common::TestHost;
+
+async fn start_error(files: &[(&str, &[u8])], rest: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    match TestHost::try_start(dir.path(), rest, None).await {
+        Ok(_) => panic!("the host started"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[tokio::test]
+async fn a_missing_plugin_file_is_named() {
+    let message = start_error(&[], "[keys]\nk = \"ghost\"\n").await;
+    assert!(
+        message.contains("plugin `ghost`") && message.contains("ghost.wasm"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_and_core_modules_are_not_components() {
+    let message = start_error(&[("junk.wasm", b"hello, world")], "[keys]\nk = \"junk\"\n").await;
+    assert!(
+        message.contains("plugin `junk`") && message.contains("not a WebAssembly component"),
+        "{message}"
+    );
+    let core: &[u8] = b"\0asm\x01\0\0\0";
+    let message = start_error(&[("core.wasm", core)], "[keys]\nk = \"core\"\n").await;
+    assert!(message.contains("core wasm module"), "{message}");
+}
+
+#[tokio::test]
+async fn a_component_without_handle_does_not_match_the_wit() {
+    // The smallest valid component: it exports nothing.
+    let empty: &[u8] = b"\0asm\x0d\0\x01\0";
+    let message = start_error(&[("empty.wasm", empty)], "[keys]\nk = \"empty\"\n").await;
+    assert!(
+        message.contains("plugin `empty`") && message.contains("handle"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn every_bad_plugin_is_listed() {
+    let message = start_error(
+        &[("junk.wasm", b"x")],
+        "[keys]\na = \"junk\"\nb = \"ghost\"\n",
+    )
+    .await;
+    assert!(
+        message.contains("`junk`") && message.contains("`ghost`"),
+        "{message}"
+    );
+}
+
+fn optech(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_optech"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("OPTECH_CLIENT_SECRET")
+        .env_remove("OPTECH_CLIENT_SECRET_PREVIOUS")
+        .output()
+        .expect("running optech")
+}
+
+#[test]
+fn serve_refuses_without_a_secret_and_says_how_to_set_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("optech.toml"), "[keys]\n").unwrap();
+    let out = optech(dir.path(), &["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("OPTECH_CLIENT_SECRET is not set") && stderr.contains(".env"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_reads_the_secret_from_dotenv_and_reports_config_errors_with_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "OPTECH_CLIENT_SECRET=from-dotenv\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("optech.toml"),
+        "[keys]\nk = \"p\"\n[plugins.p]\ntimeout = \"forever\"\n",
+    )
+    .unwrap();
+    let out = optech(dir.path(), &["serve"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("optech.toml") && stderr.contains("plugins.p.timeout"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("from-dotenv"),
+        "the secret leaked: {stderr}"
+    );
+}
