@@ -17,6 +17,9 @@ use thiserror::Error;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+/// The seed: a link is valid for 10 minutes after the request. Only tests shorten it.
+pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(600);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SYNC_BUDGET: Duration = Duration::from_secs(2);
 pub const DEFAULT_MEMORY: u64 = 64 * 1024 * 1024;
@@ -92,6 +95,10 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// Requests running at once, over all plugins; past it the host answers 503.
     pub max_in_flight: usize,
+    /// How long a request's `link` stays valid after the host receives it.
+    pub link_ttl: Duration,
+    /// How long shutdown waits for running handlers.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +134,8 @@ struct RawServer {
     data_dir: Option<PathBuf>,
     max_body: Option<String>,
     max_in_flight: Option<usize>,
+    link_ttl: Option<String>,
+    shutdown_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +214,18 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Prob
     if max_in_flight == 0 {
         problem("server.max_in_flight".into(), "must be at least 1".into());
     }
+    let link_ttl = duration_or(
+        &raw.server.link_ttl,
+        DEFAULT_LINK_TTL,
+        "server.link_ttl",
+        &mut problem,
+    );
+    let shutdown_grace = duration_or(
+        &raw.server.shutdown_grace,
+        DEFAULT_SHUTDOWN_GRACE,
+        "server.shutdown_grace",
+        &mut problem,
+    );
 
     for (key, plugin) in &raw.keys {
         if key.is_empty() {
@@ -302,6 +323,8 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Prob
             data_dir,
             max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
             max_in_flight,
+            link_ttl,
+            shutdown_grace,
         },
         keys: raw.keys,
         plugins,

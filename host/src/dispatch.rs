@@ -64,3 +64,10 @@ pub type HandlerFuture<'a> =
 pub trait Handler: Send + Sync + 'static {
     fn call(&self, call: Call) -> HandlerFuture<'_>;
 }
+
+static NEXT_REQUEST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A process-wide unique id, to tag one request's log lines.
+pub fn next_request_id() -> u64 {
+    NEXT_REQUEST_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

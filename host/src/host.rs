@@ -1,34 +1,60 @@
-//! Assembles a running host from a config: runtime, plugins, router, server.
+//! Assembles a running host from a config: runtime, plugins, router, async
+//! jobs and server; and winds it down again.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::delivery::{Deliverer, RetryPolicy};
+use crate::jobs::Jobs;
 use crate::loader;
 use crate::router::{Router, Routes};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::server::{self, AppState};
 use crate::signature::Signer;
 
+/// Who the host is to the platform: how it signs and verifies, and its client id.
+#[derive(Clone)]
+pub struct Identity {
+    pub signer: Signer,
+    /// Sent as `authorization: Basic <id>` with async deliveries.
+    pub client_id: String,
+    pub retry: RetryPolicy,
+}
+
+impl Identity {
+    pub fn new(signer: Signer, client_id: impl Into<String>) -> Self {
+        Self {
+            signer,
+            client_id: client_id.into(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
 /// A host serving on a socket.
 pub struct Host {
     pub addr: SocketAddr,
     pub router: Arc<Router>,
     pub runtime: Runtime,
+    pub jobs: Arc<Jobs>,
+    grace: Duration,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
 }
 
 impl Host {
-    /// Loads every plugin (failing on the first bad config or plugin, with all
-    /// load errors listed) and starts serving on `listener`.
+    /// Loads every plugin (all load errors are listed together), resumes async
+    /// answers left open by the last run, and starts serving on `listener`.
     pub async fn start(
         config: &Config,
-        signer: Signer,
+        identity: Identity,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
         let runtime = Runtime::new(&RuntimeOptions {
@@ -42,20 +68,33 @@ impl Host {
                 list.join("\n")
             )
         })?;
-        for plugin in config
-            .plugins
-            .values()
-            .filter(|p| p.mode != crate::config::Mode::Sync)
-        {
-            tracing::warn!(plugin = %plugin.name, "mode {:?} is not implemented yet; answering synchronously", plugin.mode);
-        }
         let router = Arc::new(Router::new(Routes::new(&config.keys, &plugins)));
-        let state = Arc::new(AppState::new(
+        let in_flight = Arc::new(Semaphore::new(config.server.max_in_flight));
+        let deliverer =
+            Deliverer::new(identity.signer.clone(), &identity.client_id, identity.retry)?;
+        let jobs = Arc::new(Jobs::new(
+            config.server.data_dir.clone(),
+            deliverer,
             router.clone(),
-            signer,
-            config.server.max_body,
-            config.server.max_in_flight,
+            in_flight.clone(),
+            config.server.link_ttl,
         ));
+        let resumed = jobs.resume().await.with_context(|| {
+            format!(
+                "resuming async answers from {}",
+                config.server.data_dir.display()
+            )
+        })?;
+        if resumed > 0 {
+            tracing::info!("resumed {resumed} async answer(s) left open by the last run");
+        }
+        let state = Arc::new(AppState {
+            router: router.clone(),
+            signer: identity.signer,
+            max_body: config.server.max_body,
+            in_flight,
+            jobs: jobs.clone(),
+        });
         let addr = listener
             .local_addr()
             .context("reading the listening address")?;
@@ -72,20 +111,26 @@ impl Host {
             addr,
             router,
             runtime,
+            jobs,
+            grace: config.server.shutdown_grace,
             shutdown,
             server,
         })
     }
 
-    /// Stops accepting, lets requests in flight finish, and returns when the server is down.
+    /// Stops accepting, lets requests in flight finish, gives async handlers the
+    /// shutdown grace, and leaves what is unfinished in the outbox.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.server.await.context("server task")?.context("server")
+        self.wait().await
     }
 
-    /// Runs until the server stops by itself (it does not, unless it fails).
+    /// Runs until told to stop through [`Host::shutdown_handle`], then winds
+    /// down async work as [`Host::shutdown`] does.
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.server.await.context("server task")?.context("server")
+        let served = self.server.await.context("server task")?.context("server");
+        self.jobs.shutdown(self.grace).await;
+        served
     }
 
     /// A handle that stops the server when sent `true`.

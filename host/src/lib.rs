@@ -4,9 +4,12 @@
 
 pub mod config;
 pub mod credentials;
+pub mod delivery;
 pub mod dispatch;
 pub mod host;
+pub mod jobs;
 pub mod loader;
+pub mod outbox;
 pub mod plugin_build;
 pub mod protocol;
 pub mod router;
@@ -14,4 +17,4 @@ pub mod runtime;
 pub mod server;
 pub mod signature;
 
-pub use host::Host;
+pub use host::{Host, Identity};

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use optech_host::config::Config;
 use optech_host::credentials::{self, Credentials, CredentialsError};
 use optech_host::signature::Signer;
-use optech_host::{Host, plugin_build, server};
+use optech_host::{Host, Identity, plugin_build, server};
 use tracing_subscriber::EnvFilter;
 
 /// Serve OpTech data requests with sandboxed WebAssembly plugins.
@@ -111,7 +111,12 @@ async fn serve(args: ServeArgs, credentials: Credentials, print_curl: bool) -> a
         credentials.previous_secret.as_deref().map(str::as_bytes),
     );
     let started = std::time::Instant::now();
-    let host = Host::start(&config, signer.clone(), listener).await?;
+    let host = Host::start(
+        &config,
+        Identity::new(signer.clone(), credentials.client_id.clone()),
+        listener,
+    )
+    .await?;
     tracing::info!(
         "optech listening on http://{} with {} plugin(s), {} key(s), ready in {:?}",
         host.addr,

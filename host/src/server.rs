@@ -7,7 +7,6 @@
 //! about keys or plugins and never reaches a plugin.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -18,8 +17,11 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::dispatch::{Call, HandlerError};
-use crate::protocol::{self, DataRequest};
+use crate::config::Mode;
+use crate::dispatch::{Call, HandlerError, next_request_id};
+use crate::jobs::Jobs;
+use crate::outbox::OutboxError;
+use crate::protocol::{self, DataRequest, Fields};
 use crate::router::{Plugin, Router};
 use crate::signature::{SignatureError, Signer};
 
@@ -30,20 +32,9 @@ pub struct AppState {
     pub router: Arc<Router>,
     pub signer: Signer,
     pub max_body: usize,
-    in_flight: Arc<Semaphore>,
-    next_request_id: AtomicU64,
-}
-
-impl AppState {
-    pub fn new(router: Arc<Router>, signer: Signer, max_body: usize, max_in_flight: usize) -> Self {
-        Self {
-            router,
-            signer,
-            max_body,
-            in_flight: Arc::new(Semaphore::new(max_in_flight)),
-            next_request_id: AtomicU64::new(1),
-        }
-    }
+    /// Requests running at once, sync and async together.
+    pub in_flight: Arc<Semaphore>,
+    pub jobs: Arc<Jobs>,
 }
 
 /// The axum app: `GET /healthz`, and a data request on any other POST.
@@ -117,7 +108,7 @@ async fn data_request(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let request_id = app.next_request_id.fetch_add(1, Ordering::Relaxed);
+    let request_id = next_request_id();
     match handle_data_request(&app, request_id, method, &headers, body).await {
         Ok(response) => response,
         Err(error) => {
@@ -164,8 +155,156 @@ async fn handle_data_request(
             format!("no plugin is mapped to key {:?}", request.key),
         )
     })?;
-    let _permits = admit(app, &plugin)?;
-    run_sync(app, request_id, &plugin, request).await
+    let permits = admit(app, &plugin)?;
+    match plugin.settings.mode {
+        Mode::Sync => {
+            let call = Call {
+                request_id,
+                key: request.key,
+                inputs: request.inputs,
+            };
+            let result = plugin.handler.call(call).await;
+            drop(permits);
+            answer_now(app, request_id, &plugin, result)
+        }
+        Mode::Async => run_async(app, request_id, plugin, request, permits).await,
+        Mode::Auto => run_auto(app, request_id, plugin, request, permits).await,
+    }
+}
+
+type Permits = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
+
+/// `async` mode: record, answer 202, run and deliver in the background.
+async fn run_async(
+    app: &AppState,
+    request_id: u64,
+    plugin: Arc<Plugin>,
+    request: DataRequest,
+    permits: Permits,
+) -> Result<Response, ApiError> {
+    let link = required_link(&request, &plugin)?;
+    let Some(expires_at) = app
+        .jobs
+        .record(&link, &request.key, &request.inputs)
+        .await
+        .map_err(store_error)?
+    else {
+        tracing::debug!(
+            request = request_id,
+            link,
+            "duplicate request: already accepted"
+        );
+        return Ok(accepted());
+    };
+    let call = Call {
+        request_id,
+        key: request.key,
+        inputs: request.inputs,
+    };
+    let running = app.jobs.spawn_call(plugin, call, permits);
+    app.jobs.track(link, expires_at, running);
+    Ok(accepted())
+}
+
+/// `auto` mode: answer 200 if the handler finishes within `sync_budget`, else
+/// record, answer 202 and deliver when it finishes.
+async fn run_auto(
+    app: &AppState,
+    request_id: u64,
+    plugin: Arc<Plugin>,
+    request: DataRequest,
+    permits: Permits,
+) -> Result<Response, ApiError> {
+    let link = request
+        .link
+        .as_deref()
+        .map(|_| required_link(&request, &plugin))
+        .transpose()?;
+    if let Some(link) = &link {
+        // A read, not a write: the synchronous path never writes to disk.
+        if app.jobs.seen(link).await.map_err(store_error)? {
+            return Ok(accepted());
+        }
+    }
+    let (key, inputs) = (request.key.clone(), request.inputs.clone());
+    let call = Call {
+        request_id,
+        key: request.key,
+        inputs: request.inputs,
+    };
+    let mut running = app.jobs.spawn_call(plugin.clone(), call, permits);
+    let budget = tokio::time::sleep(plugin.settings.sync_budget);
+    tokio::select! {
+        result = &mut running => return answer_now(app, request_id, &plugin, joined(result)),
+        _ = budget => {}
+    }
+    let Some(link) = link else {
+        // Without a link the only answer is a synchronous one: keep waiting.
+        return answer_now(app, request_id, &plugin, joined(running.await));
+    };
+    match app.jobs.record(&link, &key, &inputs).await {
+        Ok(Some(expires_at)) => {
+            app.jobs.track(link, expires_at, running);
+            Ok(accepted())
+        }
+        Ok(None) => {
+            running.abort();
+            Ok(accepted())
+        }
+        Err(e) => {
+            // Cannot promise a later answer: give the one we will have.
+            tracing::error!(
+                request = request_id,
+                "cannot record an async answer, answering synchronously: {e}"
+            );
+            answer_now(app, request_id, &plugin, joined(running.await))
+        }
+    }
+}
+
+fn joined(
+    result: Result<Result<Fields, HandlerError>, tokio::task::JoinError>,
+) -> Result<Fields, HandlerError> {
+    result.unwrap_or_else(|e| {
+        Err(HandlerError::Trapped(format!(
+            "the handler task failed: {e}"
+        )))
+    })
+}
+
+/// The request's `link`, which async answers need: present and http(s).
+fn required_link(request: &DataRequest, plugin: &Plugin) -> Result<String, ApiError> {
+    let Some(link) = &request.link else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "link_required",
+            format!(
+                "plugin `{}` answers asynchronously, so the request needs a `link`",
+                plugin.settings.name
+            ),
+        ));
+    };
+    match reqwest::Url::parse(link) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(link.clone()),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("`link` must be an http(s) URL, got {link:?}"),
+        )),
+    }
+}
+
+fn accepted() -> Response {
+    StatusCode::ACCEPTED.into_response()
+}
+
+fn store_error(error: OutboxError) -> ApiError {
+    tracing::error!("outbox: {error}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the host cannot record the request for an async answer right now",
+    )
 }
 
 /// Takes a global and a per-plugin slot, or refuses with 503: a flood never queues.
@@ -196,23 +335,22 @@ fn admit(
     Ok((global, own))
 }
 
-async fn run_sync(
+/// The synchronous answer to a handler's result: 200 with signed data, or its error.
+fn answer_now(
     app: &AppState,
     request_id: u64,
     plugin: &Plugin,
-    request: DataRequest,
+    result: Result<Fields, HandlerError>,
 ) -> Result<Response, ApiError> {
-    let call = Call {
-        request_id,
-        key: request.key,
-        inputs: request.inputs,
-    };
-    let data = plugin.handler.call(call).await.map_err(|e| {
+    let data = result.map_err(|e| {
         tracing::info!(request = request_id, plugin = %plugin.settings.name, code = e.code(), "handler failed: {e}");
         ApiError::from(e)
     })?;
-    let body = protocol::data_body(&data);
-    Ok(signed_json(&app.signer, StatusCode::OK, body))
+    Ok(signed_json(
+        &app.signer,
+        StatusCode::OK,
+        protocol::data_body(&data),
+    ))
 }
 
 /// A JSON answer with its body signed, so the platform can check it.

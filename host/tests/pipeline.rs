@@ -6,8 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::time::Duration;
+
 use optech_host::config::Config;
+use optech_host::delivery::{Deliverer, RetryPolicy};
 use optech_host::dispatch::{Call, Handler, HandlerFuture};
+use optech_host::jobs::Jobs;
 use optech_host::router::{Plugin, Router, Routes};
 use optech_host::server::{self, AppState};
 use optech_host::signature::Signer;
@@ -33,7 +37,23 @@ async fn no_handler_runs_for_an_unsigned_or_malformed_request() {
     let plugins = BTreeMap::from([("native".to_string(), plugin)]);
     let router = Arc::new(Router::new(Routes::new(&config.keys, &plugins)));
     let signer = Signer::new(b"secret", None);
-    let state = Arc::new(AppState::new(router, signer.clone(), 1024, 16));
+    let data = tempfile::tempdir().unwrap();
+    let deliverer = Deliverer::new(signer.clone(), "id", RetryPolicy::default()).unwrap();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(16));
+    let jobs = Arc::new(Jobs::new(
+        data.path().to_path_buf(),
+        deliverer,
+        router.clone(),
+        in_flight.clone(),
+        Duration::from_secs(600),
+    ));
+    let state = Arc::new(AppState {
+        router,
+        signer: signer.clone(),
+        max_body: 1024,
+        in_flight,
+        jobs,
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, server::app(state)).await });

@@ -6,13 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use optech_host::Host;
 use optech_host::config::Config;
 use optech_host::plugin_build;
 use optech_host::signature::Signer;
+use optech_host::{Host, Identity};
 use serde_json::Value;
 
 pub const SECRET: &str = "test-secret";
+pub const CLIENT_ID: &str = "test-client";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -106,7 +107,7 @@ impl TestHost {
         let config = Config::load(&path)?;
         let signer = Signer::new(SECRET.as_bytes(), previous_secret.map(str::as_bytes));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let host = Host::start(&config, signer.clone(), listener).await?;
+        let host = Host::start(&config, Identity::new(signer.clone(), CLIENT_ID), listener).await?;
         let url = format!("http://{}", host.addr);
         Ok(TestHost {
             host,
@@ -146,5 +147,133 @@ impl TestHost {
     pub async fn ask(&self, key: &str, inputs: Value) -> Answer {
         self.post(&serde_json::json!({ "key": key, "inputs": inputs }).to_string())
             .await
+    }
+}
+
+/// One POST a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub path: String,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+    pub at: std::time::Instant,
+}
+
+impl Delivery {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("delivery body is JSON")
+    }
+}
+
+/// A stand-in for the platform's `link` endpoint: records every POST and answers
+/// from a script (then 200).
+#[derive(Clone)]
+pub struct Receiver {
+    pub base: String,
+    pub deliveries: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>,
+    script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<(u16, Option<String>)>>>,
+    task: std::sync::Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener)
+    }
+
+    /// Starts on a given port (e.g. one a link already points at).
+    pub async fn start_on(port: u16) -> Receiver {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        Self::serve(listener)
+    }
+
+    fn serve(listener: tokio::net::TcpListener) -> Receiver {
+        use axum::response::IntoResponse;
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let deliveries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let script: std::sync::Arc<
+            std::sync::Mutex<std::collections::VecDeque<(u16, Option<String>)>>,
+        > = Default::default();
+        let (d, s) = (deliveries.clone(), script.clone());
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (d, s) = (d.clone(), s.clone());
+                async move {
+                    d.lock().unwrap().push(Delivery {
+                        path: uri.path().to_string(),
+                        headers,
+                        body: body.to_vec(),
+                        at: std::time::Instant::now(),
+                    });
+                    let (status, retry_after) =
+                        s.lock().unwrap().pop_front().unwrap_or((200, None));
+                    let mut response = axum::http::StatusCode::from_u16(status)
+                        .unwrap()
+                        .into_response();
+                    if let Some(value) = retry_after {
+                        response
+                            .headers_mut()
+                            .insert("retry-after", value.parse().unwrap());
+                    }
+                    response
+                }
+            },
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            base,
+            deliveries,
+            script,
+            task: std::sync::Arc::new(task),
+        }
+    }
+
+    /// Queues answers for the next POSTs: a status and an optional Retry-After.
+    pub fn script(&self, replies: &[(u16, Option<&str>)]) {
+        let mut script = self.script.lock().unwrap();
+        for (status, retry_after) in replies {
+            script.push_back((*status, retry_after.map(str::to_string)));
+        }
+    }
+
+    pub fn link(&self, id: &str) -> String {
+        format!("{}/ingest/{id}", self.base)
+    }
+
+    pub fn count(&self) -> usize {
+        self.deliveries.lock().unwrap().len()
+    }
+
+    pub fn to(&self, link: &str) -> Vec<Delivery> {
+        let path = link.trim_start_matches(&self.base).to_string();
+        self.deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until at least `n` POSTs arrived, or panics after `limit`.
+    pub async fn wait_for(&self, n: usize, limit: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while self.count() < n {
+            if start.elapsed() > limit {
+                panic!(
+                    "only {} of {n} deliveries arrived within {limit:?}",
+                    self.count()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
     }
 }

@@ -1,0 +1,264 @@
+//! POSTs answers to `link`: signed, with retries until success or expiry.
+//!
+//! Policy: connection errors, timeouts, 408, 429 and 5xx are retried with
+//! exponential backoff and full jitter (first retries within a second or two,
+//! for chat's 10-second budget; later ones spread out to 30 s), honouring
+//! `Retry-After`; any other 4xx is final; nothing is sent after the link expires.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use tokio_util::sync::CancellationToken;
+
+use crate::server::SIGNATURE_HEADER;
+use crate::signature::Signer;
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// The delay before the first retry; each later one doubles, up to `max_delay`.
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// How long one POST may take before it counts as failed.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            first_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after the `attempt`-th failure (1-based), jittered into its upper half.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .first_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let ceiling = exp.min(self.max_delay);
+        let jitter: f64 = rand::random_range(0.5..=1.0);
+        ceiling.mul_f64(jitter)
+    }
+}
+
+/// What one POST to a link came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered,
+    /// Worth retrying; `after` is the receiver's `Retry-After`, if it sent one.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    Final(String),
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered {
+        attempts: u32,
+    },
+    Failed(String),
+    Expired {
+        attempts: u32,
+        last: String,
+    },
+    /// The host is shutting down; the record stays open for the next start.
+    Interrupted,
+}
+
+/// Sends answers; one per host, sharing one connection pool.
+pub struct Deliverer {
+    client: reqwest::Client,
+    signer: Signer,
+    authorization: Option<HeaderValue>,
+    pub policy: RetryPolicy,
+}
+
+impl Deliverer {
+    pub fn new(signer: Signer, client_id: &str, policy: RetryPolicy) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(policy.attempt_timeout)
+            .connect_timeout(policy.attempt_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("optech/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        // The seed writes the header as `Basic <client id>`, the id as is.
+        let authorization = HeaderValue::from_str(&format!("Basic {client_id}"))
+            .ok()
+            .filter(|_| !client_id.is_empty());
+        Ok(Self {
+            client,
+            signer,
+            authorization,
+            policy,
+        })
+    }
+
+    /// One signed POST of `body` to `link`.
+    pub async fn attempt(&self, link: &str, body: &[u8]) -> Attempt {
+        let mut request = self
+            .client
+            .post(link)
+            .header(CONTENT_TYPE, "application/json")
+            .header(SIGNATURE_HEADER, self.signer.sign(body))
+            .body(body.to_vec());
+        if let Some(auth) = &self.authorization {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        match request.send().await {
+            Ok(response) => classify(response.status(), response.headers().get(RETRY_AFTER)),
+            Err(e) if e.is_builder() => Attempt::Final(format!("link is not a usable URL: {e}")),
+            Err(e) => Attempt::Retry {
+                reason: format!("{e}"),
+                after: None,
+            },
+        }
+    }
+
+    /// Attempts until delivered, final failure, expiry or shutdown. `on_attempt`
+    /// hears each attempt's outcome (for the outbox's bookkeeping).
+    pub async fn deliver<F, Fut>(
+        &self,
+        link: &str,
+        body: &[u8],
+        expires_at: SystemTime,
+        shutdown: &CancellationToken,
+        mut on_attempt: F,
+    ) -> Outcome
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut attempts = 0u32;
+        let mut last = String::from("not attempted");
+        loop {
+            if SystemTime::now() >= expires_at {
+                return Outcome::Expired { attempts, last };
+            }
+            attempts += 1;
+            let attempt = self.attempt(link, body).await;
+            on_attempt(attempt.clone()).await;
+            let wait = match attempt {
+                Attempt::Delivered => return Outcome::Delivered { attempts },
+                Attempt::Final(reason) => return Outcome::Failed(reason),
+                Attempt::Retry { reason, after } => {
+                    last = reason;
+                    after.unwrap_or_else(|| self.policy.delay(attempts))
+                }
+            };
+            let left = expires_at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            if wait >= left {
+                // The next try would be after expiry: wait it out only to report honestly.
+                tokio::select! {
+                    _ = tokio::time::sleep(left) => return Outcome::Expired { attempts, last },
+                    _ = shutdown.cancelled() => return Outcome::Interrupted,
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return Outcome::Interrupted,
+            }
+        }
+    }
+}
+
+fn classify(status: StatusCode, retry_after: Option<&HeaderValue>) -> Attempt {
+    if status.is_success() {
+        return Attempt::Delivered;
+    }
+    let reason = format!("link answered {status}");
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+    {
+        Attempt::Retry {
+            reason,
+            after: retry_after.and_then(parse_retry_after),
+        }
+    } else {
+        Attempt::Final(reason)
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(text).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let policy = RetryPolicy::default();
+        for _ in 0..100 {
+            let first = policy.delay(1);
+            assert!(
+                first >= Duration::from_millis(125) && first <= Duration::from_millis(250),
+                "{first:?}"
+            );
+            let third = policy.delay(3);
+            assert!(
+                third >= Duration::from_millis(500) && third <= Duration::from_secs(1),
+                "{third:?}"
+            );
+            assert!(policy.delay(40) <= Duration::from_secs(30));
+        }
+        // The first five retries fit in chat's 10-second window.
+        let worst: Duration = (1..=5)
+            .map(|n| RetryPolicy::default().first_delay * (1 << (n - 1)))
+            .sum();
+        assert!(worst < Duration::from_secs(10), "{worst:?}");
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(classify(StatusCode::OK, None), Attempt::Delivered);
+        assert_eq!(classify(StatusCode::ACCEPTED, None), Attempt::Delivered);
+        for s in [
+            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ] {
+            assert!(matches!(classify(s, None), Attempt::Retry { .. }), "{s}");
+        }
+        for s in [
+            StatusCode::BAD_REQUEST,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::NOT_FOUND,
+            StatusCode::GONE,
+        ] {
+            assert!(matches!(classify(s, None), Attempt::Final(_)), "{s}");
+        }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("3")),
+            Some(Duration::from_secs(3))
+        );
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(60));
+        let parsed = parse_retry_after(&HeaderValue::from_str(&later).unwrap()).unwrap();
+        assert!(
+            parsed > Duration::from_secs(55) && parsed <= Duration::from_secs(60),
+            "{parsed:?}"
+        );
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+}

@@ -1,0 +1,251 @@
+//! Async answers against a real link receiver on loopback: 202 at once, then a
+//! signed POST to `link`, retried through faults until it lands or the link expires.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{CLIENT_ID, Receiver, TestHost, testkit_dir};
+use optech_host::outbox::State;
+use serde_json::{Value, json};
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// A host whose keys `echo`, `fail`, `loop` and `sleep` go to the testkit in `mode`.
+async fn host(mode: &str, link_ttl: &str) -> TestHost {
+    TestHost::start(
+        &testkit_dir(),
+        &format!(
+            r#"link_ttl = "{link_ttl}"
+            [keys]
+            echo = "tk"
+            fail = "tk"
+            loop = "tk"
+            sleep = "tk"
+            [plugins.tk]
+            source = "testkit.wasm"
+            mode = "{mode}"
+            timeout = "3s"
+            sync_budget = "300ms"
+            "#
+        ),
+    )
+    .await
+}
+
+async fn send(host: &TestHost, link: &str, key: &str, inputs: Value) -> common::Answer {
+    host.post(&json!({"link": link, "key": key, "inputs": inputs}).to_string())
+        .await
+}
+
+async fn state(host: &TestHost, link: &str) -> Option<State> {
+    host.host
+        .jobs
+        .outbox()
+        .await
+        .unwrap()
+        .state(link)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn delivery_is_signed_with_the_protocol_headers() {
+    let host = host("async", "10m").await;
+    let receiver = Receiver::start().await;
+    let link = receiver.link("a1");
+    let sent = Instant::now();
+    let answer = send(&host, &link, "echo", json!({"q": "où?"})).await;
+    assert_eq!(answer.status, 202);
+    let answered = sent.elapsed();
+    receiver.wait_for(1, LONG).await;
+    let delivery = &receiver.to(&link)[0];
+    eprintln!(
+        "202 after {answered:?}; delivered {:?} after the 202",
+        delivery.at - sent - answered
+    );
+    assert_eq!(delivery.json(), json!({"data": {"q": "où?"}}));
+    assert_eq!(delivery.headers["content-type"], "application/json");
+    assert_eq!(
+        delivery.headers["authorization"],
+        format!("Basic {CLIENT_ID}")
+    );
+    assert_eq!(
+        delivery.headers["x-optech-signature"].to_str().unwrap(),
+        host.signer.sign(&delivery.body)
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(state(&host, &link).await, Some(State::Delivered));
+}
+
+#[tokio::test]
+async fn a_request_without_link_is_refused_for_an_async_plugin() {
+    let host = host("async", "10m").await;
+    let answer = host.ask("echo", json!({})).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.error_code(), "link_required");
+    let answer = send(&host, "ftp://example/x", "echo", json!({})).await;
+    assert_eq!(answer.status, 400);
+}
+
+#[tokio::test]
+async fn failures_are_retried_until_the_receiver_takes_it() {
+    let host = host("async", "10m").await;
+    let receiver = Receiver::start().await;
+    receiver.script(&[(500, None), (503, None), (502, None), (408, None)]);
+    let link = receiver.link("retry");
+    assert_eq!(
+        send(&host, &link, "echo", json!({"n": "1"})).await.status,
+        202
+    );
+    receiver.wait_for(5, LONG).await;
+    let attempts = receiver.to(&link);
+    // Chat answers are due in 10 s: four retries must fit well inside that.
+    let span = attempts[4].at - attempts[0].at;
+    assert!(span < Duration::from_secs(5), "retries took {span:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.count(), 5, "nothing more after success");
+    assert_eq!(state(&host, &link).await, Some(State::Delivered));
+}
+
+#[tokio::test]
+async fn a_receiver_that_is_down_then_up_gets_the_answer() {
+    let host = host("async", "10m").await;
+    // Take a free port, close it, and point the link there: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let link = format!("http://127.0.0.1:{port}/ingest/down");
+    assert_eq!(
+        send(&host, &link, "echo", json!({"k": "v"})).await.status,
+        202
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(state(&host, &link).await, Some(State::Answered));
+    let receiver = Receiver::start_on(port).await;
+    receiver.wait_for(1, LONG).await;
+    assert_eq!(receiver.to(&link)[0].json(), json!({"data": {"k": "v"}}));
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_on_429() {
+    let host = host("async", "10m").await;
+    let receiver = Receiver::start().await;
+    receiver.script(&[(429, Some("2"))]);
+    let link = receiver.link("slow-down");
+    assert_eq!(send(&host, &link, "echo", json!({})).await.status, 202);
+    receiver.wait_for(2, LONG).await;
+    let attempts = receiver.to(&link);
+    let gap = attempts[1].at - attempts[0].at;
+    assert!(
+        gap >= Duration::from_millis(1900),
+        "retried after {gap:?}, before Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn other_4xx_are_final() {
+    let host = host("async", "10m").await;
+    let receiver = Receiver::start().await;
+    receiver.script(&[(400, None)]);
+    let link = receiver.link("refused");
+    assert_eq!(send(&host, &link, "echo", json!({})).await.status, 202);
+    receiver.wait_for(1, LONG).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.count(), 1, "a final 4xx was retried");
+    assert_eq!(state(&host, &link).await, Some(State::Failed));
+}
+
+#[tokio::test]
+async fn nothing_is_sent_after_the_link_expires() {
+    let host = host("async", "2s").await;
+    let receiver = Receiver::start().await;
+    receiver.script(&[(503, None); 100]);
+    let link = receiver.link("expiring");
+    let sent = Instant::now();
+    assert_eq!(send(&host, &link, "echo", json!({})).await.status, 202);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let attempts = receiver.to(&link);
+    assert!(attempts.len() >= 2, "{} attempts", attempts.len());
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.at - sent < Duration::from_secs(2)),
+        "an attempt after expiry"
+    );
+    assert_eq!(state(&host, &link).await, Some(State::Expired));
+}
+
+#[tokio::test]
+async fn handler_failures_are_delivered_as_error_bodies() {
+    let host = host("async", "10m").await;
+    let receiver = Receiver::start().await;
+    let (fail, timeout) = (receiver.link("fail"), receiver.link("timeout"));
+    assert_eq!(send(&host, &fail, "fail", json!({})).await.status, 202);
+    assert_eq!(send(&host, &timeout, "loop", json!({})).await.status, 202);
+    receiver.wait_for(2, LONG).await;
+    let body = receiver.to(&fail)[0].json();
+    assert_eq!(body["error"]["code"], "plugin_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("back end")
+    );
+    let delivery = &receiver.to(&timeout)[0];
+    assert_eq!(delivery.json()["error"]["code"], "plugin_timeout");
+    assert_eq!(
+        delivery.headers["x-optech-signature"].to_str().unwrap(),
+        host.signer.sign(&delivery.body)
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_request_is_not_run_twice() {
+    let host = host("async", "10m").await;
+    let receiver = Receiver::start().await;
+    let link = receiver.link("twice");
+    let first = send(&host, &link, "sleep", json!({"ms": "300"})).await;
+    let second = send(&host, &link, "sleep", json!({"ms": "300"})).await;
+    assert_eq!((first.status, second.status), (202, 202));
+    receiver.wait_for(1, LONG).await;
+    let third = send(&host, &link, "sleep", json!({"ms": "300"})).await;
+    assert_eq!(third.status, 202);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(receiver.count(), 1);
+}
+
+#[tokio::test]
+async fn auto_mode_answers_fast_handlers_now_and_slow_ones_later() {
+    let host = host("auto", "10m").await;
+    let receiver = Receiver::start().await;
+    let fast = send(&host, &receiver.link("fast"), "echo", json!({"x": "1"})).await;
+    assert_eq!(fast.status, 200);
+    assert_eq!(fast.json(), json!({"data": {"x": "1"}}));
+
+    let link = receiver.link("slow");
+    let sent = Instant::now();
+    let slow = send(&host, &link, "sleep", json!({"ms": "1000"})).await;
+    assert_eq!(slow.status, 202);
+    assert!(
+        sent.elapsed() < Duration::from_millis(900),
+        "202 took {:?}",
+        sent.elapsed()
+    );
+    receiver.wait_for(1, LONG).await;
+    assert_eq!(
+        receiver.to(&link)[0].json(),
+        json!({"data": {"ms": "1000"}})
+    );
+    assert_eq!(
+        receiver.count(),
+        1,
+        "the fast answer must not be delivered too"
+    );
+
+    // Without a link, a slow handler's answer can only be synchronous.
+    let answer = host.ask("sleep", json!({"ms": "600"})).await;
+    assert_eq!(answer.status, 200);
+}
