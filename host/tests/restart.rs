@@ -4,53 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{CLIENT_ID, Receiver, SECRET, build_plugins, testkit_dir};
+use common::{Receiver, SECRET, build_plugins, start_process as start, testkit_dir};
 use optech_host::signature::Signer;
 use serde_json::json;
-
-struct Process {
-    child: Child,
-    url: String,
-}
-
-/// Starts `optech serve` and waits for its "listening on" line.
-fn start(config: &Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_optech"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("OPTECH_CLIENT_SECRET", SECRET)
-        .env("OPTECH_CLIENT_ID", CLIENT_ID)
-        .env("OPTECH_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting optech");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("optech exited before listening")
-            .unwrap();
-        eprintln!("optech: {line}");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            eprintln!("optech: {line}")
-        }
-    });
-    Process { child, url }
-}
 
 fn write_config(dir: &Path, sleep_timeout: &str) -> std::path::PathBuf {
     let path = dir.join("optech.toml");

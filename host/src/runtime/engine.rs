@@ -10,7 +10,7 @@ use super::host_api::PluginState;
 
 /// How often the engine's epoch advances: the granularity of timeouts, and how
 /// often a busy plugin yields its tokio worker.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {

@@ -9,6 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::optech::plugin::host::{self, Level};
 use super::bindings::optech::plugin::types;
+use super::output::PluginOutput;
 use super::plugin::PluginInfo;
 
 /// Lines a plugin may log per request; past it, lines are dropped (and counted).
@@ -33,7 +34,9 @@ impl PluginState {
         // sockets are refused outright rather than address by address.
         wasi.allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false);
+            .allow_ip_name_lookup(false)
+            .stdout(PluginOutput::new(info.name.clone(), request_id, "stdout"))
+            .stderr(PluginOutput::new(info.name.clone(), request_id, "stderr"));
         let limits = StoreLimitsBuilder::new()
             .memory_size(usize::try_from(info.memory).unwrap_or(usize::MAX))
             .table_elements(100_000)

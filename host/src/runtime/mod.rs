@@ -11,6 +11,7 @@
 
 mod engine;
 mod host_api;
+mod output;
 mod plugin;
 
 pub use engine::{Runtime, RuntimeOptions};

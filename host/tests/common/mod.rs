@@ -277,3 +277,66 @@ impl Receiver {
         self.task.abort();
     }
 }
+
+/// The real `optech serve` binary, started as a child process.
+pub struct Process {
+    pub child: std::process::Child,
+    pub url: String,
+    /// Everything it has printed to stdout (its log), line by line.
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Process {
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `optech serve --config <config>` with the test credentials and waits
+/// for its "listening on" line.
+pub fn start_process(config: &Path) -> Process {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_optech"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("OPTECH_CLIENT_SECRET", SECRET)
+        .env("OPTECH_CLIENT_ID", CLIENT_ID)
+        .env("OPTECH_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("starting optech");
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout).lines();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let url = loop {
+        let line = reader
+            .next()
+            .expect("optech exited before listening")
+            .unwrap();
+        lines.lock().unwrap().push(line.clone());
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in reader.map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    Process { child, url, lines }
+}
