@@ -99,6 +99,8 @@ pub struct ServerConfig {
     pub link_ttl: Duration,
     /// How long shutdown waits for running handlers.
     pub shutdown_grace: Duration,
+    /// Reload plugins and this file when they change on disk.
+    pub watch: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +138,7 @@ struct RawServer {
     max_in_flight: Option<usize>,
     link_ttl: Option<String>,
     shutdown_grace: Option<String>,
+    watch: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,6 +328,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Prob
             max_in_flight,
             link_ttl,
             shutdown_grace,
+            watch: raw.server.watch.unwrap_or(true),
         },
         keys: raw.keys,
         plugins,

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::delivery::{Deliverer, RetryPolicy};
 use crate::jobs::Jobs;
 use crate::loader;
+use crate::reload::{Reloader, WatchHandle};
 use crate::router::{Router, Routes};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::server::{self, AppState};
@@ -44,6 +45,8 @@ pub struct Host {
     pub router: Arc<Router>,
     pub runtime: Runtime,
     pub jobs: Arc<Jobs>,
+    pub reloader: Arc<Reloader>,
+    _watch: Option<WatchHandle>,
     grace: Duration,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
@@ -69,6 +72,12 @@ impl Host {
             )
         })?;
         let router = Arc::new(Router::new(Routes::new(&config.keys, &plugins)));
+        let reloader = Reloader::new(config.clone(), plugins, runtime.clone(), router.clone());
+        let watch = if config.server.watch {
+            Some(reloader.watch().await?)
+        } else {
+            None
+        };
         let in_flight = Arc::new(Semaphore::new(config.server.max_in_flight));
         let deliverer =
             Deliverer::new(identity.signer.clone(), &identity.client_id, identity.retry)?;
@@ -94,6 +103,7 @@ impl Host {
             max_body: config.server.max_body,
             in_flight,
             jobs: jobs.clone(),
+            reloader: reloader.clone(),
         });
         let addr = listener
             .local_addr()
@@ -112,6 +122,8 @@ impl Host {
             router,
             runtime,
             jobs,
+            reloader,
+            _watch: watch,
             grace: config.server.shutdown_grace,
             shutdown,
             server,

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod credentials;
 pub mod delivery;
+pub mod dev_watch;
 pub mod dispatch;
 pub mod host;
 pub mod jobs;
@@ -12,6 +13,7 @@ pub mod loader;
 pub mod outbox;
 pub mod plugin_build;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod runtime;
 pub mod server;

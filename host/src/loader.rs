@@ -38,34 +38,51 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Loads one plugin from its `source` file.
+/// Loads one plugin from its `source` file. If `previous` has the same bytes and
+/// settings it is returned as is: unchanged plugins are never rebuilt.
 pub async fn load_plugin(
     runtime: &Runtime,
     settings: &PluginConfig,
-) -> Result<Plugin, PluginLoadError> {
+    previous: Option<&Arc<Plugin>>,
+) -> Result<Arc<Plugin>, PluginLoadError> {
     let name = settings.name.clone();
     let path = settings.source.clone();
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|source| PluginLoadError::Read {
-            name: name.clone(),
-            path: path.clone(),
-            source,
-        })?;
-    let runtime = runtime.clone();
-    let task_settings = settings.clone();
-    let compiled = tokio::task::spawn_blocking(move || {
+    let read_path = path.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&read_path)?;
         let sha256 = content_hash(&bytes);
-        WasmHandler::load(&runtime, &task_settings, &bytes).map(|h| (h, sha256))
+        Ok::<_, std::io::Error>((bytes, sha256))
     })
     .await
     .map_err(|e| PluginLoadError::Task {
         name: name.clone(),
         message: e.to_string(),
     })?;
-    let (handler, sha256) =
-        compiled.map_err(|source| PluginLoadError::Invalid { name, path, source })?;
-    Ok(Plugin::new(settings.clone(), Arc::new(handler), sha256))
+    let (bytes, sha256) = read.map_err(|source| PluginLoadError::Read {
+        name: name.clone(),
+        path: path.clone(),
+        source,
+    })?;
+    if let Some(previous) = previous.filter(|p| p.sha256 == sha256 && p.settings == *settings) {
+        return Ok(previous.clone());
+    }
+    let runtime = runtime.clone();
+    let task_settings = settings.clone();
+    let task_sha = sha256.clone();
+    let handler = tokio::task::spawn_blocking(move || {
+        WasmHandler::load(&runtime, &task_settings, &bytes, &task_sha)
+    })
+    .await
+    .map_err(|e| PluginLoadError::Task {
+        name: name.clone(),
+        message: e.to_string(),
+    })?
+    .map_err(|source| PluginLoadError::Invalid { name, path, source })?;
+    Ok(Arc::new(Plugin::new(
+        settings.clone(),
+        Arc::new(handler),
+        sha256,
+    )))
 }
 
 /// Loads every plugin the config maps a key to; all errors are reported together.
@@ -82,7 +99,7 @@ pub async fn load_all(
             tokio::spawn(async move {
                 (
                     settings.name.clone(),
-                    load_plugin(&runtime, &settings).await,
+                    load_plugin(&runtime, &settings, None).await,
                 )
             })
         })
@@ -92,7 +109,7 @@ pub async fn load_all(
     for task in tasks {
         match task.await {
             Ok((name, Ok(plugin))) => {
-                plugins.insert(name, Arc::new(plugin));
+                plugins.insert(name, plugin);
             }
             Ok((_, Err(e))) => errors.push(e),
             Err(e) => errors.push(PluginLoadError::Task {

@@ -79,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            let target_dir = plugin_target_dir(&config);
+            let _sources =
+                optech_host::dev_watch::watch_sources(&config.server.plugins_dir, target_dir)?;
             serve(args, credentials, true).await
         }
     }
@@ -86,18 +89,23 @@ async fn main() -> anyhow::Result<()> {
 
 async fn build(config: &Config) -> anyhow::Result<()> {
     let dir = config.server.plugins_dir.clone();
-    let target_dir = config
-        .path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join("target/plugins");
+    let target_dir = plugin_target_dir(config);
     let built =
         tokio::task::spawn_blocking(move || plugin_build::build_all(&dir, &target_dir)).await??;
     for path in built {
         tracing::info!("built {}", path.display());
     }
     Ok(())
+}
+
+/// Where plugin builds go: `target/plugins` beside the config, shared by all plugins.
+fn plugin_target_dir(config: &Config) -> std::path::PathBuf {
+    config
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("target/plugins")
 }
 
 async fn serve(args: ServeArgs, credentials: Credentials, print_curl: bool) -> anyhow::Result<()> {

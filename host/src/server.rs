@@ -22,6 +22,7 @@ use crate::dispatch::{Call, HandlerError, next_request_id};
 use crate::jobs::Jobs;
 use crate::outbox::OutboxError;
 use crate::protocol::{self, DataRequest, Fields};
+use crate::reload::{ReloadStatus, Reloader};
 use crate::router::{Plugin, Router};
 use crate::signature::{SignatureError, Signer};
 
@@ -35,6 +36,7 @@ pub struct AppState {
     /// Requests running at once, sync and async together.
     pub in_flight: Arc<Semaphore>,
     pub jobs: Arc<Jobs>,
+    pub reloader: Arc<Reloader>,
 }
 
 /// The axum app: `GET /healthz`, and a data request on any other POST.
@@ -301,7 +303,10 @@ pub fn check_request(
     body: &[u8],
 ) -> Result<(DataRequest, Arc<Plugin>), ApiError> {
     signer
-        .verify(headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes), body)
+        .verify(
+            headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes),
+            body,
+        )
         .map_err(signature_error)?;
     check_content_type(headers)?;
     let request = protocol::parse_request(body)
@@ -444,6 +449,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 struct Health {
     status: &'static str,
     plugins: Vec<PluginHealth>,
+    reload: ReloadStatus,
 }
 
 #[derive(Serialize)]
@@ -476,6 +482,7 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Response {
     axum::Json(Health {
         status: "ok",
         plugins,
+        reload: app.reloader.status(),
     })
     .into_response()
 }

@@ -47,12 +47,20 @@ async fn no_handler_runs_for_an_unsigned_or_malformed_request() {
         in_flight.clone(),
         Duration::from_secs(600),
     ));
+    let runtime = optech_host::runtime::Runtime::new(&Default::default()).unwrap();
+    let reloader = optech_host::reload::Reloader::new(
+        config.clone(),
+        plugins.clone(),
+        runtime,
+        router.clone(),
+    );
     let state = Arc::new(AppState {
         router,
         signer: signer.clone(),
         max_body: 1024,
         in_flight,
         jobs,
+        reloader,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());

@@ -1,8 +1,9 @@
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings;
@@ -29,6 +30,9 @@ impl Default for RuntimeOptions {
 pub struct Runtime {
     pub(super) engine: Engine,
     pub(super) linker: Arc<Linker<PluginState>>,
+    /// Compiled components by content hash, so a reload that changes only a
+    /// plugin's settings, or rolls back to a recent version, does not recompile.
+    components: Arc<Mutex<ComponentCache>>,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -64,8 +68,70 @@ impl Runtime {
         Ok(Self {
             engine,
             linker: Arc::new(linker),
+            components: Arc::default(),
             _ticker: Arc::new(ticker),
         })
+    }
+
+    /// Compiles a component, or returns the one compiled earlier from the same bytes.
+    /// CPU-heavy on a miss: call from a blocking thread.
+    pub(super) fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
+        if let Some(hit) = self.lock_components().get(sha256) {
+            return Ok(hit);
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        self.lock_components().insert(sha256, component.clone());
+        Ok(component)
+    }
+
+    /// Keeps the components in `live` and the most recently used others, up to
+    /// [`RETIRED_KEPT`] of them, for quick rollbacks.
+    pub fn retain_components(&self, live: &HashSet<&str>) {
+        self.lock_components().trim(live);
+    }
+
+    fn lock_components(&self) -> std::sync::MutexGuard<'_, ComponentCache> {
+        self.components.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Compiled components no longer live that are kept for a quick rollback.
+pub const RETIRED_KEPT: usize = 8;
+
+/// Compiled components by content hash, with a use counter for trimming.
+#[derive(Default)]
+struct ComponentCache {
+    entries: HashMap<String, (Component, u64)>,
+    clock: u64,
+}
+
+impl ComponentCache {
+    fn get(&mut self, sha256: &str) -> Option<Component> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(sha256).map(|(component, used)| {
+            *used = clock;
+            component.clone()
+        })
+    }
+
+    fn insert(&mut self, sha256: &str, component: Component) {
+        self.clock += 1;
+        self.entries
+            .insert(sha256.to_string(), (component, self.clock));
+    }
+
+    fn trim(&mut self, live: &HashSet<&str>) {
+        let mut retired: Vec<(u64, String)> = self
+            .entries
+            .iter()
+            .filter(|(hash, _)| !live.contains(hash.as_str()))
+            .map(|(hash, (_, used))| (*used, hash.clone()))
+            .collect();
+        retired.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (_, hash) in retired.into_iter().skip(RETIRED_KEPT) {
+            self.entries.remove(&hash);
+        }
     }
 }
 

@@ -3,7 +3,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use wasmtime::component::Component;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::Runtime;
@@ -51,14 +50,17 @@ struct DeadlineExceeded;
 
 impl WasmHandler {
     /// Compiles `bytes` and checks them against the WIT world. CPU-heavy: call it
-    /// off the async workers (`spawn_blocking`).
+    /// off the async workers (`spawn_blocking`). `sha256` is the bytes' content
+    /// hash: the same bytes are compiled once per process, whatever the settings.
     pub fn load(
         runtime: &Runtime,
         settings: &PluginConfig,
         bytes: &[u8],
+        sha256: &str,
     ) -> Result<Self, LoadError> {
         check_component_header(bytes)?;
-        let component = Component::new(&runtime.engine, bytes)
+        let component = runtime
+            .compile(bytes, sha256)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let instance_pre = runtime
             .linker
