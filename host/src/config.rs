@@ -101,6 +101,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Reload plugins and this file when they change on disk.
     pub watch: bool,
+    /// Keep compiled plugins in `<data_dir>/compiled` so restarts skip compiling.
+    pub compile_cache: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +141,7 @@ struct RawServer {
     link_ttl: Option<String>,
     shutdown_grace: Option<String>,
     watch: Option<bool>,
+    compile_cache: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,6 +332,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Prob
             link_ttl,
             shutdown_grace,
             watch: raw.server.watch.unwrap_or(true),
+            compile_cache: raw.server.compile_cache.unwrap_or(true),
         },
         keys: raw.keys,
         plugins,

@@ -62,6 +62,10 @@ impl Host {
     ) -> anyhow::Result<Self> {
         let runtime = Runtime::new(&RuntimeOptions {
             max_instances: u32::try_from(config.server.max_in_flight).unwrap_or(u32::MAX),
+            cache_dir: config
+                .server
+                .compile_cache
+                .then(|| config.server.data_dir.join("compiled")),
         })?;
         let plugins = loader::load_all(&runtime, config).await.map_err(|errors| {
             let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();

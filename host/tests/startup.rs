@@ -111,3 +111,54 @@ fn serve_reads_the_secret_from_dotenv_and_reports_config_errors_with_file_and_ke
         "the secret leaked: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn compiled_plugins_are_cached_on_disk_and_a_bad_entry_is_recompiled() {
+    let rest = "[keys]\necho = \"echo\"\n";
+    let first = TestHost::start(&common::examples_dir(), rest).await;
+    let compiled = first.dir.path().join("data/compiled");
+    let entries: Vec<_> = std::fs::read_dir(&compiled)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].extension().is_some_and(|e| e == "cwasm"));
+    first.host.shutdown().await.unwrap();
+
+    // A second host on the same data directory loads the cached code and serves.
+    let config = optech_host::config::Config::load(&first.dir.path().join("optech.toml")).unwrap();
+    let start = |config: optech_host::config::Config| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let signer = optech_host::signature::Signer::new(common::SECRET.as_bytes(), None);
+        optech_host::Host::start(&config, optech_host::Identity::new(signer, "id"), listener)
+            .await
+            .unwrap()
+    };
+    let second = start(config.clone()).await;
+    let body = r#"{"key":"echo","inputs":{"a":"1"}}"#;
+    let post = |addr: std::net::SocketAddr| async move {
+        let signature = optech_host::signature::Signer::new(common::SECRET.as_bytes(), None)
+            .sign(body.as_bytes());
+        reqwest::Client::new()
+            .post(format!("http://{addr}/"))
+            .header("content-type", "application/json")
+            .header("x-optech-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post(second.addr).await, 200);
+    second.shutdown().await.unwrap();
+
+    // A damaged entry is ignored and replaced, never trusted.
+    std::fs::write(&entries[0], b"garbage").unwrap();
+    let third = start(config).await;
+    assert_eq!(post(third.addr).await, 200);
+    assert!(
+        std::fs::read(&entries[0]).unwrap().len() > 1000,
+        "the bad entry was not rewritten"
+    );
+}

@@ -1,4 +1,6 @@
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,11 +19,16 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 pub struct RuntimeOptions {
     /// Instances that may be alive at once (the pool's size).
     pub max_instances: u32,
+    /// Where compiled components are kept between runs; `None` compiles every start.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        Self { max_instances: 512 }
+        Self {
+            max_instances: 512,
+            cache_dir: None,
+        }
     }
 }
 
@@ -33,6 +40,8 @@ pub struct Runtime {
     /// Compiled components by content hash, so a reload that changes only a
     /// plugin's settings, or rolls back to a recent version, does not recompile.
     components: Arc<Mutex<ComponentCache>>,
+    /// `<dir>/<content sha256>-<engine compatibility hash>.cwasm` files.
+    disk_cache: Option<Arc<DiskCache>>,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -47,7 +56,10 @@ impl Runtime {
             .total_memories(slots.saturating_mul(2))
             .total_tables(slots.saturating_mul(8))
             .total_stacks(slots)
-            .max_memory_size(usize::try_from(crate::config::MAX_MEMORY).unwrap_or(usize::MAX));
+            .max_memory_size(usize::try_from(crate::config::MAX_MEMORY).unwrap_or(usize::MAX))
+            // Return freed slots' pages to the kernel in batches: fewer syscalls
+            // and TLB shootdowns per request.
+            .decommit_batch_size(64);
 
         let mut config = Config::new();
         config
@@ -65,10 +77,15 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("linking the optech host API: {e:#}"))?;
 
         let ticker = EpochTicker::start(engine.clone());
+        let disk_cache = options
+            .cache_dir
+            .clone()
+            .map(|dir| Arc::new(DiskCache::new(dir, &engine)));
         Ok(Self {
             engine,
             linker: Arc::new(linker),
             components: Arc::default(),
+            disk_cache,
             _ticker: Arc::new(ticker),
         })
     }
@@ -79,7 +96,10 @@ impl Runtime {
         if let Some(hit) = self.lock_components().get(sha256) {
             return Ok(hit);
         }
-        let component = Component::new(&self.engine, bytes)?;
+        let component = match &self.disk_cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes, sha256)?,
+            None => Component::new(&self.engine, bytes)?,
+        };
         self.lock_components().insert(sha256, component.clone());
         Ok(component)
     }
@@ -132,6 +152,68 @@ impl ComponentCache {
         for (_, hash) in retired.into_iter().skip(RETIRED_KEPT) {
             self.entries.remove(&hash);
         }
+    }
+}
+
+/// Compiled components on disk, so a restart skips Cranelift.
+struct DiskCache {
+    dir: PathBuf,
+    /// Hex of the engine's compatibility hash: wasmtime version, target and
+    /// settings. A different engine never reads another's files.
+    engine_tag: String,
+}
+
+impl DiskCache {
+    fn new(dir: PathBuf, engine: &Engine) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Self {
+            dir,
+            engine_tag: format!("{:016x}", hasher.finish()),
+        }
+    }
+
+    fn load_or_compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> wasmtime::Result<Component> {
+        let path = self.dir.join(format!("{sha256}-{}.cwasm", self.engine_tag));
+        // Read into memory rather than `deserialize_file`'s mmap: a cache file
+        // changed in place later must not be able to fault live code (SIGBUS).
+        if let Ok(cached) = std::fs::read(&path) {
+            // SAFETY: the file was written by `store` below from bytes whose hash is
+            // in its name, for an engine with the same compatibility hash; it lives
+            // in the host's own data directory, which is as trusted as its binary.
+            // wasmtime still checks the header and engine settings on load.
+            match unsafe { Component::deserialize(engine, &cached) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(
+                        "ignoring unusable compile cache entry {}: {e:#}",
+                        path.display()
+                    );
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Err(e) = self.store(&component, &path) {
+            tracing::warn!("cannot write the compile cache {}: {e:#}", path.display());
+        }
+        Ok(component)
+    }
+
+    fn store(&self, component: &Component, path: &std::path::Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let bytes = component
+            .serialize()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let staging = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&staging, bytes)?;
+        std::fs::rename(&staging, path)?;
+        Ok(())
     }
 }
 

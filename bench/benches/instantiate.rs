@@ -1,0 +1,45 @@
+//! Contender (d): a fresh instance of `echo.wasm` plus one call of `handle`,
+//! through the same `WasmHandler` the host uses per request.
+
+use std::path::Path;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use optech_host::config::Config;
+use optech_host::dispatch::{Call, Handler};
+use optech_host::loader::content_hash;
+use optech_host::runtime::{Runtime, RuntimeOptions, WasmHandler};
+
+fn instantiate_and_call(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    optech_host::plugin_build::build_all(&root.join("plugins"), &root.join("target/plugins"))
+        .expect("building the plugins");
+    let config =
+        Config::parse("[keys]\necho = \"echo\"\n", &root.join("optech.toml")).expect("config");
+    let settings = &config.plugins["echo"];
+    let bytes = std::fs::read(&settings.source).expect("echo.wasm");
+    let runtime = Runtime::new(&RuntimeOptions::default()).expect("runtime");
+    let handler =
+        WasmHandler::load(&runtime, settings, &bytes, &content_hash(&bytes)).expect("load");
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let inputs: Vec<(String, String)> = vec![
+        ("key1".into(), "value1".into()),
+        ("key2".into(), "value2".into()),
+    ];
+
+    c.bench_function("instantiate + call echo.wasm", |b| {
+        b.iter(|| {
+            let call = Call {
+                request_id: 1,
+                key: "echo".into(),
+                inputs: inputs.clone(),
+            };
+            tokio.block_on(handler.call(call)).expect("echo answers")
+        })
+    });
+}
+
+criterion_group!(benches, instantiate_and_call);
+criterion_main!(benches);

@@ -1,0 +1,281 @@
+//! The servers under test, each started as its own process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::load::{self, LoadOptions};
+
+pub struct Contender {
+    pub name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+/// A running contender; killed on drop.
+pub struct Running {
+    pub child: Child,
+    pub url: String,
+    pub started_in: Duration,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn release_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = crate::root().join("target/release").join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: run `cargo build --release --workspace` first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A config serving `echo` from the example plugin, synchronously, on a free port.
+pub fn echo_config(dir: &Path, extra: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join("optech.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\nmax_in_flight = 1024\nwatch = false\n{extra}\n[keys]\necho = \"echo\"\n",
+        crate::root().join("plugins").display().to_string(),
+        dir.join("data").display().to_string(),
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+impl Contender {
+    /// (a) the host with `plugins/echo.wasm`, sync mode.
+    pub fn optech(dir: &Path) -> anyhow::Result<Self> {
+        let config = echo_config(dir, "")?;
+        Ok(Self {
+            name: "a. optech + echo.wasm".into(),
+            program: release_binary("optech")?,
+            args: vec![
+                "serve".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
+            env: vec![("OPTECH_LOG".into(), "warn,optech=info".into())],
+        })
+    }
+
+    /// `optech serve` with a given config.
+    pub fn custom(name: &str, config: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            name: name.into(),
+            program: release_binary("optech")?,
+            args: vec![
+                "serve".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
+            env: vec![("OPTECH_LOG".into(), "warn,optech=info".into())],
+        })
+    }
+
+    /// (b) the same pipeline with a native echo handler.
+    pub fn native(dir: &Path) -> anyhow::Result<Self> {
+        let config = echo_config(dir, "")?;
+        Ok(Self {
+            name: "b. same pipeline, native echo".into(),
+            program: release_binary("native-host")?,
+            args: vec!["--config".into(), config.display().to_string()],
+            env: vec![],
+        })
+    }
+
+    /// (c) `wasmtime serve` with the wasi:http peer in `bench/peer`, if installed.
+    pub fn wasmtime_serve(root: &Path) -> anyhow::Result<Option<Self>> {
+        let wasmtime = which("wasmtime");
+        let Some(wasmtime) = wasmtime else {
+            return Ok(None);
+        };
+        let peer = build_peer(root)?;
+        let port = free_port()?;
+        Ok(Some(Self {
+            name: "c. wasmtime serve + wasi:http peer".into(),
+            program: wasmtime,
+            args: vec![
+                "serve".into(),
+                "-S".into(),
+                "cli".into(),
+                "-O".into(),
+                "pooling-allocator=y".into(),
+                "--env".into(),
+                format!("OPTECH_CLIENT_SECRET={}", crate::SECRET),
+                "--addr".into(),
+                format!("127.0.0.1:{port}"),
+                peer.display().to_string(),
+            ],
+            env: vec![],
+        }))
+    }
+
+    pub fn start(&self) -> anyhow::Result<Running> {
+        self.start_with(&[])
+    }
+
+    /// Starts the process and waits until it accepts connections.
+    pub fn start_with(&self, extra_env: &[(&str, &str)]) -> anyhow::Result<Running> {
+        let started = Instant::now();
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .env("OPTECH_CLIENT_SECRET", crate::SECRET)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", self.program.display()))?;
+        // optech and native-host print their address; wasmtime serve prints "Serving HTTP on ...".
+        let stdout = child.stdout.take().context("stdout")?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let url = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .with_context(|| format!("{} did not report its address", self.name))?;
+            if let Some(addr) = find_address(&line) {
+                break addr;
+            }
+        };
+        Ok(Running {
+            child,
+            url,
+            started_in: started.elapsed(),
+        })
+    }
+
+    /// Warm-up, then a measured window; returns the measurement with peak RSS.
+    pub fn measure(&self, options: &LoadOptions, script: &Path) -> anyhow::Result<load::Result> {
+        if !script.exists() {
+            load::write_script(script, 1000)?;
+        }
+        let running = self.start()?;
+        load::run_wrk(
+            &running.url,
+            script,
+            options.warmup,
+            options.connections,
+            options.threads,
+        )?;
+        let mut result = load::run_wrk(
+            &running.url,
+            script,
+            options.duration,
+            options.connections,
+            options.threads,
+        )?;
+        result.peak_rss_kib = peak_rss_kib(running.child.id());
+        Ok(result)
+    }
+}
+
+/// `http://127.0.0.1:PORT` from a log line that mentions one.
+fn find_address(line: &str) -> Option<String> {
+    let rest = &line[line.find("http://")?..];
+    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let candidate = rest[..end].trim_end_matches(['/', '.', ',']);
+    candidate["http://".len()..]
+        .contains(':')
+        .then(|| candidate.to_string())
+}
+
+/// Peak resident set size (VmHWM) of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+/// Current resident set size (VmRSS) of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let from_path = std::env::var_os("PATH").map(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    from_path.flatten().or_else(|| {
+        let cargo_bin = PathBuf::from(std::env::var_os("HOME")?)
+            .join(".cargo/bin")
+            .join(name);
+        cargo_bin.is_file().then_some(cargo_bin)
+    })
+}
+
+/// Builds `bench/peer` (a wasi:http component) and returns its path.
+fn build_peer(root: &Path) -> anyhow::Result<PathBuf> {
+    optech_host::plugin_build::ensure_target()?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = root.join("target/peer");
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            optech_host::plugin_build::TARGET,
+            "--manifest-path",
+        ])
+        .arg(root.join("bench/peer/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .context("building bench/peer")?;
+    if !status.success() {
+        bail!("building bench/peer failed");
+    }
+    let dir = target
+        .join(optech_host::plugin_build::TARGET)
+        .join("release");
+    std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .with_context(|| format!("no .wasm in {}", dir.display()))
+}
