@@ -153,14 +153,14 @@ mod tests {
         {
             let log = out.0.lock().unwrap();
             assert!(log.pending.is_empty());
-            assert_eq!(log.kept, 17);
+            assert_eq!(log.kept, 15);
         }
         out.push(&vec![b'x'; MAX_OUTPUT_PER_REQUEST * 2]);
         let log = out.0.lock().unwrap();
         assert_eq!(log.kept, MAX_OUTPUT_PER_REQUEST);
         assert_eq!(
             log.dropped,
-            MAX_OUTPUT_PER_REQUEST * 2 - (MAX_OUTPUT_PER_REQUEST - 17)
+            MAX_OUTPUT_PER_REQUEST * 2 - (MAX_OUTPUT_PER_REQUEST - 15)
         );
         assert!(log.pending.len() < MAX_LINE);
     }
