@@ -1,6 +1,7 @@
 //! Assembles a running host from a config: runtime, plugins, router, async
 //! jobs and server; and winds it down again.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use crate::delivery::{Deliverer, RetryPolicy};
 use crate::jobs::Jobs;
 use crate::loader;
 use crate::reload::{Reloader, WatchHandle};
-use crate::router::{Router, Routes};
+use crate::router::{Plugin, Router, Routes};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::server::{self, AppState};
 use crate::signature::Signer;
@@ -75,6 +76,18 @@ impl Host {
                 list.join("\n")
             )
         })?;
+        Self::start_with_plugins(config, identity, listener, runtime, plugins).await
+    }
+
+    /// Starts serving already-loaded plugins. The seam for handlers that are not
+    /// WebAssembly (the benchmark's native baseline); `start` is the usual door.
+    pub async fn start_with_plugins(
+        config: &Config,
+        identity: Identity,
+        listener: TcpListener,
+        runtime: Runtime,
+        plugins: BTreeMap<String, Arc<Plugin>>,
+    ) -> anyhow::Result<Self> {
         let router = Arc::new(Router::new(Routes::new(&config.keys, &plugins)));
         let reloader = Reloader::new(config.clone(), plugins, runtime.clone(), router.clone());
         let watch = if config.server.watch {

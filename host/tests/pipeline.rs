@@ -6,15 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use std::time::Duration;
-
 use optech_host::config::Config;
-use optech_host::delivery::{Deliverer, RetryPolicy};
 use optech_host::dispatch::{Call, Handler, HandlerFuture};
-use optech_host::jobs::Jobs;
-use optech_host::router::{Plugin, Router, Routes};
-use optech_host::server::{self, AppState};
+use optech_host::router::Plugin;
+use optech_host::runtime::{Runtime, RuntimeOptions};
 use optech_host::signature::Signer;
+use optech_host::{Host, Identity};
 
 struct Counting(AtomicUsize);
 
@@ -27,7 +24,15 @@ impl Handler for Counting {
 
 #[tokio::test]
 async fn no_handler_runs_for_an_unsigned_or_malformed_request() {
-    let config = Config::parse("[keys]\necho = \"native\"\n", Path::new("optech.toml")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = Config::parse(
+        &format!(
+            "[server]\ndata_dir = {:?}\nwatch = false\n[keys]\necho = \"native\"\n",
+            data.path().display().to_string()
+        ),
+        Path::new("optech.toml"),
+    )
+    .unwrap();
     let counter = Arc::new(Counting(AtomicUsize::new(0)));
     let plugin = Arc::new(Plugin::new(
         config.plugins["native"].clone(),
@@ -35,36 +40,23 @@ async fn no_handler_runs_for_an_unsigned_or_malformed_request() {
         "native".into(),
     ));
     let plugins = BTreeMap::from([("native".to_string(), plugin)]);
-    let router = Arc::new(Router::new(Routes::new(&config.keys, &plugins)));
     let signer = Signer::new(b"secret", None);
-    let data = tempfile::tempdir().unwrap();
-    let deliverer = Deliverer::new(signer.clone(), "id", RetryPolicy::default()).unwrap();
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(16));
-    let jobs = Arc::new(Jobs::new(
-        data.path().to_path_buf(),
-        deliverer,
-        router.clone(),
-        in_flight.clone(),
-        Duration::from_secs(600),
-    ));
-    let runtime = optech_host::runtime::Runtime::new(&Default::default()).unwrap();
-    let reloader = optech_host::reload::Reloader::new(
-        config.clone(),
-        plugins.clone(),
-        runtime,
-        router.clone(),
-    );
-    let state = Arc::new(AppState {
-        router,
-        signer: signer.clone(),
-        max_body: 1024,
-        in_flight,
-        jobs,
-        reloader,
-    });
+    let runtime = Runtime::new(&RuntimeOptions {
+        max_instances: 1,
+        cache_dir: None,
+    })
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, server::app(state)).await });
+    let host = Host::start_with_plugins(
+        &config,
+        Identity::new(signer.clone(), "id"),
+        listener,
+        runtime,
+        plugins,
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}/", host.addr);
 
     let client = reqwest::Client::new();
     let body = r#"{"key":"echo","inputs":{"a":"1"}}"#;
