@@ -56,17 +56,7 @@ pub fn echo_config(dir: &Path, extra: &str) -> anyhow::Result<PathBuf> {
 impl Contender {
     /// (a) the host with `plugins/echo.wasm`, sync mode.
     pub fn optech(dir: &Path) -> anyhow::Result<Self> {
-        let config = echo_config(dir, "")?;
-        Ok(Self {
-            name: "a. optech + echo.wasm".into(),
-            program: release_binary("optech")?,
-            args: vec![
-                "serve".into(),
-                "--config".into(),
-                config.display().to_string(),
-            ],
-            env: vec![("OPTECH_LOG".into(), "warn,optech=info".into())],
-        })
+        Self::custom("a. optech + echo.wasm", &echo_config(dir, "")?)
     }
 
     /// `optech serve` with a given config.
