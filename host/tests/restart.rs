@@ -8,8 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Receiver, SECRET, build_plugins, start_process as start, testkit_dir};
-use optech_host::signature::Signer;
+use common::{Receiver, build_plugins, start_process as start, testkit_dir};
 use serde_json::json;
 
 fn write_config(dir: &Path, sleep_timeout: &str) -> std::path::PathBuf {
@@ -36,15 +35,8 @@ fn write_config(dir: &Path, sleep_timeout: &str) -> std::path::PathBuf {
 
 async fn post(client: &reqwest::Client, url: &str, link: &str, ms: u64) -> u16 {
     let body = json!({"link": link, "key": "sleep", "inputs": {"ms": ms.to_string()}}).to_string();
-    let signature = Signer::new(SECRET.as_bytes(), None).sign(body.as_bytes());
-    client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-optech-signature", signature)
-        .body(body)
-        .send()
+    common::post_signed(client, url, body)
         .await
-        .unwrap()
         .status()
         .as_u16()
 }

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{SECRET, TestHost, build_plugins, start_process, testkit_dir};
-use optech_host::signature::Signer;
+use common::{TestHost, build_plugins, start_process, testkit_dir};
 use serde_json::json;
 
 fn hostile_config() -> String {
@@ -92,15 +91,7 @@ async fn ask(
     inputs: serde_json::Value,
 ) -> (u16, reqwest::header::HeaderMap) {
     let body = json!({"key": key, "inputs": inputs}).to_string();
-    let signature = Signer::new(SECRET.as_bytes(), None).sign(body.as_bytes());
-    let response = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-optech-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = common::post_signed(client, url, body).await;
     (response.status().as_u16(), response.headers().clone())
 }
 

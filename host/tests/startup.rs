@@ -137,16 +137,9 @@ async fn compiled_plugins_are_cached_on_disk_and_a_bad_entry_is_recompiled() {
     let second = start(config.clone()).await;
     let body = r#"{"key":"echo","inputs":{"a":"1"}}"#;
     let post = |addr: std::net::SocketAddr| async move {
-        let signature = optech_host::signature::Signer::new(common::SECRET.as_bytes(), None)
-            .sign(body.as_bytes());
-        reqwest::Client::new()
-            .post(format!("http://{addr}/"))
-            .header("content-type", "application/json")
-            .header("x-optech-signature", signature)
-            .body(body)
-            .send()
+        let url = format!("http://{addr}/");
+        common::post_signed(&reqwest::Client::new(), &url, body.to_string())
             .await
-            .unwrap()
             .status()
             .as_u16()
     };

@@ -340,3 +340,16 @@ pub fn start_process(config: &Path) -> Process {
     });
     Process { child, url, lines }
 }
+
+/// POSTs `body` to `url` as JSON, signed with the test secret, the way the platform does.
+pub async fn post_signed(client: &reqwest::Client, url: &str, body: String) -> reqwest::Response {
+    let signature = Signer::new(SECRET.as_bytes(), None).sign(body.as_bytes());
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-optech-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("request failed")
+}
