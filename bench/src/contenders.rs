@@ -99,8 +99,18 @@ impl Contender {
                 "serve".into(),
                 "-S".into(),
                 "cli".into(),
+                // The same pool tuning optech's engine uses, so the peer gets its
+                // best settings on this kernel.
                 "-O".into(),
                 "pooling-allocator=y".into(),
+                "-O".into(),
+                "pooling-decommit-batch-size=64".into(),
+                "-O".into(),
+                "pooling-pagemap-scan=auto".into(),
+                "-O".into(),
+                "pooling-memory-keep-resident=1048576".into(),
+                "-O".into(),
+                "pooling-table-keep-resident=1048576".into(),
                 "--env".into(),
                 format!("OPTECH_CLIENT_SECRET={}", crate::SECRET),
                 "--addr".into(),
