@@ -59,6 +59,15 @@ impl Contender {
         Self::custom("a. optech + echo.wasm", &echo_config(dir, "")?)
     }
 
+    /// (a2) as (a), with `requests_per_instance = 1000`: the opt-in that lets an
+    /// instance serve many calls instead of one.
+    pub fn optech_reusing(dir: &Path) -> anyhow::Result<Self> {
+        let dir = dir.join("reusing");
+        std::fs::create_dir_all(&dir)?;
+        let config = echo_config(&dir, "[plugins.echo]\nrequests_per_instance = 1000")?;
+        Self::custom("a2. optech + echo.wasm, reused instances", &config)
+    }
+
     /// `optech serve` with a given config.
     pub fn custom(name: &str, config: &Path) -> anyhow::Result<Self> {
         Ok(Self {

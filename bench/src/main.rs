@@ -38,6 +38,10 @@ pub struct Args {
     /// in flight, and start-up with 50 plugins.
     #[arg(long)]
     pub scale: bool,
+    /// Rounds over all contenders, interleaved; each row is its contender's
+    /// median round, so drift on a shared machine hits every contender alike.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// Skip `wasmtime serve` even when it is installed.
     #[arg(long)]
     pub no_wasmtime: bool,
@@ -63,12 +67,13 @@ fn main() -> anyhow::Result<()> {
     println!("# optech benchmark\n");
     println!("{}\n", machine());
     println!(
-        "load: wrk, {} connections, {} threads, {}s warm-up, {}s measured, signed echo requests with 1,000 distinct links\n",
-        options.connections, options.threads, args.warmup, args.duration
+        "load: wrk, {} connections, {} threads, {}s warm-up, {}s measured, signed echo requests with 1,000 distinct links; median of {} interleaved rounds\n",
+        options.connections, options.threads, args.warmup, args.duration, args.rounds
     );
 
     let mut contenders = vec![
         Contender::optech(work.path())?,
+        Contender::optech_reusing(work.path())?,
         Contender::native(work.path())?,
     ];
     match (args.no_wasmtime, Contender::wasmtime_serve(&root)) {
@@ -80,13 +85,31 @@ fn main() -> anyhow::Result<()> {
         (false, Err(e)) => println!("(wasmtime serve unavailable: {e:#})\n"),
     }
 
-    let mut results: Vec<(String, LoadResult)> = Vec::new();
+    let mut rounds: Vec<Vec<LoadResult>> = vec![Vec::new(); contenders.len()];
+    for round in 1..=args.rounds.max(1) {
+        for (contender, results) in contenders.iter().zip(&mut rounds) {
+            let result = contender.measure(&options, &work.path().join("wrk.lua"))?;
+            eprintln!(
+                "round {round}: {} {:.0} req/s",
+                contender.name,
+                result.rps()
+            );
+            results.push(result);
+        }
+    }
+    let results: Vec<(String, LoadResult)> = contenders
+        .iter()
+        .zip(rounds)
+        .map(|(contender, mut results)| {
+            results.sort_by(|x, y| x.rps().total_cmp(&y.rps()));
+            let median = results.swap_remove(results.len() / 2);
+            (contender.name.clone(), median)
+        })
+        .collect();
     println!("| contender | requests/s | p50 | p99 | p99.9 | errors | peak RSS |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for contender in &contenders {
-        let result = contender.measure(&options, &work.path().join("wrk.lua"))?;
-        println!("{}", result.row(&contender.name));
-        results.push((contender.name.clone(), result));
+    for (name, result) in &results {
+        println!("{}", result.row(name));
     }
     println!();
     let rps = |name: &str| {
@@ -103,6 +126,12 @@ fn main() -> anyhow::Result<()> {
     }
     if let (Some(a), Some(c)) = (rps("a."), rps("c.")) {
         println!("a/c (optech vs wasmtime serve): {:.2}", a / c);
+    }
+    if let (Some(a2), Some(b)) = (rps("a2."), rps("b.")) {
+        println!("a2/b (reused instances vs native echo): {:.2}", a2 / b);
+    }
+    if let (Some(a2), Some(c)) = (rps("a2."), rps("c.")) {
+        println!("a2/c (reused instances vs wasmtime serve): {:.2}", a2 / c);
     }
 
     if args.scale {

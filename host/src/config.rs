@@ -116,6 +116,9 @@ pub struct PluginConfig {
     pub memory: u64,
     pub max_output: u64,
     pub max_in_flight: Option<usize>,
+    /// Calls one instance may serve before it is replaced; 1 (the default) gives
+    /// every call a fresh instance, so no state crosses requests.
+    pub requests_per_instance: u32,
     pub config: BTreeMap<String, String>,
 }
 
@@ -154,6 +157,7 @@ struct RawPlugin {
     memory: Option<String>,
     max_output: Option<String>,
     max_in_flight: Option<usize>,
+    requests_per_instance: Option<u32>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
 }
@@ -286,6 +290,12 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Prob
         if section.max_in_flight == Some(0) {
             problem(at("max_in_flight"), "must be at least 1".into());
         }
+        if section.requests_per_instance == Some(0) {
+            problem(
+                at("requests_per_instance"),
+                "must be at least 1 (1 means a fresh instance per request)".into(),
+            );
+        }
         let mut config = BTreeMap::new();
         for (k, v) in &section.config {
             match scalar_to_string(v) {
@@ -313,6 +323,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Prob
                 memory,
                 max_output,
                 max_in_flight: section.max_in_flight,
+                requests_per_instance: section.requests_per_instance.unwrap_or(1),
                 config,
             },
         );
@@ -447,6 +458,7 @@ mod tests {
         assert_eq!(echo.mode, Mode::Sync);
         assert_eq!(echo.timeout, DEFAULT_TIMEOUT);
         assert_eq!(echo.memory, DEFAULT_MEMORY);
+        assert_eq!(echo.requests_per_instance, 1);
     }
 
     #[test]
@@ -511,6 +523,7 @@ mod tests {
             [plugins.p]
             timeout = "soon"
             memory = "1KiB"
+            requests_per_instance = 0
             [plugins.p.config]
             list = [1, 2]
             [plugins.orphan]
@@ -527,6 +540,7 @@ mod tests {
             "keys.a",
             "plugins.p.timeout",
             "plugins.p.memory",
+            "plugins.p.requests_per_instance",
             "plugins.p.config.list",
             "plugins.orphan",
         ] {

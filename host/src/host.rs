@@ -67,6 +67,7 @@ impl Host {
                 .server
                 .compile_cache
                 .then(|| config.server.data_dir.join("compiled")),
+            ..RuntimeOptions::default()
         })?;
         let plugins = loader::load_all(&runtime, config).await.map_err(|errors| {
             let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();

@@ -74,6 +74,38 @@ async fn a_plugin_reaches_no_files_env_or_sockets() {
     );
 }
 
+async fn served(host: &TestHost) -> String {
+    let answer = host.ask("count", json!({})).await;
+    answer.json()["data"]["served"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn every_request_gets_a_fresh_instance_by_default() {
+    let host = TestHost::start(&testkit_dir(), "[keys]\ncount = \"testkit\"\n").await;
+    for _ in 0..5 {
+        assert_eq!(served(&host).await, "1", "state crossed requests");
+    }
+}
+
+#[tokio::test]
+async fn reused_instances_serve_their_quota_and_are_dropped_after_a_trap_or_timeout() {
+    let config = "[keys]\ncount = \"testkit\"\npanic = \"testkit\"\nloop = \"testkit\"\n\
+                  [plugins.testkit]\nrequests_per_instance = 3\ntimeout = \"200ms\"\n";
+    let host = TestHost::start(&testkit_dir(), config).await;
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(served(&host).await);
+    }
+    assert_eq!(seen, ["1", "2", "3", "1", "2"]);
+    assert_eq!(host.ask("panic", json!({})).await.status, 500);
+    assert_eq!(served(&host).await, "1", "a trapped instance was reused");
+    assert_eq!(host.ask("loop", json!({})).await.status, 504);
+    assert_eq!(served(&host).await, "1", "a timed-out instance was reused");
+}
+
 fn write_config(dir: &Path, server: &str, rest: &str) -> std::path::PathBuf {
     let path = dir.join("optech.toml");
     let text = format!(

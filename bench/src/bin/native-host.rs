@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
     // No plugin is compiled; the runtime is only there because the host owns one.
     let runtime = Runtime::new(&RuntimeOptions {
         max_instances: 1,
+        max_idle: 0,
         cache_dir: None,
     })?;
     let listener = tokio::net::TcpListener::bind(config.server.listen).await?;

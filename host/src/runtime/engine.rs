@@ -1,7 +1,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,8 +22,11 @@ const KEEP_RESIDENT: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// Instances that may be alive at once (the pool's size).
+    /// Instances that may be running at once.
     pub max_instances: u32,
+    /// Instances that may be kept between calls, over all plugins with
+    /// `requests_per_instance` above 1. The pool has room for both.
+    pub max_idle: u32,
     /// Where compiled components are kept between runs; `None` compiles every start.
     pub cache_dir: Option<PathBuf>,
 }
@@ -32,6 +35,7 @@ impl Default for RuntimeOptions {
     fn default() -> Self {
         Self {
             max_instances: 512,
+            max_idle: 64,
             cache_dir: None,
         }
     }
@@ -47,12 +51,38 @@ pub struct Runtime {
     components: Arc<Mutex<ComponentCache>>,
     /// `<dir>/<content sha256>-<engine compatibility hash>.cwasm` files.
     disk_cache: Option<Arc<DiskCache>>,
+    /// Slots that idle, reusable instances may hold.
+    pub(super) idle: Arc<IdleBudget>,
     _ticker: Arc<EpochTicker>,
+}
+
+/// A counter of idle instances with a cap, so instances kept for reuse never
+/// take the pool slots that running calls need.
+pub(super) struct IdleBudget {
+    held: AtomicU32,
+    max: u32,
+}
+
+impl IdleBudget {
+    pub(super) fn try_acquire(&self) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.max).then_some(held + 1)
+            })
+            .is_ok()
+    }
+
+    pub(super) fn release(&self) {
+        self.held.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Runtime {
     pub fn new(options: &RuntimeOptions) -> anyhow::Result<Self> {
-        let slots = options.max_instances.max(1);
+        let slots = options
+            .max_instances
+            .max(1)
+            .saturating_add(options.max_idle);
         let mut pool = PoolingAllocationConfig::default();
         // A Rust component has one main module plus small shims: a few core
         // instances and tables each, one memory.
@@ -101,6 +131,10 @@ impl Runtime {
             linker: Arc::new(linker),
             components: Arc::default(),
             disk_cache,
+            idle: Arc::new(IdleBudget {
+                held: AtomicU32::new(0),
+                max: options.max_idle,
+            }),
             _ticker: Arc::new(ticker),
         })
     }

@@ -2,6 +2,7 @@
 //! context with nothing in it but clocks and random.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -17,26 +18,33 @@ const MAX_LOG_LINES: u32 = 100;
 /// Longest log line kept; longer lines are cut.
 const MAX_LOG_LINE: usize = 4096;
 
-/// The data of one instance's store: lives exactly as long as one call.
+/// The data of one instance's store: lives as long as the instance, one call
+/// by default, or up to `requests_per_instance` calls.
 pub struct PluginState {
     info: Arc<PluginInfo>,
     request_id: u64,
+    /// When the current call must stop; read by the epoch callback.
+    pub(super) deadline: Instant,
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limits: StoreLimits,
     log_lines: u32,
+    stdout: PluginOutput,
+    stderr: PluginOutput,
 }
 
 impl PluginState {
     pub fn new(info: Arc<PluginInfo>, request_id: u64) -> Self {
+        let stdout = PluginOutput::new(info.name.clone(), request_id, "stdout");
+        let stderr = PluginOutput::new(info.name.clone(), request_id, "stderr");
         let mut wasi = WasiCtx::builder();
         // The defaults already give no preopens, no env, no args and closed stdin;
         // sockets are refused outright rather than address by address.
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(PluginOutput::new(info.name.clone(), request_id, "stdout"))
-            .stderr(PluginOutput::new(info.name.clone(), request_id, "stderr"));
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
         let limits = StoreLimitsBuilder::new()
             .memory_size(usize::try_from(info.memory).unwrap_or(usize::MAX))
             .table_elements(100_000)
@@ -47,11 +55,25 @@ impl PluginState {
         Self {
             info,
             request_id,
+            deadline: Instant::now(),
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limits,
             log_lines: 0,
+            stdout,
+            stderr,
         }
+    }
+
+    /// Starts a call: its deadline, and fresh per-request log tags and caps.
+    pub fn begin(&mut self, request_id: u64, deadline: Instant) {
+        if request_id != self.request_id {
+            self.request_id = request_id;
+            self.stdout.begin(request_id);
+            self.stderr.begin(request_id);
+        }
+        self.deadline = deadline;
+        self.log_lines = 0;
     }
 }
 

@@ -41,8 +41,20 @@ impl PluginOutput {
     }
 
     fn push(&self, bytes: &[u8]) {
-        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        log.push(bytes);
+        self.lock().push(bytes);
+    }
+
+    /// Ends the current request's output (logs a partial last line and what was
+    /// dropped) and tags what follows with `request`: a reused instance keeps
+    /// its streams, but each request has its own tag and its own cap.
+    pub fn begin(&self, request: u64) {
+        let mut log = self.lock();
+        log.finish();
+        log.request = request;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LineLog> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -72,8 +84,8 @@ impl LineLog {
     }
 }
 
-impl Drop for LineLog {
-    fn drop(&mut self) {
+impl LineLog {
+    fn finish(&mut self) {
         if !self.pending.is_empty() {
             self.emit();
         }
@@ -81,6 +93,14 @@ impl Drop for LineLog {
             tracing::warn!(target: "plugin", plugin = %self.plugin, request = self.request, stream = self.stream,
                 "dropped {} bytes of output past the {MAX_OUTPUT_PER_REQUEST}-byte limit", self.dropped);
         }
+        self.kept = 0;
+        self.dropped = 0;
+    }
+}
+
+impl Drop for LineLog {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -163,5 +183,15 @@ mod tests {
             MAX_OUTPUT_PER_REQUEST * 2 - (MAX_OUTPUT_PER_REQUEST - 15)
         );
         assert!(log.pending.len() < MAX_LINE);
+    }
+
+    #[test]
+    fn each_request_of_a_reused_stream_has_its_own_tag_and_cap() {
+        let out = PluginOutput::new("p".into(), 1, "stdout");
+        out.push(&vec![b'x'; MAX_OUTPUT_PER_REQUEST + 10]);
+        out.begin(2);
+        let log = out.0.lock().unwrap();
+        assert_eq!((log.request, log.kept, log.dropped), (2, 0, 0));
+        assert!(log.pending.is_empty());
     }
 }

@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -34,13 +34,24 @@ pub(super) struct PluginInfo {
     pub memory: u64,
 }
 
-/// A compiled plugin, ready to instantiate once per call.
+/// A compiled plugin, ready to instantiate once per call (or, with
+/// `requests_per_instance` above 1, to reuse an instance a bounded number of times).
 pub struct WasmHandler {
     runtime: Runtime,
     pre: PluginPre<PluginState>,
     info: Arc<PluginInfo>,
     timeout: Duration,
     max_output: u64,
+    requests_per_instance: u32,
+    /// Instances that finished a call cleanly and may serve another.
+    idle: Mutex<Vec<Instance>>,
+}
+
+/// A live instance and its store.
+struct Instance {
+    store: Store<PluginState>,
+    plugin: PluginWorld,
+    served: u32,
 }
 
 /// Raised from the epoch callback when a call passes its deadline.
@@ -77,35 +88,28 @@ impl WasmHandler {
             }),
             timeout: settings.timeout,
             max_output: settings.max_output,
+            requests_per_instance: settings.requests_per_instance,
+            idle: Mutex::new(Vec::new()),
         })
     }
 
     async fn run(&self, call: Call) -> Result<Fields, HandlerError> {
-        let mut store = Store::new(
-            &self.runtime.engine,
-            PluginState::new(self.info.clone(), call.request_id),
-        );
-        store.limiter(|state| &mut state.limits);
         let deadline = Instant::now() + self.timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(DeadlineExceeded.into())
-            } else {
-                // Hand the tokio worker back once per tick, then carry on.
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-
-        let plugin: PluginWorld = self
-            .pre
-            .instantiate_async(&mut store)
+        let mut instance = match self.take_idle() {
+            Some(instance) => instance,
+            None => self.instantiate(call.request_id, deadline).await?,
+        };
+        instance.store.data_mut().begin(call.request_id, deadline);
+        instance.store.set_epoch_deadline(1);
+        // A trap, a timeout or a cancelled call leaves the instance in an unknown
+        // state: it is dropped with this future and never reused.
+        let answer = instance
+            .plugin
+            .call_handle(&mut instance.store, &call.key, &call.inputs)
             .await
             .map_err(|e| self.classify(e))?;
-        let answer = plugin
-            .call_handle(&mut store, &call.key, &call.inputs)
-            .await
-            .map_err(|e| self.classify(e))?;
+        instance.served += 1;
+        self.put_idle(instance);
         match answer {
             Ok(data) => {
                 let size: u64 = data.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
@@ -120,6 +124,56 @@ impl WasmHandler {
             Err(WitError::InvalidInput(m)) => Err(HandlerError::InvalidInput(m)),
             Err(WitError::Failed(m)) => Err(HandlerError::Failed(m)),
         }
+    }
+
+    async fn instantiate(
+        &self,
+        request_id: u64,
+        deadline: Instant,
+    ) -> Result<Instance, HandlerError> {
+        let mut store = Store::new(
+            &self.runtime.engine,
+            PluginState::new(self.info.clone(), request_id),
+        );
+        store.data_mut().deadline = deadline;
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                // Hand the tokio worker back once per tick, then carry on.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let plugin = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(Instance {
+            store,
+            plugin,
+            served: 0,
+        })
+    }
+
+    fn take_idle(&self) -> Option<Instance> {
+        let instance = self.lock_idle().pop()?;
+        self.runtime.idle.release();
+        Some(instance)
+    }
+
+    /// Keeps an instance for another call if it has calls left and the
+    /// runtime's idle budget has room; otherwise drops it.
+    fn put_idle(&self, instance: Instance) {
+        if instance.served < self.requests_per_instance && self.runtime.idle.try_acquire() {
+            self.lock_idle().push(instance);
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn classify(&self, error: wasmtime::Error) -> HandlerError {
@@ -138,6 +192,15 @@ impl WasmHandler {
             None => error.root_cause().to_string(),
         };
         HandlerError::Trapped(reason)
+    }
+}
+
+impl Drop for WasmHandler {
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut *self.lock_idle());
+        for _ in &idle {
+            self.runtime.idle.release();
+        }
     }
 }
 

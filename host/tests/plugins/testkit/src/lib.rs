@@ -2,9 +2,12 @@
 //! to hostile. The host's integration tests map keys to it in their configs.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use optech_sdk::{Data, Error, Request, config, log};
+
+static CALLS: AtomicU64 = AtomicU64::new(0);
 
 fn handle(request: Request) -> Result<Data, Error> {
     let inputs = request.inputs();
@@ -70,6 +73,11 @@ fn handle(request: Request) -> Result<Data, Error> {
                 .with("env", env)
                 .with("env_vars", vars)
                 .with("socket", socket))
+        }
+        "count" => {
+            // Calls this instance has served: 1 every time unless the host reuses instances.
+            let served = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+            Ok(Data::new().with("served", served))
         }
         "version" => Ok(Data::new().with("version", option_env!("TESTKIT_VERSION").unwrap_or("1"))),
         other => Err(Error::invalid_input(format!("testkit has no behaviour {other:?}"))),
