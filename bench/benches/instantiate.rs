@@ -1,5 +1,6 @@
 //! Contender (d): a fresh instance of `echo.wasm` plus one call of `handle`,
-//! through the same `WasmHandler` the host uses per request.
+//! through the same `WasmHandler` the host uses per request; and, for
+//! comparison, one call on a reused instance (`requests_per_instance`).
 
 use std::path::Path;
 
@@ -29,16 +30,26 @@ fn instantiate_and_call(c: &mut Criterion) {
         ("key2".into(), "value2".into()),
     ];
 
-    c.bench_function("instantiate + call echo.wasm", |b| {
-        b.iter(|| {
-            let call = Call {
-                request_id: 1,
-                key: "echo".into(),
-                inputs: inputs.clone(),
-            };
-            tokio.block_on(handler.call(call)).expect("echo answers")
-        })
-    });
+    let mut reusing = settings.clone();
+    reusing.requests_per_instance = u32::MAX;
+    let reused =
+        WasmHandler::load(&runtime, &reusing, &bytes, &content_hash(&bytes)).expect("load");
+
+    for (name, handler) in [
+        ("instantiate + call echo.wasm", &handler),
+        ("call echo.wasm on a reused instance", &reused),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let call = Call {
+                    request_id: 1,
+                    key: "echo".into(),
+                    inputs: inputs.clone(),
+                };
+                tokio.block_on(handler.call(call)).expect("echo answers")
+            })
+        });
+    }
 }
 
 criterion_group!(benches, instantiate_and_call);

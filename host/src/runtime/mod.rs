@@ -1,8 +1,10 @@
 //! Runs plugins: one wasmtime engine, components compiled once at load, and a
-//! fresh sandboxed instance per call.
+//! fresh sandboxed instance per call (by default).
 //!
 //! Invariants:
-//! - every call gets a new `Store` and instance, so no state crosses requests;
+//! - every call gets a new `Store` and instance, so no state crosses requests,
+//!   unless the plugin sets `requests_per_instance`; then only an instance whose
+//!   last call returned cleanly serves again, and never more than N calls;
 //! - a plugin reaches only what `host_api` gives it: its config, the log,
 //!   clocks and random (no files, env, sockets or stdin);
 //! - time is bounded by epoch interruption (the call yields to tokio every
