@@ -138,6 +138,15 @@ fn main() -> anyhow::Result<()> {
         println!();
         scale::run(work.path(), &options)?;
     }
+    // A benchmark of wrong answers measures nothing: after the tables, fail loudly.
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|(_, r)| r.errors + r.non_2xx > 0)
+        .map(|(name, r)| format!("{name}: {} errors, {} non-2xx", r.errors, r.non_2xx))
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("requests failed:\n  {}", failed.join("\n  "));
+    }
     Ok(())
 }
 
