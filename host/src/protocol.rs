@@ -50,14 +50,21 @@ struct Envelope {
 }
 
 /// Parses and checks a request body. Inputs that are absent or `null` are empty.
+/// One pass over the bytes: the envelope's fields are read straight into place.
 pub fn parse_request(body: &[u8]) -> Result<DataRequest, EnvelopeError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
-    if !value.is_object() {
-        return Err(EnvelopeError::NotObject);
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Not an object (serde would read an array as the envelope's fields in
+        // order): tell valid JSON of another type from broken JSON.
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => EnvelopeError::NotObject,
+                Err(e) => EnvelopeError::NotJson(e.to_string()),
+            },
+        );
     }
     let envelope: Envelope =
-        serde_json::from_value(value).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
     let key = match envelope.key {
         None | Some(Value::Null) => return Err(EnvelopeError::MissingKey),
         Some(Value::String(key)) => key,
@@ -165,6 +172,13 @@ mod tests {
         assert!(matches!(parse_request(b"{nope"), Err(NotJson(_))));
         assert!(matches!(parse_request(b""), Err(NotJson(_))));
         assert_eq!(parse_request(b"[1]"), Err(NotObject));
+        assert_eq!(parse_request(b" \"k\""), Err(NotObject));
+        assert_eq!(parse_request(b"null"), Err(NotObject));
+        assert!(matches!(parse_request(b"[1"), Err(NotJson(_))));
+        assert!(matches!(
+            parse_request(br#"{"key":"a","key":"b"}"#),
+            Err(NotJson(m)) if m.contains("duplicate field")
+        ));
         assert_eq!(parse_request(br#"{"inputs":{}}"#), Err(MissingKey));
         assert_eq!(
             parse_request(br#"{"key":1,"inputs":{}}"#),
