@@ -43,6 +43,7 @@ async fn no_handler_runs_for_an_unsigned_or_malformed_request() {
     let signer = Signer::new(b"secret", None);
     let runtime = Runtime::new(&RuntimeOptions {
         max_instances: 1,
+        max_idle: 0,
         cache_dir: None,
     })
     .unwrap();
