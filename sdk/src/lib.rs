@@ -17,6 +17,12 @@
 //! Build with `cargo build --release --target wasm32-wasip2` (or
 //! `cargo component build --release`) with `crate-type = ["cdylib"]`.
 //! The WIT contract is `wit/plugin.wit` at the root of the optech repository.
+//!
+//! By default the host runs every request in a fresh instance, so statics start
+//! over each time. When the host's config sets `requests_per_instance = N` for
+//! the plugin, one instance serves up to N requests in turn and statics (a parsed
+//! table, a cache) carry over between them; write handlers that are correct
+//! either way.
 
 // Lets generated code name this crate the same way from inside and outside it.
 extern crate self as optech_sdk;
