@@ -76,13 +76,16 @@ fn main() -> anyhow::Result<()> {
         Contender::optech_reusing(work.path())?,
         Contender::native(work.path())?,
     ];
-    match (args.no_wasmtime, Contender::wasmtime_serve(&root)) {
-        (true, _) => println!("(wasmtime serve skipped)\n"),
-        (false, Ok(Some(c))) => contenders.push(c),
-        (false, Ok(None)) => println!(
-            "(wasmtime serve not found: `cargo install wasmtime-cli --version 48.0.8 --locked` to include it)\n"
-        ),
-        (false, Err(e)) => println!("(wasmtime serve unavailable: {e:#})\n"),
+    if args.no_wasmtime {
+        println!("(wasmtime serve skipped)\n");
+    } else {
+        match Contender::wasmtime_serve(&root) {
+            Ok(Some(c)) => contenders.push(c),
+            Ok(None) => println!(
+                "(wasmtime serve not found: `cargo install wasmtime-cli --version 48.0.8 --locked` to include it)\n"
+            ),
+            Err(e) => println!("(wasmtime serve unavailable: {e:#})\n"),
+        }
     }
 
     let mut rounds: Vec<Vec<LoadResult>> = vec![Vec::new(); contenders.len()];
