@@ -197,7 +197,7 @@ impl ComponentCache {
             .filter(|(hash, _)| !live.contains(hash.as_str()))
             .map(|(hash, (_, used))| (*used, hash.clone()))
             .collect();
-        retired.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        retired.sort_unstable_by_key(|(used, _)| std::cmp::Reverse(*used));
         for (_, hash) in retired.into_iter().skip(RETIRED_KEPT) {
             self.entries.remove(&hash);
         }

@@ -167,11 +167,14 @@ impl Delivery {
 
 /// A stand-in for the platform's `link` endpoint: records every POST and answers
 /// from a script (then 200).
+/// Replies a [`Receiver`] gives, in order: status and optional `retry-after`.
+type Script = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<(u16, Option<String>)>>>;
+
 #[derive(Clone)]
 pub struct Receiver {
     pub base: String,
     pub deliveries: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>,
-    script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<(u16, Option<String>)>>>,
+    script: Script,
     task: std::sync::Arc<tokio::task::JoinHandle<()>>,
 }
 
@@ -193,9 +196,7 @@ impl Receiver {
         use axum::response::IntoResponse;
         let base = format!("http://{}", listener.local_addr().unwrap());
         let deliveries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let script: std::sync::Arc<
-            std::sync::Mutex<std::collections::VecDeque<(u16, Option<String>)>>,
-        > = Default::default();
+        let script: Script = Default::default();
         let (d, s) = (deliveries.clone(), script.clone());
         let app = axum::Router::new().fallback(
             move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
