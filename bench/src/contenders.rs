@@ -189,20 +189,8 @@ impl Contender {
             load::write_script(script, 1000)?;
         }
         let running = self.start()?;
-        load::run_wrk(
-            &running.url,
-            script,
-            options.warmup,
-            options.connections,
-            options.threads,
-        )?;
-        let mut result = load::run_wrk(
-            &running.url,
-            script,
-            options.duration,
-            options.connections,
-            options.threads,
-        )?;
+        let mut result =
+            load::warm_then_measure(&running.url, script, options, options.connections)?;
         result.peak_rss_kib = peak_rss_kib(running.child.id());
         Ok(result)
     }

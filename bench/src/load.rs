@@ -93,8 +93,19 @@ end
     std::fs::write(path, script).context("writing the wrk script")
 }
 
+/// The warm-up window (discarded), then the measured one, at `connections`.
+pub fn warm_then_measure(
+    url: &str,
+    script: &Path,
+    options: &LoadOptions,
+    connections: u32,
+) -> anyhow::Result<Result> {
+    run_wrk(url, script, options.warmup, connections, options.threads)?;
+    run_wrk(url, script, options.duration, connections, options.threads)
+}
+
 /// Runs wrk once against `url` for `duration`.
-pub fn run_wrk(
+fn run_wrk(
     url: &str,
     script: &Path,
     duration: Duration,

@@ -21,20 +21,7 @@ pub fn run(dir: &Path, options: &LoadOptions) -> anyhow::Result<()> {
     println!("| worker threads | requests/s | p99 |\n| ---: | ---: | ---: |");
     for threads in [1, 2, 4] {
         let running = optech.start_with(&[("TOKIO_WORKER_THREADS", &threads.to_string())])?;
-        load::run_wrk(
-            &running.url,
-            &script,
-            options.warmup,
-            options.connections,
-            options.threads,
-        )?;
-        let r = load::run_wrk(
-            &running.url,
-            &script,
-            options.duration,
-            options.connections,
-            options.threads,
-        )?;
+        let r = load::warm_then_measure(&running.url, &script, options, options.connections)?;
         println!(
             "| {threads} | {:.0} | {:.2} ms |",
             r.rps(),
@@ -48,20 +35,7 @@ pub fn run(dir: &Path, options: &LoadOptions) -> anyhow::Result<()> {
     );
     for connections in [16, 64, 256] {
         let running = optech.start()?;
-        load::run_wrk(
-            &running.url,
-            &script,
-            options.warmup,
-            connections,
-            options.threads,
-        )?;
-        let r = load::run_wrk(
-            &running.url,
-            &script,
-            options.duration,
-            connections,
-            options.threads,
-        )?;
+        let r = load::warm_then_measure(&running.url, &script, options, connections)?;
         let ms = |us: u64| us as f64 / 1000.0;
         println!(
             "| {connections} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |",

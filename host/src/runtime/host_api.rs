@@ -34,7 +34,7 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    pub fn new(info: Arc<PluginInfo>, request_id: u64) -> Self {
+    pub fn new(info: Arc<PluginInfo>, request_id: u64, deadline: Instant) -> Self {
         let stdout = PluginOutput::new(info.name.clone(), request_id, "stdout");
         let stderr = PluginOutput::new(info.name.clone(), request_id, "stderr");
         let mut wasi = WasiCtx::builder();
@@ -55,7 +55,7 @@ impl PluginState {
         Self {
             info,
             request_id,
-            deadline: Instant::now(),
+            deadline,
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limits,
@@ -65,7 +65,8 @@ impl PluginState {
         }
     }
 
-    /// Starts a call: its deadline, and fresh per-request log tags and caps.
+    /// Starts another call on a kept instance: its deadline, and fresh
+    /// per-request log tags and caps.
     pub fn begin(&mut self, request_id: u64, deadline: Instant) {
         if request_id != self.request_id {
             self.request_id = request_id;

@@ -96,11 +96,14 @@ impl WasmHandler {
     async fn run(&self, call: Call) -> Result<Fields, HandlerError> {
         let deadline = Instant::now() + self.timeout;
         let mut instance = match self.take_idle() {
-            Some(instance) => instance,
+            Some(mut instance) => {
+                // A kept instance takes this call's deadline, log tags and caps.
+                instance.store.data_mut().begin(call.request_id, deadline);
+                instance.store.set_epoch_deadline(1);
+                instance
+            }
             None => self.instantiate(call.request_id, deadline).await?,
         };
-        instance.store.data_mut().begin(call.request_id, deadline);
-        instance.store.set_epoch_deadline(1);
         // A trap, a timeout or a cancelled call leaves the instance in an unknown
         // state: it is dropped with this future and never reused.
         let answer = instance
@@ -133,9 +136,8 @@ impl WasmHandler {
     ) -> Result<Instance, HandlerError> {
         let mut store = Store::new(
             &self.runtime.engine,
-            PluginState::new(self.info.clone(), request_id),
+            PluginState::new(self.info.clone(), request_id, deadline),
         );
-        store.data_mut().deadline = deadline;
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|store| {
