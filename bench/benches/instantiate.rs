@@ -45,6 +45,7 @@ fn instantiate_and_call(c: &mut Criterion) {
                     request_id: 1,
                     key: "echo".into(),
                     inputs: inputs.clone(),
+                    deadline: std::time::Instant::now() + std::time::Duration::from_secs(10),
                 };
                 tokio.block_on(handler.call(call)).expect("echo answers")
             })

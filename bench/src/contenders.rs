@@ -45,7 +45,7 @@ fn release_binary(name: &str) -> anyhow::Result<PathBuf> {
 pub fn echo_config(dir: &Path, extra: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join("optech.toml");
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\nmax_in_flight = 1024\nwatch = false\n{extra}\n[keys]\necho = \"echo\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\nmax_in_flight = 1024\nwatch = false\nadmin_listen = \"\"\n{extra}\n[keys]\necho = \"echo\"\n",
         crate::root().join("plugins").display().to_string(),
         dir.join("data").display().to_string(),
     );

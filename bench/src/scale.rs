@@ -64,7 +64,7 @@ fn async_rss(dir: &Path) -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = {:?}\nmax_in_flight = 2000\nwatch = false\n[keys]\nsleep = \"tk\"\n[plugins.tk]\nsource = \"testkit.wasm\"\nmode = \"async\"\ntimeout = \"60s\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"\"\nplugins_dir = {:?}\nmax_in_flight = 2000\nwatch = false\n[keys]\nsleep = \"tk\"\n[plugins.tk]\nsource = \"testkit.wasm\"\nmode = \"async\"\ntimeout = \"60s\"\n",
             testkit_dir.display().to_string()
         ),
     )?;
@@ -128,7 +128,9 @@ fn startup(dir: &Path) -> anyhow::Result<()> {
     let config = work.join("optech.toml");
     std::fs::write(
         &config,
-        format!("[server]\nlisten = \"127.0.0.1:0\"\nwatch = false\n[keys]\n{keys}"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"\"\nwatch = false\n[keys]\n{keys}"
+        ),
     )?;
     let contender = Contender::custom("optech, 50 plugins", &config)?;
     let _ = std::fs::remove_dir_all(work.join("data"));

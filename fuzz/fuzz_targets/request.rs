@@ -10,10 +10,10 @@ use std::sync::{Arc, OnceLock};
 use axum::http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use optech_host::config::Config;
-use optech_host::dispatch::{Call, Handler, HandlerFuture};
-use optech_host::router::{Plugin, Router, Routes};
-use optech_host::server::{SIGNATURE_HEADER, check_request};
-use optech_host::signature::Signer;
+use optech_host::dispatch::{Call, Handler, HandlerFuture, Plugin};
+use optech_host::router::{Router, Routes};
+use optech_host::server::check_request;
+use optech_host::signature::{SIGNATURE_HEADER, Signer};
 
 struct Never;
 

@@ -15,6 +15,11 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The admin listener: loopback only unless an operator says otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
+/// How long closed outbox records are kept for inspection (and duplicate detection).
+pub const DEFAULT_OUTBOX_RETENTION: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_COMPILE_CACHE_MAX: u64 = 1 << 30;
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// The seed: a link is valid for 10 minutes after the request. Only tests shorten it.
@@ -90,6 +95,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Where health details (and metrics) are served; `None` turns it off.
+    pub admin_listen: Option<SocketAddr>,
     pub plugins_dir: PathBuf,
     pub data_dir: PathBuf,
     pub max_body: usize,
@@ -103,6 +110,10 @@ pub struct ServerConfig {
     pub watch: bool,
     /// Keep compiled plugins in `<data_dir>/compiled` so restarts skip compiling.
     pub compile_cache: bool,
+    /// Bytes the compile cache may hold; the least recently used files go first.
+    pub compile_cache_max: u64,
+    /// How long a closed outbox record is kept before it is pruned.
+    pub outbox_retention: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,6 +148,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<String>,
+    admin_listen: Option<String>,
     plugins_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     max_body: Option<String>,
@@ -145,6 +157,8 @@ struct RawServer {
     shutdown_grace: Option<String>,
     watch: Option<bool>,
     compile_cache: Option<bool>,
+    compile_cache_max: Option<String>,
+    outbox_retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +221,19 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Prob
             );
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
+    let admin_listen = parse_optional_addr(
+        raw.server
+            .admin_listen
+            .as_deref()
+            .unwrap_or(DEFAULT_ADMIN_LISTEN),
+    )
+    .unwrap_or_else(|e| {
+        problem(
+            "server.admin_listen".into(),
+            format!("not an address like 127.0.0.1:9091, or \"\" for none ({e})"),
+        );
+        None
+    });
     let plugins_dir = base.join(
         raw.server
             .plugins_dir
@@ -234,6 +261,19 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Prob
         &raw.server.shutdown_grace,
         DEFAULT_SHUTDOWN_GRACE,
         "server.shutdown_grace",
+        &mut problem,
+    );
+
+    let compile_cache_max = size_or(
+        &raw.server.compile_cache_max,
+        DEFAULT_COMPILE_CACHE_MAX,
+        "server.compile_cache_max",
+        &mut problem,
+    );
+    let outbox_retention = duration_or(
+        &raw.server.outbox_retention,
+        DEFAULT_OUTBOX_RETENTION,
+        "server.outbox_retention",
         &mut problem,
     );
 
@@ -336,6 +376,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Prob
         path: path.to_path_buf(),
         server: ServerConfig {
             listen,
+            admin_listen,
             plugins_dir,
             data_dir,
             max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
@@ -344,10 +385,20 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Prob
             shutdown_grace,
             watch: raw.server.watch.unwrap_or(true),
             compile_cache: raw.server.compile_cache.unwrap_or(true),
+            compile_cache_max,
+            outbox_retention,
         },
         keys: raw.keys,
         plugins,
     })
+}
+
+/// An address, or none for the empty string (a listener turned off).
+pub fn parse_optional_addr(text: &str) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+    match text.trim() {
+        "" => Ok(None),
+        text => text.parse().map(Some),
+    }
 }
 
 fn duration_or(
@@ -451,6 +502,12 @@ mod tests {
     fn minimal_config_gets_defaults() {
         let config = parse("[keys]\necho = \"echo\"\n").unwrap();
         assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(
+            config.server.admin_listen.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_ADMIN_LISTEN)
+        );
+        assert_eq!(config.server.outbox_retention, DEFAULT_OUTBOX_RETENTION);
+        assert_eq!(config.server.compile_cache_max, DEFAULT_COMPILE_CACHE_MAX);
         assert_eq!(config.server.plugins_dir, Path::new("/srv/optech/plugins"));
         assert_eq!(config.server.max_body, 1024 * 1024);
         let echo = &config.plugins["echo"];
@@ -470,6 +527,9 @@ mod tests {
             plugins_dir = "wasm"
             max_body = "2MiB"
             max_in_flight = 10
+            admin_listen = ""
+            outbox_retention = "1h"
+            compile_cache_max = "64MiB"
             [keys]
             "order status" = "orders"
             "order eta" = "orders"
@@ -488,6 +548,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.server.max_body, 2 << 20);
+        assert_eq!(config.server.admin_listen, None);
+        assert_eq!(config.server.outbox_retention, Duration::from_secs(3600));
+        assert_eq!(config.server.compile_cache_max, 64 << 20);
         assert_eq!(config.keys.len(), 2);
         let orders = &config.plugins["orders"];
         assert_eq!(orders.source, Path::new("/srv/optech/wasm/orders-v2.wasm"));
@@ -516,6 +579,8 @@ mod tests {
             r#"
             [server]
             listen = "nowhere"
+            admin_listen = "private"
+            outbox_retention = "a while"
             max_body = "lots"
             [keys]
             a = "bad name!"
@@ -536,6 +601,8 @@ mod tests {
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         for expected in [
             "server.listen",
+            "server.admin_listen",
+            "server.outbox_retention",
             "server.max_body",
             "keys.a",
             "plugins.p.timeout",

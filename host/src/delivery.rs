@@ -1,9 +1,14 @@
 //! POSTs answers to `link`: signed, with retries until success or expiry.
 //!
-//! Policy: connection errors, timeouts, 408, 429 and 5xx are retried with
-//! exponential backoff and full jitter (first retries within a second or two,
-//! for chat's 10-second budget; later ones spread out to 30 s), honouring
-//! `Retry-After`; any other 4xx is final; nothing is sent after the link expires.
+//! Policy: connection errors, timeouts, 3xx, 408, 429 and 5xx are retried
+//! with exponential backoff and equal jitter (each delay drawn from the upper
+//! half of its step: the first retries land within a second or two, for chat's
+//! 10-second budget; later ones spread out to 30 s), honouring `Retry-After`;
+//! any other 4xx is final; nothing is sent after the link expires.
+//!
+//! Invariants: a redirect is never followed (a link that answers 3xx gets
+//! nothing at its `location`: the attempt failed and is retried at the link);
+//! a link is never logged or recorded whole, only as a [`LinkTag`].
 
 use std::time::{Duration, SystemTime};
 
@@ -11,8 +16,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use tokio_util::sync::CancellationToken;
 
-use crate::server::SIGNATURE_HEADER;
-use crate::signature::Signer;
+use crate::signature::{SIGNATURE_HEADER, Signer};
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -34,7 +38,10 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The delay after the `attempt`-th failure (1-based), jittered into its upper half.
+    /// The delay after the `attempt`-th failure (1-based): `first_delay` doubled
+    /// per attempt up to `max_delay`, then drawn at random from the upper half
+    /// of that (equal jitter), so retries from many hosts spread out but never
+    /// come sooner than half the step.
     pub fn delay(&self, attempt: u32) -> Duration {
         let exp = self
             .first_delay
@@ -86,6 +93,9 @@ impl Deliverer {
             .timeout(policy.attempt_timeout)
             .connect_timeout(policy.attempt_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
+            // A link answers for itself: a redirect is a failed attempt, and
+            // nothing is ever sent to its `location`.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("optech/", env!("CARGO_PKG_VERSION")))
             .build()?;
         // The seed writes the header as `Basic <client id>`, the id as is.
@@ -113,9 +123,12 @@ impl Deliverer {
         }
         match request.send().await {
             Ok(response) => classify(response.status(), response.headers().get(RETRY_AFTER)),
-            Err(e) if e.is_builder() => Attempt::Final(format!("link is not a usable URL: {e}")),
+            // Errors are worded without their URL: the link is a capability.
+            Err(e) if e.is_builder() => {
+                Attempt::Final(format!("link is not a usable URL: {}", e.without_url()))
+            }
             Err(e) => Attempt::Retry {
-                reason: format!("{e}"),
+                reason: error_chain(&e.without_url()),
                 after: None,
             },
         }
@@ -170,11 +183,30 @@ impl Deliverer {
     }
 }
 
+/// An error and its causes on one line (reqwest's own `Display` hides the cause).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn classify(status: StatusCode, retry_after: Option<&HeaderValue>) -> Attempt {
     if status.is_success() {
         return Attempt::Delivered;
     }
     let reason = format!("link answered {status}");
+    if status.is_redirection() {
+        // Not followed: the answer is due at the link itself.
+        return Attempt::Retry {
+            reason: format!("{reason}; redirects are not followed"),
+            after: None,
+        };
+    }
     if status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
         || status.is_server_error()
@@ -230,6 +262,10 @@ mod tests {
         assert_eq!(classify(StatusCode::OK, None), Attempt::Delivered);
         assert_eq!(classify(StatusCode::ACCEPTED, None), Attempt::Delivered);
         for s in [
+            StatusCode::MOVED_PERMANENTLY,
+            StatusCode::FOUND,
+            StatusCode::TEMPORARY_REDIRECT,
+            StatusCode::PERMANENT_REDIRECT,
             StatusCode::REQUEST_TIMEOUT,
             StatusCode::TOO_MANY_REQUESTS,
             StatusCode::BAD_GATEWAY,

@@ -1,15 +1,26 @@
-//! The seam between the HTTP pipeline and whatever runs a handler.
+//! The seam between the HTTP pipeline and whatever runs a handler, and the one
+//! door every call goes through: [`Plugin::run`].
 //!
 //! The server only knows [`Handler`]: the WebAssembly runtime implements it,
 //! and so can a native handler (the benchmark's baseline) or a test double.
+//!
+//! Invariants of [`Plugin::run`]: the plugin's `timeout` covers the whole call
+//! (instantiation, host calls, waits, and the host's own work on the answer)
+//! and the call is dropped at the deadline, freeing its slot; the answer sent
+//! is never more than `max_output` bytes of JSON plus the envelope.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
+use axum::http::StatusCode;
 use thiserror::Error;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::protocol::Fields;
+use crate::config::PluginConfig;
+use crate::protocol::{self, Fields};
 
 /// One call of a handler.
 #[derive(Debug, Clone)]
@@ -18,6 +29,8 @@ pub struct Call {
     pub request_id: u64,
     pub key: String,
     pub inputs: Fields,
+    /// When the call must have returned; past it, it is dropped.
+    pub deadline: Instant,
 }
 
 /// Why a handler produced no data. Each kind has its own status and error code.
@@ -36,8 +49,8 @@ pub enum HandlerError {
     #[error("the plugin did not finish within {0:?}")]
     TimedOut(Duration),
     /// The handler's answer is bigger than the plugin's `max_output`.
-    #[error("the plugin's answer is {size} bytes, over its limit of {limit} bytes")]
-    OutputTooLarge { size: u64, limit: u64 },
+    #[error("the plugin's answer is over its limit of {limit} bytes of JSON")]
+    OutputTooLarge { limit: u64 },
     /// No instance could be made right now (all instance slots are busy).
     #[error("no capacity to run the plugin: {0}")]
     Unavailable(String),
@@ -55,6 +68,23 @@ impl HandlerError {
             Self::Unavailable(_) => "overloaded",
         }
     }
+
+    /// The status of a synchronous answer with this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            Self::Failed(_) | Self::Trapped(_) | Self::OutputTooLarge { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// `{"error": {...}}`, as delivered to a link.
+    pub fn body(&self) -> Vec<u8> {
+        protocol::error_body(self.code(), &self.to_string())
+    }
 }
 
 pub type HandlerFuture<'a> =
@@ -65,9 +95,160 @@ pub trait Handler: Send + Sync + 'static {
     fn call(&self, call: Call) -> HandlerFuture<'_>;
 }
 
-static NEXT_REQUEST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// A `{"data": {...}}` body, ready to sign and send.
+pub type DataBody = Vec<u8>;
+
+/// A loaded plugin and the settings it runs with.
+pub struct Plugin {
+    pub settings: PluginConfig,
+    pub handler: Arc<dyn Handler>,
+    /// Hex SHA-256 of the component file, to tell versions apart.
+    pub sha256: String,
+    pub loaded_at: SystemTime,
+    /// The plugin's own cap on requests in flight, if it has one.
+    pub in_flight: Option<Arc<Semaphore>>,
+    /// Calls running now and started in all, whichever path started them.
+    pub stats: Arc<CallStats>,
+}
+
+/// Counters of one plugin's calls.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    running: AtomicUsize,
+    started: AtomicU64,
+}
+
+impl CallStats {
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one running call for as long as it lives.
+struct Running<'a>(&'a CallStats);
+
+impl<'a> Running<'a> {
+    fn enter(stats: &'a CallStats) -> Self {
+        stats.started.fetch_add(1, Ordering::Relaxed);
+        stats.running.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Plugin {
+    pub fn new(settings: PluginConfig, handler: Arc<dyn Handler>, sha256: String) -> Self {
+        let in_flight = settings.max_in_flight.map(|n| Arc::new(Semaphore::new(n)));
+        Self {
+            settings,
+            handler,
+            sha256,
+            loaded_at: SystemTime::now(),
+            in_flight,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Runs one call under the plugin's deadline and output cap, and returns
+    /// the body to send. At the deadline the call is dropped, whatever it is
+    /// doing (running, or parked in a host call), which frees its instance.
+    pub async fn run(
+        &self,
+        request_id: u64,
+        key: String,
+        inputs: Fields,
+    ) -> Result<DataBody, HandlerError> {
+        let _running = Running::enter(&self.stats);
+        let timeout = self.settings.timeout;
+        let deadline = Instant::now() + timeout;
+        let call = Call {
+            request_id,
+            key,
+            inputs,
+            deadline,
+        };
+        let limit = self.settings.max_output;
+        let work = async {
+            let data = self.handler.call(call).await?;
+            protocol::data_body(&data, limit)
+                .map_err(|e| HandlerError::OutputTooLarge { limit: e.limit })
+        };
+        let result = tokio::time::timeout_at(deadline.into(), work)
+            .await
+            .unwrap_or(Err(HandlerError::TimedOut(timeout)));
+        // The host's work on the answer counts against the deadline too.
+        if result.is_ok() && Instant::now() > deadline {
+            return Err(HandlerError::TimedOut(timeout));
+        }
+        result
+    }
+}
+
+/// The slots a running call holds: one of the host's and, if its plugin has
+/// a cap, one of the plugin's. Dropping them frees both.
+pub struct Slots {
+    _host: Option<OwnedSemaphorePermit>,
+    _plugin: Option<OwnedSemaphorePermit>,
+}
+
+/// Which cap refused a call.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum Overloaded {
+    #[error("too many requests in flight on this host; retry shortly")]
+    Host,
+    #[error("too many requests in flight for plugin `{0}`; retry shortly")]
+    Plugin(String),
+}
+
+impl Slots {
+    /// Takes free slots now or says which cap is full: a flood is refused, never queued.
+    pub fn try_take(host: &Arc<Semaphore>, plugin: &Plugin) -> Result<Self, Overloaded> {
+        let host = host
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Overloaded::Host)?;
+        let own = match &plugin.in_flight {
+            Some(sem) => Some(
+                sem.clone()
+                    .try_acquire_owned()
+                    .map_err(|_| Overloaded::Plugin(plugin.settings.name.clone()))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            _host: Some(host),
+            _plugin: own,
+        })
+    }
+
+    /// Waits for slots under the same caps: for work the host owes already
+    /// (resumed records), which must not be refused.
+    pub async fn wait(host: &Arc<Semaphore>, plugin: &Plugin) -> Self {
+        // The plugin's slot first: waiting for it holds none of the host's.
+        let own = match &plugin.in_flight {
+            Some(sem) => sem.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        let host = host.clone().acquire_owned().await.ok();
+        Self {
+            _host: host,
+            _plugin: own,
+        }
+    }
+}
+
+static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A process-wide unique id, to tag one request's log lines.
 pub fn next_request_id() -> u64 {
-    NEXT_REQUEST_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed)
 }

@@ -1,5 +1,9 @@
 //! Assembles a running host from a config: runtime, plugins, router, async
-//! jobs and server; and winds it down again.
+//! jobs, the public and admin listeners; and winds it down again.
+//!
+//! Order at start-up: load every plugin, open the outbox if async work may
+//! need it, listen, and only then resume what an earlier run left open (in
+//! the background), so a large backlog never delays serving.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,14 +15,16 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::delivery::{Deliverer, RetryPolicy};
-use crate::jobs::Jobs;
+use crate::dispatch::Plugin;
+use crate::jobs::{Jobs, JobsOptions};
 use crate::loader;
+use crate::outbox::{OutboxError, OutboxSource, State};
 use crate::reload::{Reloader, WatchHandle};
-use crate::router::{Plugin, Router, Routes};
+use crate::router::{Router, Routes};
 use crate::runtime::{Runtime, RuntimeOptions};
-use crate::server::{self, AppState};
+use crate::server::{self, AdminState, AppState};
 use crate::signature::Signer;
 
 /// Who the host is to the platform: how it signs and verifies, and its client id.
@@ -42,20 +48,19 @@ impl Identity {
 
 /// A host serving on a socket.
 pub struct Host {
-    pub addr: SocketAddr,
-    pub router: Arc<Router>,
-    pub runtime: Runtime,
-    pub jobs: Arc<Jobs>,
-    pub reloader: Arc<Reloader>,
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    jobs: Arc<Jobs>,
     _watch: Option<WatchHandle>,
     grace: Duration,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
+    admin: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Host {
-    /// Loads every plugin (all load errors are listed together), resumes async
-    /// answers left open by the last run, and starts serving on `listener`.
+    /// Loads every plugin (all load errors are listed together) and starts
+    /// serving on `listener`; then resumes async answers left open by the last run.
     pub async fn start(
         config: &Config,
         identity: Identity,
@@ -67,6 +72,7 @@ impl Host {
                 .server
                 .compile_cache
                 .then(|| config.server.data_dir.join("compiled")),
+            cache_max: config.server.compile_cache_max,
             ..RuntimeOptions::default()
         })?;
         let plugins = loader::load_all(&runtime, config).await.map_err(|errors| {
@@ -89,8 +95,17 @@ impl Host {
         runtime: Runtime,
         plugins: BTreeMap<String, Arc<Plugin>>,
     ) -> anyhow::Result<Self> {
+        let admin_listener = match config.server.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "cannot listen on {addr} for the admin listener: choose another \
+                     `[server] admin_listen` (or --admin-listen; port 0 picks a free one, \"\" turns it off)"
+                )
+            })?),
+            None => None,
+        };
         let router = Arc::new(Router::new(Routes::new(&config.keys, &plugins)));
-        let reloader = Reloader::new(config.clone(), plugins, runtime.clone(), router.clone());
+        let reloader = Reloader::new(config.clone(), plugins, runtime, router.clone());
         let watch = if config.server.watch {
             Some(reloader.watch().await?)
         } else {
@@ -100,52 +115,74 @@ impl Host {
         let deliverer =
             Deliverer::new(identity.signer.clone(), &identity.client_id, identity.retry)?;
         let jobs = Arc::new(Jobs::new(
-            config.server.data_dir.clone(),
+            JobsOptions {
+                outbox: OutboxSource::Sqlite {
+                    data_dir: config.server.data_dir.clone(),
+                },
+                link_ttl: config.server.link_ttl,
+                retention: config.server.outbox_retention,
+            },
             deliverer,
             router.clone(),
             in_flight.clone(),
-            config.server.link_ttl,
         ));
-        let resumed = jobs.resume().await.with_context(|| {
-            format!(
-                "resuming async answers from {}",
-                config.server.data_dir.display()
-            )
-        })?;
-        if resumed > 0 {
-            tracing::info!("resumed {resumed} async answer(s) left open by the last run");
+        let answers_later = config.plugins.values().any(|p| p.mode != Mode::Sync);
+        if answers_later || jobs.has_records() {
+            // Async plugins cannot work without it: better to fail now than on the first request.
+            jobs.outbox().await.with_context(|| {
+                format!("opening the outbox in {}", config.server.data_dir.display())
+            })?;
         }
+
+        let addr = listener
+            .local_addr()
+            .context("reading the listening address")?;
+        let (shutdown, stop) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             router: router.clone(),
             signer: identity.signer,
             max_body: config.server.max_body,
             in_flight,
             jobs: jobs.clone(),
-            reloader: reloader.clone(),
         });
-        let addr = listener
-            .local_addr()
-            .context("reading the listening address")?;
-        let (shutdown, mut stop) = tokio::sync::watch::channel(false);
-        let app = server::app(state);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
+        let server = serve(listener, server::app(state), stop.clone());
+        let (admin, admin_addr) = match admin_listener {
+            Some(listener) => {
+                let admin_addr = listener
+                    .local_addr()
+                    .context("reading the admin listener's address")?;
+                let state = Arc::new(AdminState { router, reloader });
+                let app = server::admin_app(state);
+                (Some(serve(listener, app, stop)), Some(admin_addr))
+            }
+            None => (None, None),
+        };
+        jobs.resume();
         Ok(Self {
             addr,
-            router,
-            runtime,
+            admin_addr,
             jobs,
-            reloader,
             _watch: watch,
             grace: config.server.shutdown_grace,
             shutdown,
             server,
+            admin,
         })
+    }
+
+    /// Where the public listener is.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where the admin listener is, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The outbox state of one link's record, for tests and tools.
+    pub async fn record_state(&self, link: &str) -> Result<Option<State>, OutboxError> {
+        self.jobs.state(link).await
     }
 
     /// Stops accepting, lets requests in flight finish, gives async handlers the
@@ -159,6 +196,12 @@ impl Host {
     /// down async work as [`Host::shutdown`] does.
     pub async fn wait(self) -> anyhow::Result<()> {
         let served = self.server.await.context("server task")?.context("server");
+        if let Some(admin) = self.admin {
+            admin
+                .await
+                .context("admin task")?
+                .context("admin listener")?;
+        }
         self.jobs.shutdown(self.grace).await;
         served
     }
@@ -167,4 +210,19 @@ impl Host {
     pub fn shutdown_handle(&self) -> tokio::sync::watch::Sender<bool> {
         self.shutdown.clone()
     }
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then drains connections.
+fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    })
 }

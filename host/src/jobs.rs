@@ -1,9 +1,17 @@
-//! The async answer's life: accept (recorded) -> run -> record result -> deliver.
+//! Answers that go to `link` later: `async` mode, the slow half of `auto`
+//! mode, and what an earlier run left open.
 //!
-//! Invariants (with `outbox`): `202` goes out only after the request is
-//! recorded; a result is recorded before delivery starts; on start-up every
-//! open record is resumed while its link is valid (re-run if it has no result,
-//! re-delivered if it has one) and closed as expired otherwise.
+//! The life of one: accept (recorded) -> run -> record result -> deliver ->
+//! close. The server calls [`Jobs::accept`] (async) or [`Jobs::auto`] (auto)
+//! and only answers what they return; [`Jobs::resume`] finishes open records
+//! in the background after the host is listening.
+//!
+//! Invariants (with `outbox`): `202` is sent only after the request is
+//! recorded; a result is recorded before delivery starts; resumed work waits
+//! for the same host and plugin slots as live requests, and at most
+//! [`MAX_REDELIVERIES`] resumed deliveries run at once, so a large backlog
+//! never floods memory; records closed longer than `outbox_retention` ago are
+//! pruned while the host runs. Links are logged only as [`LinkTag`]s.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,237 +22,378 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::{Attempt, Deliverer, Outcome};
-use crate::dispatch::{Call, HandlerError, next_request_id};
-use crate::outbox::{Outbox, OutboxError, Record, State};
-use crate::protocol::{self, Fields};
-use crate::router::{Plugin, Router};
+use crate::dispatch::{DataBody, HandlerError, Plugin, Slots, next_request_id};
+use crate::link::LinkTag;
+use crate::outbox::{self, Claim, Outbox, OutboxError, OutboxSource, Stale, State};
+use crate::protocol::Fields;
+use crate::router::Router;
+
+/// Open records claimed per query while resuming.
+const RESUME_BATCH: usize = 64;
+/// Resumed deliveries running at once (each holds its body in memory).
+pub const MAX_REDELIVERIES: usize = 64;
 
 /// A handler's result, produced by a task that may outlive the HTTP request.
-pub type Running = JoinHandle<Result<Fields, HandlerError>>;
+type Running = JoinHandle<Result<DataBody, HandlerError>>;
+
+/// A request bound for an async answer: its link is present and checked.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub request_id: u64,
+    pub link: String,
+    pub key: String,
+    pub inputs: Fields,
+}
+
+/// What [`Jobs::accept`] did with a request; either way the answer is `202`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Recorded; it runs and is delivered in the background.
+    Recorded,
+    /// The link was accepted before: nothing runs again.
+    Duplicate,
+}
+
+/// What `auto` mode answers.
+#[derive(Debug)]
+pub enum AutoAnswer {
+    /// The handler finished within the sync budget (or there is no link to answer later).
+    Now(Result<DataBody, HandlerError>),
+    /// Recorded (or a duplicate): `202`, the answer goes to the link.
+    Later(Acceptance),
+}
+
+/// How [`Jobs`] is set up.
+#[derive(Debug, Clone)]
+pub struct JobsOptions {
+    pub outbox: OutboxSource,
+    pub link_ttl: Duration,
+    /// How long closed records are kept before pruning.
+    pub retention: Duration,
+}
 
 /// Runs and delivers async answers; one per host.
 pub struct Jobs {
-    data_dir: std::path::PathBuf,
-    outbox: OnceCell<Outbox>,
+    options: JobsOptions,
+    outbox: OnceCell<Arc<dyn Outbox>>,
     deliverer: Deliverer,
     router: Arc<Router>,
     in_flight: Arc<Semaphore>,
-    link_ttl: Duration,
+    redeliveries: Arc<Semaphore>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
 
 impl Jobs {
     pub fn new(
-        data_dir: std::path::PathBuf,
+        options: JobsOptions,
         deliverer: Deliverer,
         router: Arc<Router>,
         in_flight: Arc<Semaphore>,
-        link_ttl: Duration,
     ) -> Self {
         Self {
-            data_dir,
+            options,
             outbox: OnceCell::new(),
             deliverer,
             router,
             in_flight,
-            link_ttl,
+            redeliveries: Arc::new(Semaphore::new(MAX_REDELIVERIES)),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         }
     }
 
-    /// The outbox, opened (and the data directory created) on first use.
-    pub async fn outbox(&self) -> Result<&Outbox, OutboxError> {
+    /// The outbox, opened on first use; opening it starts the pruning of old records.
+    pub async fn outbox(&self) -> Result<&Arc<dyn Outbox>, OutboxError> {
         self.outbox
             .get_or_try_init(|| async {
-                let dir = self.data_dir.clone();
-                tokio::task::spawn_blocking(move || Outbox::open(&dir))
-                    .await
-                    .map_err(|e| OutboxError::Task(e.to_string()))?
+                let outbox = self.options.outbox.open().await?;
+                self.tracker.spawn(prune_while_running(
+                    outbox.clone(),
+                    self.options.retention,
+                    self.shutdown.clone(),
+                ));
+                Ok(outbox)
             })
             .await
     }
 
-    /// Whether a previous request with this link was accepted (so this one is a duplicate).
-    pub async fn seen(&self, link: &str) -> Result<bool, OutboxError> {
-        self.outbox().await?.contains(link).await
+    /// Whether an earlier run left records to resume.
+    pub fn has_records(&self) -> bool {
+        self.options.outbox.exists()
     }
 
-    /// Records an accepted request, durably. Returns when its link expires, or
-    /// `None` if the link was recorded before (a duplicate: do not run it again).
-    pub async fn record(
-        &self,
-        link: &str,
-        key: &str,
-        inputs: &Fields,
-    ) -> Result<Option<SystemTime>, OutboxError> {
-        let expires_at = SystemTime::now() + self.link_ttl;
-        let new = self
-            .outbox()
-            .await?
-            .accept(link, key, inputs, expires_at)
-            .await?;
-        Ok(new.then_some(expires_at))
+    /// The state of one link's record, for tests and tools.
+    pub async fn state(&self, link: &str) -> Result<Option<State>, OutboxError> {
+        self.outbox().await?.state(link).await
     }
 
-    /// Sees a recorded request's handler through to delivery.
-    pub fn track(self: &Arc<Self>, link: String, expires_at: SystemTime, running: Running) {
-        let jobs = self.clone();
-        self.tracker
-            .spawn(async move { jobs.finish(link, expires_at, running).await });
-    }
-
-    /// Starts a handler call as its own task, holding `permits` until it ends.
-    pub fn spawn_call<P: Send + 'static>(
-        &self,
+    /// `async` mode: records the request durably, then runs it and delivers its
+    /// answer in the background. Returns once the record is synced, so the
+    /// caller may answer `202`.
+    pub async fn accept(
+        self: &Arc<Self>,
         plugin: Arc<Plugin>,
-        call: Call,
-        permits: P,
-    ) -> Running {
+        work: Work,
+        slots: Slots,
+    ) -> Result<Acceptance, OutboxError> {
+        let expires_at = SystemTime::now() + self.options.link_ttl;
+        let outbox = self.outbox().await?;
+        let claim = match outbox
+            .accept(&work.link, &work.key, &work.inputs, expires_at)
+            .await?
+        {
+            outbox::Accepted::New(claim) => claim,
+            outbox::Accepted::Duplicate => return Ok(Acceptance::Duplicate),
+        };
+        let running = self.spawn_call(plugin, work, slots);
+        self.track(claim, expires_at, running);
+        Ok(Acceptance::Recorded)
+    }
+
+    /// `auto` mode: runs the handler; if it finishes within the plugin's
+    /// `sync_budget` its answer is given now, else the request is recorded and
+    /// answered later. Without a link the only answer is a synchronous one.
+    pub async fn auto(
+        self: &Arc<Self>,
+        plugin: Arc<Plugin>,
+        work: Work,
+        has_link: bool,
+        slots: Slots,
+    ) -> Result<AutoAnswer, OutboxError> {
+        // A read, not a write: the synchronous path never writes to disk.
+        if has_link && self.outbox().await?.contains(&work.link).await? {
+            return Ok(AutoAnswer::Later(Acceptance::Duplicate));
+        }
+        let budget = plugin.settings.sync_budget;
+        let (link, key, inputs) = (work.link.clone(), work.key.clone(), work.inputs.clone());
+        let mut running = self.spawn_call(plugin, work, slots);
+        tokio::select! {
+            result = &mut running => return Ok(AutoAnswer::Now(joined(result))),
+            _ = tokio::time::sleep(budget) => {}
+        }
+        if !has_link {
+            return Ok(AutoAnswer::Now(joined(running.await)));
+        }
+        let expires_at = SystemTime::now() + self.options.link_ttl;
+        let recorded = match self.outbox().await {
+            Ok(outbox) => outbox.accept(&link, &key, &inputs, expires_at).await,
+            Err(e) => Err(e),
+        };
+        match recorded {
+            Ok(outbox::Accepted::New(claim)) => {
+                self.track(claim, expires_at, running);
+                Ok(AutoAnswer::Later(Acceptance::Recorded))
+            }
+            Ok(outbox::Accepted::Duplicate) => {
+                running.abort();
+                Ok(AutoAnswer::Later(Acceptance::Duplicate))
+            }
+            Err(e) => {
+                // Cannot promise a later answer: give the one we will have.
+                tracing::error!(link = %LinkTag::new(&link),
+                    "cannot record an async answer, answering synchronously: {e}");
+                Ok(AutoAnswer::Now(joined(running.await)))
+            }
+        }
+    }
+
+    /// Starts a handler call as its own task, holding `slots` until it ends.
+    fn spawn_call(&self, plugin: Arc<Plugin>, work: Work, slots: Slots) -> Running {
         self.tracker.spawn(async move {
-            let result = plugin.handler.call(call).await;
-            drop(permits);
+            let result = plugin.run(work.request_id, work.key, work.inputs).await;
+            drop(slots);
             result
         })
     }
 
-    async fn finish(self: Arc<Self>, link: String, expires_at: SystemTime, running: Running) {
-        let body = match running.await {
-            Ok(Ok(data)) => protocol::data_body(&data),
-            Ok(Err(e)) => {
-                tracing::info!(link, code = e.code(), "async handler failed: {e}");
-                protocol::error_body(e.code(), &e.to_string())
-            }
-            Err(e) => {
-                protocol::error_body("plugin_trapped", &format!("the handler task failed: {e}"))
-            }
-        };
-        let Ok(outbox) = self.outbox().await else {
-            return;
-        };
-        if let Err(e) = outbox.answer(&link, &body).await {
-            // Not recorded: a restart would re-run it; delivering now is still right.
-            tracing::error!(link, "recording the result failed: {e}");
-        }
-        self.deliver(link, body, expires_at).await;
+    /// Sees a recorded request's handler through to delivery.
+    fn track(self: &Arc<Self>, claim: Claim, expires_at: SystemTime, running: Running) {
+        let jobs = self.clone();
+        self.tracker.spawn(async move {
+            let body = match joined(running.await) {
+                Ok(data) => data,
+                Err(e) => {
+                    tracing::info!(link = %LinkTag::new(&claim.link), code = e.code(), "async handler failed: {e}");
+                    e.body()
+                }
+            };
+            jobs.record_and_deliver(claim, body, expires_at).await;
+        });
     }
 
-    async fn deliver(&self, link: String, body: Vec<u8>, expires_at: SystemTime) {
+    async fn record_and_deliver(&self, claim: Claim, body: Vec<u8>, expires_at: SystemTime) {
         let Ok(outbox) = self.outbox().await else {
             return;
         };
+        match outbox.answer(&claim, &body).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(link = %LinkTag::new(&claim.link),
+                    "another holder has this record now; leaving the delivery to it");
+                return;
+            }
+            // Not recorded: a restart would re-run it; delivering now is still right.
+            Err(e) => {
+                tracing::error!(link = %LinkTag::new(&claim.link), "recording the result failed: {e}")
+            }
+        }
+        self.deliver(&claim, body, expires_at).await;
+    }
+
+    async fn deliver(&self, claim: &Claim, body: Vec<u8>, expires_at: SystemTime) {
+        let Ok(outbox) = self.outbox().await else {
+            return;
+        };
+        let tag = LinkTag::new(&claim.link);
         // During shutdown this still makes one attempt; retries are left to the next start.
         let outcome = self
             .deliverer
-            .deliver(&link, &body, expires_at, &self.shutdown, |attempt| {
+            .deliver(&claim.link, &body, expires_at, &self.shutdown, |attempt| {
                 let outbox = outbox.clone();
-                let link = link.clone();
                 async move {
                     let text = match &attempt {
                         Attempt::Delivered => "delivered".to_string(),
                         Attempt::Retry { reason, .. } => format!("retry: {reason}"),
                         Attempt::Final(reason) => format!("final: {reason}"),
                     };
-                    if let Err(e) = outbox.attempted(&link, &text).await {
-                        tracing::warn!(link, "recording a delivery attempt failed: {e}");
+                    if let Err(e) = outbox.attempted(claim, &text).await {
+                        tracing::warn!(link = %LinkTag::new(&claim.link), "recording a delivery attempt failed: {e}");
                     }
                 }
             })
             .await;
         let state = match &outcome {
             Outcome::Delivered { attempts } => {
-                tracing::debug!(link, attempts, "delivered");
+                tracing::debug!(link = %tag, attempts, "delivered");
                 State::Delivered
             }
             Outcome::Failed(reason) => {
-                tracing::warn!(link, "delivery failed finally: {reason}");
+                tracing::warn!(link = %tag, "delivery failed finally: {reason}");
                 State::Failed
             }
             Outcome::Expired { attempts, last } => {
-                tracing::warn!(
-                    link,
-                    attempts,
-                    "link expired before delivery; last error: {last}"
-                );
+                tracing::warn!(link = %tag, attempts, "link expired before delivery; last error: {last}");
                 State::Expired
             }
             Outcome::Interrupted => return,
         };
-        if let Err(e) = outbox.close(&link, state).await {
-            tracing::error!(link, "closing the record failed: {e}");
+        match outbox.close(claim, state).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(link = %tag, "another holder has this record now; not closing it")
+            }
+            Err(e) => tracing::error!(link = %tag, "closing the record failed: {e}"),
         }
     }
 
-    /// Resumes what a previous run left open. Returns how many records were resumed.
-    pub async fn resume(self: &Arc<Self>) -> Result<usize, OutboxError> {
-        if !self.data_dir.join("outbox.sqlite3").exists() {
-            return Ok(0);
+    /// Finishes, in the background, what an earlier run left open: re-runs
+    /// records without a result and re-delivers the others, under the same
+    /// caps as live requests. Call it once the host is listening.
+    pub fn resume(self: &Arc<Self>) {
+        if !self.has_records() {
+            return;
         }
-        let outbox = self.outbox().await?;
-        let pruned = outbox.prune(Duration::from_secs(3600)).await?;
-        if pruned > 0 {
-            tracing::debug!(pruned, "pruned old closed records");
-        }
-        let records = outbox.open_records().await?;
-        let count = records.len();
-        for record in records {
-            self.resume_one(record).await?;
-        }
-        Ok(count)
+        let jobs = self.clone();
+        self.tracker.spawn(async move {
+            match jobs.resume_all().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("resumed {n} async answer(s) left open by an earlier run"),
+                Err(e) => tracing::error!("resuming async answers stopped: {e}"),
+            }
+        });
     }
 
-    async fn resume_one(self: &Arc<Self>, record: Record) -> Result<(), OutboxError> {
-        let Record {
-            link,
+    async fn resume_all(self: &Arc<Self>) -> Result<usize, OutboxError> {
+        let outbox = self.outbox().await?.clone();
+        let mut resumed = 0;
+        loop {
+            let batch = outbox.claim_stale(RESUME_BATCH).await?;
+            if batch.is_empty() {
+                return Ok(resumed);
+            }
+            for stale in batch {
+                if !self.resume_one(stale).await {
+                    // Shutting down: the rest stays open for the next start.
+                    return Ok(resumed);
+                }
+                resumed += 1;
+            }
+        }
+    }
+
+    /// Starts one resumed record once there is room for it. `false` if the host
+    /// is shutting down.
+    async fn resume_one(self: &Arc<Self>, stale: Stale) -> bool {
+        let Stale {
+            claim,
             key,
             inputs,
             expires_at,
-            result,
-            ..
-        } = record;
+            answered,
+        } = stale;
+        let tag = LinkTag::new(&claim.link);
         if SystemTime::now() >= expires_at {
-            tracing::warn!(link, key, "link expired while the host was down; not sent");
-            return self.outbox().await?.close(&link, State::Expired).await;
+            tracing::warn!(link = %tag, key, "link expired while the host was down; not sent");
+            if let Ok(outbox) = self.outbox().await
+                && let Err(e) = outbox.close(&claim, State::Expired).await
+            {
+                tracing::error!(link = %tag, "closing the record failed: {e}");
+            }
+            return true;
         }
-        let jobs = self.clone();
-        match result {
-            Some(body) => {
-                tracing::info!(
-                    link,
+        let plugin = if answered {
+            None
+        } else {
+            self.router.route(&key)
+        };
+        match plugin {
+            Some(plugin) => {
+                tracing::info!(link = %tag, key, "re-running a request accepted by an earlier run");
+                let slots = tokio::select! {
+                    slots = Slots::wait(&self.in_flight, &plugin) => slots,
+                    _ = self.shutdown.cancelled() => return false,
+                };
+                let work = Work {
+                    request_id: next_request_id(),
+                    link: claim.link.clone(),
                     key,
-                    "re-delivering an answer left open by the last run"
-                );
-                self.tracker
-                    .spawn(async move { jobs.deliver(link, body, expires_at).await });
+                    inputs,
+                };
+                let running = self.spawn_call(plugin, work, slots);
+                self.track(claim, expires_at, running);
             }
             None => {
-                tracing::info!(link, key, "re-running a request accepted by the last run");
-                let running = match self.router.route(&key) {
-                    Some(plugin) => {
-                        let permit = self.in_flight.clone().acquire_owned().await.ok();
-                        let call = Call {
-                            request_id: next_request_id(),
-                            key,
-                            inputs,
-                        };
-                        self.spawn_call(plugin, call, permit)
-                    }
-                    None => self.tracker.spawn(async move {
-                        Err(HandlerError::Failed(format!(
-                            "no plugin is mapped to key {key:?} any more"
-                        )))
-                    }),
+                let permit = tokio::select! {
+                    permit = self.redeliveries.clone().acquire_owned() => permit.ok(),
+                    _ = self.shutdown.cancelled() => return false,
                 };
-                self.tracker
-                    .spawn(async move { jobs.finish(link, expires_at, running).await });
+                let jobs = self.clone();
+                self.tracker.spawn(async move {
+                    let _permit = permit;
+                    if answered {
+                        tracing::info!(link = %tag, key, "re-delivering an answer left open by an earlier run");
+                        let body = match jobs.outbox().await {
+                            Ok(outbox) => outbox.result(&claim).await,
+                            Err(e) => Err(e),
+                        };
+                        match body {
+                            Ok(Some(body)) => jobs.deliver(&claim, body, expires_at).await,
+                            Ok(None) => tracing::warn!(link = %tag, "the recorded result is gone; not sent"),
+                            Err(e) => tracing::error!(link = %tag, "reading the recorded result failed: {e}"),
+                        }
+                    } else {
+                        let error = HandlerError::Failed(format!("no plugin is mapped to key {key:?} any more"));
+                        jobs.record_and_deliver(claim, error.body(), expires_at).await;
+                    }
+                });
             }
         }
-        Ok(())
+        true
     }
 
-    /// Stops retry waits, lets running handlers finish within `grace`, and leaves
-    /// everything unfinished open in the outbox for the next start.
+    /// Stops retry waits and resuming, lets running handlers finish within
+    /// `grace`, and leaves everything unfinished open in the outbox for the next start.
     pub async fn shutdown(&self, grace: Duration) {
         self.shutdown.cancel();
         self.tracker.close();
@@ -255,6 +404,39 @@ impl Jobs {
             tracing::warn!(
                 "shutdown grace of {grace:?} ran out; unfinished answers stay in the outbox"
             );
+        }
+    }
+}
+
+fn joined(
+    result: Result<Result<DataBody, HandlerError>, tokio::task::JoinError>,
+) -> Result<DataBody, HandlerError> {
+    result.unwrap_or_else(|e| {
+        Err(HandlerError::Trapped(format!(
+            "the handler task failed: {e}"
+        )))
+    })
+}
+
+/// Deletes records closed more than `retention` ago, every so often, until shutdown.
+async fn prune_while_running(
+    outbox: Arc<dyn Outbox>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
+    let every = (retention / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let before = SystemTime::now()
+            .checked_sub(retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        match outbox.prune(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(pruned = n, "pruned closed outbox records"),
+            Err(e) => tracing::warn!("pruning the outbox failed: {e}"),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod dev_watch;
 pub mod dispatch;
 pub mod host;
 pub mod jobs;
+pub mod link;
 pub mod loader;
 pub mod outbox;
 pub mod plugin_build;

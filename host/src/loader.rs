@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::config::{Config, PluginConfig};
-use crate::router::Plugin;
+use crate::dispatch::Plugin;
 use crate::runtime::{LoadError, Runtime, WasmHandler};
 
 /// A plugin that could not be loaded, with the file it came from.

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use optech_host::config::Config;
 use optech_host::credentials::{self, Credentials, CredentialsError};
-use optech_host::signature::Signer;
-use optech_host::{Host, Identity, plugin_build, server};
+use optech_host::signature::{self, Signer};
+use optech_host::{Host, Identity, plugin_build};
 use tracing_subscriber::EnvFilter;
 
 /// Serve OpTech data requests with sandboxed WebAssembly plugins.
@@ -40,6 +40,10 @@ struct ServeArgs {
     /// Address to listen on, overriding `[server] listen`.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Address of the admin listener (health details), overriding
+    /// `[server] admin_listen`; port 0 picks a free port, "" turns it off.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
 }
 
 /// Used by `optech dev` when no secret is configured. Never used by `serve`.
@@ -109,7 +113,13 @@ fn plugin_target_dir(config: &Config) -> std::path::PathBuf {
 }
 
 async fn serve(args: ServeArgs, credentials: Credentials, print_curl: bool) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
+    let mut config = Config::load(&args.config)?;
+    if let Some(text) = &args.admin_listen {
+        config.server.admin_listen =
+            optech_host::config::parse_optional_addr(text).with_context(|| {
+                format!("--admin-listen {text:?} is not an address like 127.0.0.1:9091, or \"\"")
+            })?;
+    }
     let listen = args.listen.unwrap_or(config.server.listen);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -127,13 +137,19 @@ async fn serve(args: ServeArgs, credentials: Credentials, print_curl: bool) -> a
     .await?;
     tracing::info!(
         "optech listening on http://{} with {} plugin(s), {} key(s), ready in {:?}",
-        host.addr,
+        host.addr(),
         config.plugins.len(),
         config.keys.len(),
         started.elapsed()
     );
+    match host.admin_addr() {
+        Some(admin) => {
+            tracing::info!("admin listener on http://{admin} (health details; keep it private)")
+        }
+        None => tracing::info!("admin listener is off"),
+    }
     if print_curl {
-        print_sample_curl(&config, &signer, host.addr);
+        print_sample_curl(&config, &signer, host.addr());
     }
     let stop = host.shutdown_handle();
     tokio::spawn(async move {
@@ -158,7 +174,7 @@ fn print_sample_curl(config: &Config, signer: &Signer, addr: SocketAddr) {
     println!("\nTry it:\n");
     println!(
         "curl -sS http://{addr}/ -H 'content-type: application/json' -H '{}: {signature}' -d '{body}'\n",
-        server::SIGNATURE_HEADER
+        signature::SIGNATURE_HEADER
     );
 }
 

@@ -21,8 +21,9 @@ use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::dispatch::Plugin;
 use crate::loader;
-use crate::router::{Plugin, Router, Routes};
+use crate::router::{Router, Routes};
 use crate::runtime::Runtime;
 
 /// How long the file system must be quiet before a batch of changes is acted on.
@@ -244,10 +245,15 @@ fn watched(config: &Config) -> (BTreeSet<PathBuf>, PathBuf) {
 fn same_server(a: &Config, b: &Config) -> bool {
     let (a, b) = (&a.server, &b.server);
     a.listen == b.listen
+        && a.admin_listen == b.admin_listen
         && a.plugins_dir == b.plugins_dir
         && a.data_dir == b.data_dir
         && a.max_body == b.max_body
         && a.max_in_flight == b.max_in_flight
         && a.link_ttl == b.link_ttl
         && a.shutdown_grace == b.shutdown_grace
+        && a.watch == b.watch
+        && a.compile_cache == b.compile_cache
+        && a.compile_cache_max == b.compile_cache_max
+        && a.outbox_retention == b.outbox_retention
 }

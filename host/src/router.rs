@@ -5,37 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use tokio::sync::Semaphore;
 
-use crate::config::PluginConfig;
-use crate::dispatch::Handler;
-
-/// A loaded plugin and the settings it runs with.
-pub struct Plugin {
-    pub settings: PluginConfig,
-    pub handler: Arc<dyn Handler>,
-    /// Hex SHA-256 of the component file, to tell versions apart.
-    pub sha256: String,
-    pub loaded_at: SystemTime,
-    /// The plugin's own cap on requests in flight, if it has one.
-    pub in_flight: Option<Arc<Semaphore>>,
-}
-
-impl Plugin {
-    pub fn new(settings: PluginConfig, handler: Arc<dyn Handler>, sha256: String) -> Self {
-        let in_flight = settings.max_in_flight.map(|n| Arc::new(Semaphore::new(n)));
-        Self {
-            settings,
-            handler,
-            sha256,
-            loaded_at: SystemTime::now(),
-            in_flight,
-        }
-    }
-}
+use crate::dispatch::Plugin;
 
 /// One consistent version of the key -> plugin mapping.
 #[derive(Default)]

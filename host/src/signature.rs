@@ -9,6 +9,9 @@ use thiserror::Error;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The header that carries a body's signature, both ways.
+pub const SIGNATURE_HEADER: &str = "x-optech-signature";
+
 /// Why a signature was refused. The messages never contain the secret.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SignatureError {

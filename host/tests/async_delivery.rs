@@ -39,14 +39,7 @@ async fn send(host: &TestHost, link: &str, key: &str, inputs: Value) -> common::
 }
 
 async fn state(host: &TestHost, link: &str) -> Option<State> {
-    host.host
-        .jobs
-        .outbox()
-        .await
-        .unwrap()
-        .state(link)
-        .await
-        .unwrap()
+    host.host.record_state(link).await.unwrap()
 }
 
 /// Waits for a record to reach `want` (closing it is a synced write: give it time).
@@ -115,9 +108,9 @@ async fn failures_are_retried_until_the_receiver_takes_it() {
     // Chat answers are due in 10 s: four retries must fit well inside that.
     let span = attempts[4].at - attempts[0].at;
     assert!(span < Duration::from_secs(8), "retries took {span:?}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(receiver.count(), 5, "nothing more after success");
+    // Closed once delivered: nothing more can be sent.
     wait_state(&host, &link, State::Delivered).await;
+    assert_eq!(receiver.count(), 5, "nothing more after success");
 }
 
 #[tokio::test]
@@ -169,10 +162,8 @@ async fn other_4xx_are_final() {
     receiver.script(&[(400, None)]);
     let link = receiver.link("refused");
     assert_eq!(send(&host, &link, "echo", json!({})).await.status, 202);
-    receiver.wait_for(1, LONG).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(receiver.count(), 1, "a final 4xx was retried");
     wait_state(&host, &link, State::Failed).await;
+    assert_eq!(receiver.count(), 1, "a final 4xx was retried");
 }
 
 #[tokio::test]
@@ -183,7 +174,7 @@ async fn nothing_is_sent_after_the_link_expires() {
     let link = receiver.link("expiring");
     let sent = Instant::now();
     assert_eq!(send(&host, &link, "echo", json!({})).await.status, 202);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    wait_state(&host, &link, State::Expired).await;
     let attempts = receiver.to(&link);
     assert!(attempts.len() >= 2, "{} attempts", attempts.len());
     assert!(
@@ -192,7 +183,6 @@ async fn nothing_is_sent_after_the_link_expires() {
             .all(|a| a.at - sent < Duration::from_millis(2100)),
         "an attempt after expiry"
     );
-    wait_state(&host, &link, State::Expired).await;
 }
 
 #[tokio::test]
@@ -227,11 +217,69 @@ async fn a_duplicate_request_is_not_run_twice() {
     let first = send(&host, &link, "sleep", json!({"ms": "300"})).await;
     let second = send(&host, &link, "sleep", json!({"ms": "300"})).await;
     assert_eq!((first.status, second.status), (202, 202));
-    receiver.wait_for(1, LONG).await;
+    wait_state(&host, &link, State::Delivered).await;
     let third = send(&host, &link, "sleep", json!({"ms": "300"})).await;
     assert_eq!(third.status, 202);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Every call starts synchronously with its 202: the plugin ran once in all.
+    let health = common::plugin_health(&host.admin_url(), "tk").await;
+    assert_eq!(health["calls"], 1, "{health}");
     assert_eq!(receiver.count(), 1);
+}
+
+#[tokio::test]
+async fn a_redirecting_link_gets_nothing_at_its_location_and_is_retried() {
+    let host = host("async", "10m").await;
+    let link_host = Receiver::start().await;
+    let elsewhere = Receiver::start().await;
+    let link = link_host.link("moved");
+    link_host.script_reply(302, &[("location", &elsewhere.link("stolen"))]);
+    link_host.script_reply(307, &[("location", &elsewhere.link("stolen"))]);
+    assert_eq!(
+        send(&host, &link, "echo", json!({"q": "1"})).await.status,
+        202
+    );
+    wait_state(&host, &link, State::Delivered).await;
+    let attempts = link_host.to(&link);
+    assert_eq!(
+        attempts.len(),
+        3,
+        "two redirects, each a failed attempt, then a 200"
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.json() == json!({"data": {"q": "1"}}))
+    );
+    assert_eq!(elsewhere.count(), 0, "a redirect was followed");
+}
+
+#[tokio::test]
+async fn a_handler_parked_in_a_wasi_sleep_has_its_timeout_delivered_at_the_deadline() {
+    let host = TestHost::start(
+        &testkit_dir(),
+        "[keys]\nsleep = \"tk\"\n[plugins.tk]\nsource = \"testkit.wasm\"\nmode = \"async\"\ntimeout = \"1s\"\n",
+    )
+    .await;
+    let receiver = Receiver::start().await;
+    let link = receiver.link("sleepy");
+    let sent = Instant::now();
+    assert_eq!(
+        send(&host, &link, "sleep", json!({"ms": "30000"}))
+            .await
+            .status,
+        202
+    );
+    receiver.wait_for(1, LONG).await;
+    let delivery = &receiver.to(&link)[0];
+    let after = delivery.at - sent;
+    eprintln!(
+        "the timeout of a 30 s sleep under a 1 s timeout was delivered {after:?} after the request"
+    );
+    assert_eq!(delivery.json()["error"]["code"], "plugin_timeout");
+    assert!(
+        after < Duration::from_millis(1500),
+        "delivered after {after:?}"
+    );
 }
 
 #[tokio::test]
@@ -265,4 +313,41 @@ async fn auto_mode_answers_fast_handlers_now_and_slow_ones_later() {
     // Without a link, a slow handler's answer can only be synchronous.
     let answer = host.ask("sleep", json!({"ms": "600"})).await;
     assert_eq!(answer.status, 200);
+}
+
+#[tokio::test]
+async fn closed_records_are_pruned_while_the_host_runs() {
+    let host = TestHost::start(
+        &testkit_dir(),
+        "outbox_retention = \"1s\"\n[keys]\necho = \"tk\"\n[plugins.tk]\nsource = \"testkit.wasm\"\nmode = \"async\"\n",
+    )
+    .await;
+    let receiver = Receiver::start().await;
+    let delivered = receiver.link("pruned");
+    // A link nobody answers: its record stays open, and open records are never pruned.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let open = format!("http://127.0.0.1:{port}/ingest/open");
+    assert_eq!(send(&host, &delivered, "echo", json!({})).await.status, 202);
+    assert_eq!(send(&host, &open, "echo", json!({})).await.status, 202);
+    wait_state(&host, &delivered, State::Delivered).await;
+    let started = Instant::now();
+    while state(&host, &delivered).await.is_some() {
+        assert!(
+            started.elapsed() < LONG,
+            "the closed record was never pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "a closed record was pruned {:?} after it was seen delivered",
+        started.elapsed()
+    );
+    assert!(matches!(
+        state(&host, &open).await,
+        Some(State::Accepted | State::Answered)
+    ));
 }

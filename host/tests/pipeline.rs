@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use optech_host::config::Config;
-use optech_host::dispatch::{Call, Handler, HandlerFuture};
-use optech_host::router::Plugin;
+use optech_host::dispatch::{Call, Handler, HandlerFuture, Plugin};
 use optech_host::runtime::{Runtime, RuntimeOptions};
 use optech_host::signature::Signer;
 use optech_host::{Host, Identity};
@@ -27,7 +26,7 @@ async fn no_handler_runs_for_an_unsigned_or_malformed_request() {
     let data = tempfile::tempdir().unwrap();
     let config = Config::parse(
         &format!(
-            "[server]\ndata_dir = {:?}\nwatch = false\n[keys]\necho = \"native\"\n",
+            "[server]\ndata_dir = {:?}\nwatch = false\nadmin_listen = \"\"\n[keys]\necho = \"native\"\n",
             data.path().display().to_string()
         ),
         Path::new("optech.toml"),
@@ -44,7 +43,7 @@ async fn no_handler_runs_for_an_unsigned_or_malformed_request() {
     let runtime = Runtime::new(&RuntimeOptions {
         max_instances: 1,
         max_idle: 0,
-        cache_dir: None,
+        ..RuntimeOptions::default()
     })
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -57,7 +56,7 @@ async fn no_handler_runs_for_an_unsigned_or_malformed_request() {
     )
     .await
     .unwrap();
-    let url = format!("http://{}/", host.addr);
+    let url = format!("http://{}/", host.addr());
 
     let client = reqwest::Client::new();
     let body = r#"{"key":"echo","inputs":{"a":"1"}}"#;

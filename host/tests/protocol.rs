@@ -365,19 +365,55 @@ async fn a_hundred_concurrent_requests() {
 }
 
 #[tokio::test]
-async fn healthz_lists_live_plugins() {
+async fn public_healthz_tells_nothing_and_the_admin_listener_has_the_details() {
     let host = examples().await;
-    let answer = host
+    let public = host
         .send(host.client.get(format!("{}/healthz", host.url)))
         .await;
-    assert_eq!(answer.status, 200);
-    let plugins = answer.json()["plugins"].as_array().unwrap().clone();
+    assert_eq!(public.status, 200);
+    assert_eq!(public.json(), json!({"status": "ok"}));
+    let text = String::from_utf8_lossy(&public.body);
+    for secret in ["echo", "quote", "sha256", ".wasm", "/"] {
+        assert!(
+            !text.contains(secret),
+            "the public healthz shows {secret:?}: {text}"
+        );
+    }
+
+    let admin = host
+        .send(host.client.get(format!("{}/healthz", host.admin_url())))
+        .await;
+    assert_eq!(admin.status, 200);
+    let plugins = admin.json()["plugins"].as_array().unwrap().clone();
     let names: Vec<&str> = plugins
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["echo", "quote"]);
+    assert_eq!(plugins[0]["keys"], json!(["echo"]));
     assert_eq!(plugins[0]["sha256"].as_str().unwrap().len(), 64);
+    // The admin listener serves no data requests.
+    let answer = host
+        .send(
+            host.client
+                .post(format!("{}/", host.admin_url()))
+                .body("{}"),
+        )
+        .await;
+    assert_eq!(answer.status, 404);
+}
+
+#[tokio::test]
+async fn inputs_reach_the_plugin_and_come_back_in_request_order() {
+    let host = examples().await;
+    let answer = host
+        .post(r#"{"key":"echo","inputs":{"zeta":"1","alpha":"2","mid":"3"}}"#)
+        .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&answer.body),
+        r#"{"data":{"zeta":"1","alpha":"2","mid":"3"}}"#
+    );
 }
 
 #[tokio::test]

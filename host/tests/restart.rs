@@ -16,6 +16,7 @@ fn write_config(dir: &Path, sleep_timeout: &str) -> std::path::PathBuf {
     let text = format!(
         r#"[server]
         listen = "127.0.0.1:0"
+        admin_listen = "127.0.0.1:0"
         plugins_dir = {:?}
         data_dir = {:?}
         shutdown_grace = "10s"
@@ -72,7 +73,12 @@ async fn answers_accepted_before_a_sigkill_arrive_once_after_restart() {
         "{N} of {N} answers arrived {:?} after the restart",
         restarted.elapsed()
     );
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Once every record is closed, nothing more can be sent.
+    let data = dir.path().join("data");
+    common::wait_until("every record closed", Duration::from_secs(10), || async {
+        common::open_records(&data) == 0
+    })
+    .await;
     for link in &links {
         let got = receiver.to(link);
         assert_eq!(got.len(), 1, "{link} arrived {} times", got.len());
@@ -110,10 +116,140 @@ async fn sigterm_lets_running_handlers_finish_and_deliver() {
         "the running handler's answer was not delivered"
     );
 
-    // Nothing is left open: a new start sends nothing again.
+    // Nothing is left open, so a new start has nothing to send again.
+    assert_eq!(common::open_records(&dir.path().join("data")), 0);
     let mut again = start(&config);
-    tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(receiver.count(), 1);
     again.child.kill().unwrap();
     again.child.wait().unwrap();
+}
+
+/// Resident and peak memory of a process, in MiB, from /proc.
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(0.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_over_ten_thousand_open_records_listens_at_once_and_resumes_within_its_caps() {
+    build_plugins().as_ref().unwrap();
+    const N: usize = 10_000;
+    const CAP: u64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let receiver = Receiver::start().await;
+    // An outbox as a crashed host leaves it: N accepted records, no results, no live owner.
+    drop(optech_host::outbox::SqliteOutbox::open(&data).unwrap());
+    let mut db = rusqlite::Connection::open(data.join("outbox.sqlite3")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let tx = db.transaction().unwrap();
+    for i in 0..N {
+        // The oldest row is corrupt: it comes up in the first batch.
+        let inputs = if i == 0 {
+            "not json".to_string()
+        } else {
+            json!([["ms", "20"], ["n", i.to_string()]]).to_string()
+        };
+        tx.execute(
+            "INSERT INTO requests (link, key, inputs, accepted_at, expires_at, state)
+             VALUES (?1, 'sleep', ?2, ?3, ?4, 'accepted')",
+            rusqlite::params![
+                receiver.link(&format!("backlog-{i}")),
+                inputs,
+                now - 60_000 + i as i64,
+                now + 600_000
+            ],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    drop(db);
+
+    let config = dir.path().join("optech.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+            listen = "127.0.0.1:0"
+            admin_listen = "127.0.0.1:0"
+            plugins_dir = {:?}
+            data_dir = {:?}
+            [keys]
+            sleep = "tk"
+            [plugins.tk]
+            source = "testkit.wasm"
+            mode = "async"
+            max_in_flight = {CAP}
+            "#,
+            testkit_dir().display().to_string(),
+            data.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let spawned = Instant::now();
+    let process = start(&config);
+    let listening = spawned.elapsed();
+    eprintln!("listening {listening:?} after the process started, over {N} open records");
+    assert!(
+        listening < Duration::from_secs(1),
+        "listening after {listening:?}"
+    );
+
+    // While it resumes: never more than the plugin's cap at once, memory bounded.
+    let pid = process.child.id();
+    let sampling = Instant::now();
+    let (mut most_running, mut most_rss) = (0, 0.0f64);
+    while sampling.elapsed() < Duration::from_secs(4) {
+        let running = process.plugin_health("tk").await["running"]
+            .as_u64()
+            .unwrap();
+        most_running = most_running.max(running);
+        most_rss = most_rss.max(memory_mib(pid).0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, peak) = memory_mib(pid);
+    let delivered = receiver.count();
+    eprintln!(
+        "in 4 s of resuming: {delivered} delivered, at most {most_running} running (cap {CAP}), \
+         RSS at most {most_rss:.1} MiB sampled, peak {peak:.1} MiB"
+    );
+    assert!(
+        most_running <= CAP,
+        "{most_running} calls ran at once over a cap of {CAP}"
+    );
+    assert!(most_running >= 1, "nothing was resumed");
+    assert!(delivered > 0, "nothing was delivered");
+    assert!(peak < 200.0, "peak RSS {peak:.1} MiB");
+    // A live request meets the same caps: the plugin is full, so it is refused.
+    let live = json!({"link": receiver.link("live"), "key": "sleep", "inputs": {"ms": "0"}});
+    let status = common::post_signed(&reqwest::Client::new(), &process.url, live.to_string())
+        .await
+        .status();
+    assert!(status == 503 || status == 202, "{status}");
+    // The corrupt row was logged and skipped; the host kept going past it.
+    assert!(
+        process.log_contains("quarantined"),
+        "the corrupt row was not reported"
+    );
+    let db = rusqlite::Connection::open(data.join("outbox.sqlite3")).unwrap();
+    let quarantined: String = db
+        .query_row(
+            "SELECT state FROM requests WHERE link = ?1",
+            [receiver.link("backlog-0")],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(quarantined, "quarantined");
 }

@@ -109,7 +109,7 @@ async fn reused_instances_serve_their_quota_and_are_dropped_after_a_trap_or_time
 fn write_config(dir: &Path, server: &str, rest: &str) -> std::path::PathBuf {
     let path = dir.join("optech.toml");
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = {:?}\n{server}\n{rest}",
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nplugins_dir = {:?}\n{server}\n{rest}",
         testkit_dir().display().to_string()
     );
     std::fs::write(&path, text).unwrap();
@@ -147,7 +147,6 @@ async fn plugin_output_goes_to_the_log_tagged_and_capped() {
             .0,
         200
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
     for needle in [
         "stdout line 2",
         "stderr line 2",
@@ -157,7 +156,7 @@ async fn plugin_output_goes_to_the_log_tagged_and_capped() {
         "dropped",
         "log limit",
     ] {
-        assert!(process.log_contains(needle), "no {needle:?} in the log");
+        process.wait_for_log(needle, Duration::from_secs(5)).await;
     }
     let lines = process.lines.lock().unwrap();
     let stdout_lines = lines.iter().filter(|l| l.contains("stdout line")).count();
@@ -167,6 +166,33 @@ async fn plugin_output_goes_to_the_log_tagged_and_capped() {
     );
 }
 
+/// Starts `n` requests in the background and waits until `plugin` runs `n` calls.
+async fn hold(
+    process: &common::Process,
+    client: &reqwest::Client,
+    plugin: &str,
+    key: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<u16>> {
+    let running = process.plugin_health(plugin).await["running"]
+        .as_u64()
+        .unwrap() as usize;
+    let tasks = (0..n)
+        .map(|_| {
+            let (client, url, key) = (client.clone(), process.url.clone(), key.to_string());
+            tokio::spawn(async move { ask(&client, &url, &key, json!({"ms": "3000"})).await.0 })
+        })
+        .collect();
+    let want = running + n;
+    common::wait_until(
+        &format!("{want} calls of {plugin} running"),
+        Duration::from_secs(10),
+        || async { process.plugin_health(plugin).await["running"].as_u64() == Some(want as u64) },
+    )
+    .await;
+    tasks
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_get_503_with_retry_after_instead_of_a_queue() {
     build_plugins().as_ref().unwrap();
@@ -174,61 +200,144 @@ async fn floods_get_503_with_retry_after_instead_of_a_queue() {
     let config = write_config(
         dir.path(),
         "max_in_flight = 4",
-        "[keys]\nsleep = \"capped\"\necho = \"free\"\n[plugins.capped]\nsource = \"testkit.wasm\"\nmax_in_flight = 2\n[plugins.free]\nsource = \"testkit.wasm\"\n",
+        "[keys]\nsleep = \"capped\"\n\"sleep.free\" = \"free\"\necho = \"free\"\n\
+         [plugins.capped]\nsource = \"testkit.wasm\"\nmax_in_flight = 2\n\
+         [plugins.free]\nsource = \"testkit.wasm\"\n",
     );
     let process = start_process(&config);
     let client = reqwest::Client::new();
 
-    // Per plugin: 2 run, the other 3 are refused at once.
-    let tasks: Vec<_> = (0..5)
-        .map(|_| {
-            let (client, url) = (client.clone(), process.url.clone());
-            tokio::spawn(async move { ask(&client, &url, "sleep", json!({"ms": "700"})).await })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for task in tasks {
-        let (status, headers) = task.await.unwrap();
-        if status == 503 {
-            assert_eq!(headers["retry-after"], "1");
-        }
-        statuses.push(status);
-    }
-    statuses.sort();
-    assert_eq!(statuses, [200, 200, 503, 503, 503]);
+    // Per plugin: with its 2 slots taken, the next call is refused at once, not queued.
+    let held = hold(&process, &client, "capped", "sleep", 2).await;
+    let (status, headers) = ask(&client, &process.url, "sleep", json!({"ms": "0"})).await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "1");
+    // The other plugin is not held up by it.
+    assert_eq!(ask(&client, &process.url, "echo", json!({})).await.0, 200);
 
-    // Server-wide: 4 in flight at most, over all plugins.
-    let mut tasks = Vec::new();
-    for i in 0..6 {
-        let (client, url) = (client.clone(), process.url.clone());
-        let key = if i < 2 { "sleep" } else { "echo" };
-        let inputs = if i < 2 {
-            json!({"ms": "700"})
-        } else {
-            json!({"ms": "0"})
-        };
-        tasks.push(tokio::spawn(async move {
-            if key == "echo" {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            ask(&client, &url, key, inputs).await.0
-        }));
+    // Server-wide: 2 more slow calls on the uncapped plugin fill the host's 4
+    // slots, so even the uncapped plugin is refused.
+    let more = hold(&process, &client, "free", "sleep.free", 2).await;
+    let (status, headers) = ask(&client, &process.url, "echo", json!({})).await;
+    assert_eq!(status, 503, "the server-wide cap did not hold");
+    assert_eq!(headers["retry-after"], "1");
+    for task in held.into_iter().chain(more) {
+        assert_eq!(task.await.unwrap(), 200);
     }
-    // Two sleeps hold 2 of 4 slots; echoes are fast, so most get through, and the host never queues.
-    let statuses: Vec<u16> = futures_all(tasks).await;
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 503),
-        "{statuses:?}"
+    // Slots are given back: both plugins serve again.
+    assert_eq!(ask(&client, &process.url, "echo", json!({})).await.0, 200);
+    assert_eq!(
+        ask(&client, &process.url, "sleep", json!({"ms": "0"}))
+            .await
+            .0,
+        200
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_request_is_refused_as_bad_even_when_the_plugin_is_full() {
+    build_plugins().as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "",
+        "[keys]\nsleep = \"later\"\n[plugins.later]\nsource = \"testkit.wasm\"\n\
+         mode = \"async\"\nmax_in_flight = 1\n",
+    );
+    let process = start_process(&config);
+    let client = reqwest::Client::new();
+    let receiver = common::Receiver::start().await;
+    let body = json!({"link": receiver.link("busy"), "key": "sleep", "inputs": {"ms": "3000"}});
+    let response = common::post_signed(&client, &process.url, body.to_string()).await;
+    assert_eq!(response.status(), 202);
+    common::wait_until("the async call runs", Duration::from_secs(10), || async {
+        process.plugin_health("later").await["running"] == 1
+    })
+    .await;
+    // No link: checked before admission, so a 400, not a 503.
+    let (status, _) = ask(&client, &process.url, "sleep", json!({"ms": "0"})).await;
+    assert_eq!(status, 400);
+    // With a link it is a well-formed request, and the plugin is full.
+    let body = json!({"link": receiver.link("second"), "key": "sleep", "inputs": {"ms": "0"}});
+    let response = common::post_signed(&client, &process.url, body.to_string()).await;
+    assert_eq!(response.status(), 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_parked_in_a_wasi_sleep_is_stopped_at_its_deadline() {
+    build_plugins().as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "",
+        "[keys]\nsleep = \"sleeper\"\necho = \"sleeper\"\n[plugins.sleeper]\n\
+         source = \"testkit.wasm\"\ntimeout = \"1s\"\nmax_in_flight = 1\n",
+    );
+    let process = start_process(&config);
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let body = json!({"key": "sleep", "inputs": {"ms": "30000"}}).to_string();
+    let response = common::post_signed(&client, &process.url, body).await;
+    let took = started.elapsed();
+    assert_eq!(response.status(), 504);
+    let error: serde_json::Value =
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(error["error"]["code"], "plugin_timeout");
+    eprintln!("a 30 s WASI sleep under a 1 s timeout was answered 504 after {took:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    // Its only slot is free again at once: the next call is not refused.
+    assert_eq!(process.plugin_health("sleeper").await["running"], 0);
     assert_eq!(ask(&client, &process.url, "echo", json!({})).await.0, 200);
 }
 
-async fn futures_all(tasks: Vec<tokio::task::JoinHandle<u16>>) -> Vec<u16> {
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(t.await.unwrap());
+#[tokio::test]
+async fn a_hundred_thousand_fields_are_answered_within_the_deadline() {
+    let host = TestHost::start(
+        &testkit_dir(),
+        "[keys]\nfields = \"testkit\"\n[plugins.testkit]\ntimeout = \"1s\"\nmax_output = \"8MiB\"\n",
+    )
+    .await;
+    let started = Instant::now();
+    let answer = host.ask("fields", json!({"n": "100000"})).await;
+    let took = started.elapsed();
+    eprintln!("100,000 fields: {} after {took:?}", answer.status);
+    assert!(
+        matches!(answer.status, 200 | 504 | 500),
+        "{}",
+        answer.status
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    if answer.status == 200 {
+        let data = answer.json()["data"].as_object().unwrap().len();
+        assert_eq!(data, 100_000);
     }
-    out
+}
+
+#[tokio::test]
+async fn the_answer_sent_is_capped_as_json_whatever_the_characters() {
+    let host = TestHost::start(
+        &testkit_dir(),
+        "[keys]\nescapes = \"testkit\"\n[plugins.testkit]\nmax_output = \"4KiB\"\n",
+    )
+    .await;
+    // 600 control characters: 600 raw bytes, 3,600 bytes of JSON: under 4 KiB.
+    let fits = host.ask("escapes", json!({"n": "600"})).await;
+    assert_eq!(fits.status, 200);
+    assert!(
+        fits.body.len() <= 4096 + r#"{"data":}"#.len(),
+        "{} bytes",
+        fits.body.len()
+    );
+    // 1,000 of them: 1,000 raw bytes, but 6,000 bytes as sent.
+    let over = host.ask("escapes", json!({"n": "1000"})).await;
+    assert_eq!(over.status, 500);
+    assert_eq!(over.error_code(), "output_too_large");
 }
 
 /// p99 of `n` sequential echo requests, in milliseconds.
@@ -277,7 +386,12 @@ async fn a_spinning_plugin_does_not_starve_a_healthy_one() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::wait_until(
+        "the attack is under way",
+        Duration::from_secs(10),
+        || async { process.plugin_health("spinner").await["running"].as_u64() >= Some(40) },
+    )
+    .await;
     let loaded = echo_p99(&client, &process.url, 400).await;
     stop.store(true, Ordering::Relaxed);
     let mut timeouts = 0;

@@ -143,15 +143,74 @@ async fn compiled_plugins_are_cached_on_disk_and_a_bad_entry_is_recompiled() {
             .status()
             .as_u16()
     };
-    assert_eq!(post(second.addr).await, 200);
+    assert_eq!(post(second.addr()).await, 200);
     second.shutdown().await.unwrap();
 
     // A damaged entry is ignored and replaced, never trusted.
     std::fs::write(&entries[0], b"garbage").unwrap();
     let third = start(config).await;
-    assert_eq!(post(third.addr).await, 200);
+    assert_eq!(post(third.addr()).await, 200);
     assert!(
         std::fs::read(&entries[0]).unwrap().len() > 1000,
         "the bad entry was not rewritten"
     );
+}
+
+#[test]
+fn an_admin_port_already_taken_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("optech.toml"), "[keys]\n").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_optech"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", &addr])
+        .current_dir(dir.path())
+        .env("OPTECH_CLIENT_SECRET", "s")
+        .output()
+        .expect("running optech");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&addr)
+            && stderr.contains("admin listener")
+            && stderr.contains("admin_listen"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_admin_listener_can_pick_a_free_port_or_be_turned_off() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("optech.toml"), "[keys]\n").unwrap();
+    for (flag, want) in [
+        ("127.0.0.1:0", "admin listener on http://127.0.0.1:"),
+        ("", "admin listener is off"),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_optech"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", flag])
+            .current_dir(dir.path())
+            .env("OPTECH_CLIENT_SECRET", "s")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("running optech");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines
+            .map_while(Result::ok)
+            .find(|l| l.contains("admin listener"))
+            .expect("a line about the admin listener");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(line.contains(want), "{line}");
+        if let Some(rest) = line.split("admin listener on http://").nth(1) {
+            let port: u16 = rest
+                .split(|c: char| !c.is_ascii_digit() && c != '.' && c != ':')
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .expect("a port");
+            assert_ne!(port, 0, "{line}");
+        }
+    }
 }

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use optech_host::config::Config;
-use optech_host::dispatch::{Call, Handler, HandlerFuture};
-use optech_host::router::Plugin;
+use optech_host::dispatch::{Call, Handler, HandlerFuture, Plugin};
 use optech_host::runtime::{Runtime, RuntimeOptions};
 use optech_host::signature::Signer;
 use optech_host::{Host, Identity};
@@ -55,11 +54,11 @@ async fn main() -> anyhow::Result<()> {
     let runtime = Runtime::new(&RuntimeOptions {
         max_instances: 1,
         max_idle: 0,
-        cache_dir: None,
+        ..RuntimeOptions::default()
     })?;
     let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
     let identity = Identity::new(Signer::new(secret.as_bytes(), None), "");
     let host = Host::start_with_plugins(&config, identity, listener, runtime, plugins).await?;
-    println!("native-host listening on http://{}", host.addr);
+    println!("native-host listening on http://{}", host.addr());
     host.wait().await
 }

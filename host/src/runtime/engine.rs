@@ -1,5 +1,4 @@
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,6 +8,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings;
+use super::cache::{ComponentCache, DiskCache};
 use super::host_api::PluginState;
 
 /// How often the engine's epoch advances: the granularity of timeouts, and how
@@ -29,6 +29,8 @@ pub struct RuntimeOptions {
     pub max_idle: u32,
     /// Where compiled components are kept between runs; `None` compiles every start.
     pub cache_dir: Option<PathBuf>,
+    /// Bytes the on-disk cache may hold before the least recently used files go.
+    pub cache_max: u64,
 }
 
 impl Default for RuntimeOptions {
@@ -37,6 +39,7 @@ impl Default for RuntimeOptions {
             max_instances: 512,
             max_idle: 64,
             cache_dir: None,
+            cache_max: crate::config::DEFAULT_COMPILE_CACHE_MAX,
         }
     }
 }
@@ -125,7 +128,7 @@ impl Runtime {
         let disk_cache = options
             .cache_dir
             .clone()
-            .map(|dir| Arc::new(DiskCache::new(dir, &engine)));
+            .map(|dir| Arc::new(DiskCache::new(dir, &engine, options.cache_max)));
         Ok(Self {
             engine,
             linker: Arc::new(linker),
@@ -154,115 +157,13 @@ impl Runtime {
     }
 
     /// Keeps the components in `live` and the most recently used others, up to
-    /// [`RETIRED_KEPT`] of them, for quick rollbacks.
+    /// [`super::cache::RETIRED_KEPT`] of them, for quick rollbacks.
     pub fn retain_components(&self, live: &HashSet<&str>) {
         self.lock_components().trim(live);
     }
 
     fn lock_components(&self) -> std::sync::MutexGuard<'_, ComponentCache> {
         self.components.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Compiled components no longer live that are kept for a quick rollback.
-pub const RETIRED_KEPT: usize = 8;
-
-/// Compiled components by content hash, with a use counter for trimming.
-#[derive(Default)]
-struct ComponentCache {
-    entries: HashMap<String, (Component, u64)>,
-    clock: u64,
-}
-
-impl ComponentCache {
-    fn get(&mut self, sha256: &str) -> Option<Component> {
-        self.clock += 1;
-        let clock = self.clock;
-        self.entries.get_mut(sha256).map(|(component, used)| {
-            *used = clock;
-            component.clone()
-        })
-    }
-
-    fn insert(&mut self, sha256: &str, component: Component) {
-        self.clock += 1;
-        self.entries
-            .insert(sha256.to_string(), (component, self.clock));
-    }
-
-    fn trim(&mut self, live: &HashSet<&str>) {
-        let mut retired: Vec<(u64, String)> = self
-            .entries
-            .iter()
-            .filter(|(hash, _)| !live.contains(hash.as_str()))
-            .map(|(hash, (_, used))| (*used, hash.clone()))
-            .collect();
-        retired.sort_unstable_by_key(|(used, _)| std::cmp::Reverse(*used));
-        for (_, hash) in retired.into_iter().skip(RETIRED_KEPT) {
-            self.entries.remove(&hash);
-        }
-    }
-}
-
-/// Compiled components on disk, so a restart skips Cranelift.
-struct DiskCache {
-    dir: PathBuf,
-    /// Hex of the engine's compatibility hash: wasmtime version, target and
-    /// settings. A different engine never reads another's files.
-    engine_tag: String,
-}
-
-impl DiskCache {
-    fn new(dir: PathBuf, engine: &Engine) -> Self {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        Self {
-            dir,
-            engine_tag: format!("{:016x}", hasher.finish()),
-        }
-    }
-
-    fn load_or_compile(
-        &self,
-        engine: &Engine,
-        bytes: &[u8],
-        sha256: &str,
-    ) -> wasmtime::Result<Component> {
-        let path = self.dir.join(format!("{sha256}-{}.cwasm", self.engine_tag));
-        // Read into memory rather than `deserialize_file`'s mmap: a cache file
-        // changed in place later must not be able to fault live code (SIGBUS).
-        if let Ok(cached) = std::fs::read(&path) {
-            // SAFETY: the file was written by `store` below from bytes whose hash is
-            // in its name, for an engine with the same compatibility hash; it lives
-            // in the host's own data directory, which is as trusted as its binary.
-            // wasmtime still checks the header and engine settings on load.
-            match unsafe { Component::deserialize(engine, &cached) } {
-                Ok(component) => return Ok(component),
-                Err(e) => {
-                    tracing::warn!(
-                        "ignoring unusable compile cache entry {}: {e:#}",
-                        path.display()
-                    );
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        let component = Component::new(engine, bytes)?;
-        if let Err(e) = self.store(&component, &path) {
-            tracing::warn!("cannot write the compile cache {}: {e:#}", path.display());
-        }
-        Ok(component)
-    }
-
-    fn store(&self, component: &Component, path: &std::path::Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let bytes = component
-            .serialize()
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let staging = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&staging, bytes)?;
-        std::fs::rename(&staging, path)?;
-        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@
 //!   tick and traps at its deadline), memory by a `ResourceLimiter`, and the
 //!   number of live instances by the pooling allocator.
 
+mod cache;
 mod engine;
 mod host_api;
 mod output;

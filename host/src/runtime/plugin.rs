@@ -40,8 +40,8 @@ pub struct WasmHandler {
     runtime: Runtime,
     pre: PluginPre<PluginState>,
     info: Arc<PluginInfo>,
+    /// Only to word a timeout: the deadline itself comes with each call.
     timeout: Duration,
-    max_output: u64,
     requests_per_instance: u32,
     /// Instances that finished a call cleanly and may serve another.
     idle: Mutex<Vec<Instance>>,
@@ -87,22 +87,23 @@ impl WasmHandler {
                 memory: settings.memory,
             }),
             timeout: settings.timeout,
-            max_output: settings.max_output,
             requests_per_instance: settings.requests_per_instance,
             idle: Mutex::new(Vec::new()),
         })
     }
 
     async fn run(&self, call: Call) -> Result<Fields, HandlerError> {
-        let deadline = Instant::now() + self.timeout;
         let mut instance = match self.take_idle() {
             Some(mut instance) => {
                 // A kept instance takes this call's deadline, log tags and caps.
-                instance.store.data_mut().begin(call.request_id, deadline);
+                instance
+                    .store
+                    .data_mut()
+                    .begin(call.request_id, call.deadline);
                 instance.store.set_epoch_deadline(1);
                 instance
             }
-            None => self.instantiate(call.request_id, deadline).await?,
+            None => self.instantiate(call.request_id, call.deadline).await?,
         };
         // A trap, a timeout or a cancelled call leaves the instance in an unknown
         // state: it is dropped with this future and never reused.
@@ -114,16 +115,7 @@ impl WasmHandler {
         instance.served += 1;
         self.put_idle(instance);
         match answer {
-            Ok(data) => {
-                let size: u64 = data.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
-                if size > self.max_output {
-                    return Err(HandlerError::OutputTooLarge {
-                        size,
-                        limit: self.max_output,
-                    });
-                }
-                Ok(data)
-            }
+            Ok(data) => Ok(data),
             Err(WitError::InvalidInput(m)) => Err(HandlerError::InvalidInput(m)),
             Err(WitError::Failed(m)) => Err(HandlerError::Failed(m)),
         }

@@ -79,7 +79,7 @@ impl Answer {
 
 pub fn config_text(plugins_dir: &Path, rest: &str) -> String {
     format!(
-        "[server]\nplugins_dir = {:?}\n{rest}",
+        "[server]\nadmin_listen = \"127.0.0.1:0\"\nplugins_dir = {:?}\n{rest}",
         plugins_dir.display().to_string()
     )
 }
@@ -108,7 +108,7 @@ impl TestHost {
         let signer = Signer::new(SECRET.as_bytes(), previous_secret.map(str::as_bytes));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let host = Host::start(&config, Identity::new(signer.clone(), CLIENT_ID), listener).await?;
-        let url = format!("http://{}", host.addr);
+        let url = format!("http://{}", host.addr());
         Ok(TestHost {
             host,
             url,
@@ -116,6 +116,14 @@ impl TestHost {
             signer,
             dir,
         })
+    }
+
+    /// The admin listener's base URL.
+    pub fn admin_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.host.admin_addr().expect("the admin listener is on")
+        )
     }
 
     /// POSTs `body` to `/` signed with the test secret.
@@ -167,8 +175,9 @@ impl Delivery {
 
 /// A stand-in for the platform's `link` endpoint: records every POST and answers
 /// from a script (then 200).
-/// Replies a [`Receiver`] gives, in order: status and optional `retry-after`.
-type Script = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<(u16, Option<String>)>>>;
+/// Replies a [`Receiver`] gives, in order: a status and headers.
+type Script =
+    std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<(u16, Vec<(String, String)>)>>>;
 
 #[derive(Clone)]
 pub struct Receiver {
@@ -208,15 +217,14 @@ impl Receiver {
                         body: body.to_vec(),
                         at: std::time::Instant::now(),
                     });
-                    let (status, retry_after) =
-                        s.lock().unwrap().pop_front().unwrap_or((200, None));
+                    let (status, headers) =
+                        s.lock().unwrap().pop_front().unwrap_or((200, Vec::new()));
                     let mut response = axum::http::StatusCode::from_u16(status)
                         .unwrap()
                         .into_response();
-                    if let Some(value) = retry_after {
-                        response
-                            .headers_mut()
-                            .insert("retry-after", value.parse().unwrap());
+                    for (name, value) in headers {
+                        let name = axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+                        response.headers_mut().insert(name, value.parse().unwrap());
                     }
                     response
                 }
@@ -237,8 +245,20 @@ impl Receiver {
     pub fn script(&self, replies: &[(u16, Option<&str>)]) {
         let mut script = self.script.lock().unwrap();
         for (status, retry_after) in replies {
-            script.push_back((*status, retry_after.map(str::to_string)));
+            let headers = retry_after
+                .map(|v| vec![("retry-after".to_string(), v.to_string())])
+                .unwrap_or_default();
+            script.push_back((*status, headers));
         }
+    }
+
+    /// Queues one answer with any headers (a redirect's `location`, say).
+    pub fn script_reply(&self, status: u16, headers: &[(&str, &str)]) {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        self.script.lock().unwrap().push_back((status, headers));
     }
 
     pub fn link(&self, id: &str) -> String {
@@ -283,6 +303,8 @@ impl Receiver {
 pub struct Process {
     pub child: std::process::Child,
     pub url: String,
+    /// The admin listener's base URL, if it is on.
+    pub admin: Option<String>,
     /// Everything it has printed to stdout (its log), line by line.
     pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -294,6 +316,56 @@ impl Process {
             .unwrap()
             .iter()
             .any(|l| l.contains(needle))
+    }
+
+    /// Waits until a log line contains `needle`, or panics after `limit`.
+    pub async fn wait_for_log(&self, needle: &str, limit: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while !self.log_contains(needle) {
+            assert!(
+                start.elapsed() < limit,
+                "no {needle:?} in the log within {limit:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The admin `/healthz` entry of plugin `name`.
+    pub async fn plugin_health(&self, name: &str) -> Value {
+        plugin_health(
+            self.admin.as_deref().expect("the admin listener is on"),
+            name,
+        )
+        .await
+    }
+}
+
+/// The admin `/healthz` entry of plugin `name`, from the admin listener at `admin`.
+pub async fn plugin_health(admin: &str, name: &str) -> Value {
+    let body = reqwest::get(format!("{admin}/healthz"))
+        .await
+        .expect("admin healthz")
+        .bytes()
+        .await
+        .expect("reading admin healthz");
+    let health: Value = serde_json::from_slice(&body).expect("admin healthz is JSON");
+    health["plugins"]
+        .as_array()
+        .and_then(|plugins| plugins.iter().find(|p| p["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no plugin {name} in {health}"))
+}
+
+/// Waits until `check` holds, polling every 10 ms, or panics with `what` after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
@@ -307,13 +379,18 @@ impl Drop for Process {
 /// Starts `optech serve --config <config>` with the test credentials and waits
 /// for its "listening on" line.
 pub fn start_process(config: &Path) -> Process {
+    start_process_with(config, "info")
+}
+
+/// [`start_process`] with a log filter (`OPTECH_LOG`).
+pub fn start_process_with(config: &Path, log: &str) -> Process {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_optech"))
         .args(["serve", "--config"])
         .arg(config)
         .env("OPTECH_CLIENT_SECRET", SECRET)
         .env("OPTECH_CLIENT_ID", CLIENT_ID)
-        .env("OPTECH_LOG", "info")
+        .env("OPTECH_LOG", log)
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
@@ -322,16 +399,24 @@ pub fn start_process(config: &Path) -> Process {
     let stdout = child.stdout.take().unwrap();
     let mut reader = BufReader::new(stdout).lines();
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let url = loop {
+    let mut url = None;
+    let admin = loop {
         let line = reader
             .next()
             .expect("optech exited before listening")
             .unwrap();
         lines.lock().unwrap().push(line.clone());
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
+        if let Some(rest) = line.split("optech listening on ").nth(1) {
+            url = Some(rest.split_whitespace().next().unwrap().to_string());
+        }
+        if let Some(rest) = line.split("admin listener on ").nth(1) {
+            break Some(rest.split_whitespace().next().unwrap().to_string());
+        }
+        if line.contains("admin listener is off") {
+            break None;
         }
     };
+    let url = url.expect("the listening line comes before the admin line");
     // Keep draining stdout so the child never blocks on a full pipe.
     let sink = lines.clone();
     std::thread::spawn(move || {
@@ -339,7 +424,12 @@ pub fn start_process(config: &Path) -> Process {
             sink.lock().unwrap().push(line);
         }
     });
-    Process { child, url, lines }
+    Process {
+        child,
+        url,
+        admin,
+        lines,
+    }
 }
 
 /// POSTs `body` to `url` as JSON, signed with the test secret, the way the platform does.
@@ -353,4 +443,20 @@ pub async fn post_signed(client: &reqwest::Client, url: &str, body: String) -> r
         .send()
         .await
         .expect("request failed")
+}
+
+/// How many records in the SQLite outbox under `data_dir` are still open, read
+/// the way an operator would, with SQL.
+pub fn open_records(data_dir: &Path) -> usize {
+    let db = rusqlite::Connection::open_with_flags(
+        data_dir.join("outbox.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("opening the outbox");
+    db.query_row(
+        "SELECT count(*) FROM requests WHERE state IN ('accepted', 'answered')",
+        [],
+        |row| row.get::<_, i64>(0),
+    )
+    .expect("counting open records") as usize
 }

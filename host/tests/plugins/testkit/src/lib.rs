@@ -1,5 +1,7 @@
 //! A test-only plugin whose request `key` picks what it does, from well-behaved
 //! to hostile. The host's integration tests map keys to it in their configs.
+//! A key may carry a suffix after a dot (`sleep.other`), so that several keys,
+//! mapped to different plugins, can share one behaviour.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +13,8 @@ static CALLS: AtomicU64 = AtomicU64::new(0);
 
 fn handle(request: Request) -> Result<Data, Error> {
     let inputs = request.inputs();
-    match request.key() {
+    let behaviour = request.key().split('.').next().unwrap_or_default();
+    match behaviour {
         "echo" => Ok(Data::from(request.inputs().clone())),
         "fail" => Err(Error::failed("the back end is down")),
         "invalid" => Err(Error::invalid_input("`x` must be positive")),
@@ -31,6 +34,16 @@ fn handle(request: Request) -> Result<Data, Error> {
         "big" => {
             let bytes: usize = inputs.parse("bytes")?;
             Ok(Data::new().with("big", "x".repeat(bytes)))
+        }
+        "fields" => {
+            // `n` distinct fields: the host's work on the answer must stay linear.
+            let n: usize = inputs.parse("n")?;
+            Ok((0..n).map(|i| (format!("field{i}"), "v")).collect())
+        }
+        "escapes" => {
+            // `n` control characters: n raw bytes, 6n bytes once escaped as JSON.
+            let n: usize = inputs.parse("n")?;
+            Ok(Data::new().with("escaped", "\u{1}".repeat(n)))
         }
         "sleep" => {
             let ms: u64 = inputs.parse("ms")?;
@@ -61,12 +74,16 @@ fn handle(request: Request) -> Result<Data, Error> {
         }
         "snoop" => {
             // Everything here must fail inside the sandbox.
-            let file = std::fs::read_to_string("/etc/passwd").map(|_| "read").unwrap_or("denied");
+            let file = std::fs::read_to_string("/etc/passwd")
+                .map(|_| "read")
+                .unwrap_or("denied");
             let dir = std::fs::read_dir(".").map(|_| "listed").unwrap_or("denied");
             let env = std::env::var("HOME").map(|_| "read").unwrap_or("denied");
             let vars = std::env::vars().count();
             let target = inputs.get("addr").unwrap_or("127.0.0.1:80");
-            let socket = std::net::TcpStream::connect(target).map(|_| "connected").unwrap_or("denied");
+            let socket = std::net::TcpStream::connect(target)
+                .map(|_| "connected")
+                .unwrap_or("denied");
             Ok(Data::new()
                 .with("file", file)
                 .with("dir", dir)
@@ -80,7 +97,9 @@ fn handle(request: Request) -> Result<Data, Error> {
             Ok(Data::new().with("served", served))
         }
         "version" => Ok(Data::new().with("version", option_env!("TESTKIT_VERSION").unwrap_or("1"))),
-        other => Err(Error::invalid_input(format!("testkit has no behaviour {other:?}"))),
+        other => Err(Error::invalid_input(format!(
+            "testkit has no behaviour {other:?}"
+        ))),
     }
 }
 

@@ -1,0 +1,187 @@
+//! The durable record of accepted async requests, behind one trait so that
+//! `jobs` does not know which database keeps it.
+//!
+//! A request answered `202` is a promise: the answer reaches `link` unless the
+//! link expires first. Invariants every backend keeps:
+//! - a request is recorded (durably) before its `202` is sent;
+//! - its result is recorded before the first delivery attempt;
+//! - a record is closed only when delivery succeeds, fails finally, or the link expires;
+//! - `link` is the primary key, so a request seen twice is run once;
+//! - work is held through a [`Claim`]: a result or a close is accepted only
+//!   from the claim's current holder (a fencing token), so a holder that lost
+//!   its claim can never overwrite newer work;
+//! - a row that cannot be read is quarantined (logged, kept, never resumed),
+//!   so one bad row never stops the host.
+//!
+//! Synchronous answers are never recorded.
+
+mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use thiserror::Error;
+
+use crate::protocol::Fields;
+
+pub use sqlite::SqliteOutbox;
+
+#[derive(Debug, Error)]
+pub enum OutboxError {
+    #[error("outbox database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is locked: another optech process uses this data directory; give each host its own `data_dir`"
+    )]
+    Locked { path: PathBuf },
+    #[error("outbox database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("outbox task failed: {0}")]
+    Task(String),
+}
+
+/// Where a record stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Recorded, `202` sent, no result yet.
+    Accepted,
+    /// The result is recorded; delivery is under way.
+    Answered,
+    Delivered,
+    /// Delivery failed finally (a 4xx other than 408/429).
+    Failed,
+    /// The link expired before the answer got through.
+    Expired,
+    /// The row could not be read; it is kept for an operator and never resumed.
+    Quarantined,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Answered => "answered",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::Quarantined => "quarantined",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "accepted" => Self::Accepted,
+            "answered" => Self::Answered,
+            "delivered" => Self::Delivered,
+            "failed" => Self::Failed,
+            "expired" => Self::Expired,
+            "quarantined" => Self::Quarantined,
+            _ => return None,
+        })
+    }
+}
+
+/// The right to work on one record: its link and which claim on it this is.
+/// A later claim (another holder, or this one after a restart) has a larger token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub link: String,
+    pub token: i64,
+}
+
+/// What recording a request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Recorded now; the caller holds it.
+    New(Claim),
+    /// The link was recorded before: do not run it again.
+    Duplicate,
+}
+
+/// An open record no live holder has, now claimed by the caller to finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stale {
+    pub claim: Claim,
+    pub key: String,
+    pub inputs: Fields,
+    pub expires_at: SystemTime,
+    /// A result is recorded: deliver it (read it with [`Outbox::result`]) instead of re-running.
+    pub answered: bool,
+}
+
+/// One backend of the outbox.
+#[async_trait::async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Records a new request, held by the caller; `Duplicate` if its link is known.
+    async fn accept(
+        &self,
+        link: &str,
+        key: &str,
+        inputs: &Fields,
+        expires_at: SystemTime,
+    ) -> Result<Accepted, OutboxError>;
+
+    /// Whether a link is recorded (accepted earlier, open or closed).
+    async fn contains(&self, link: &str) -> Result<bool, OutboxError>;
+
+    /// Records the body to deliver; from now on a restart re-delivers instead of
+    /// re-running. `false` when the claim is no longer the current one.
+    async fn answer(&self, claim: &Claim, body: &[u8]) -> Result<bool, OutboxError>;
+
+    /// Counts a delivery attempt and its outcome, for people reading the database.
+    async fn attempted(&self, claim: &Claim, outcome: &str) -> Result<(), OutboxError>;
+
+    /// Closes a record: delivered, failed finally, or expired. `false` when the
+    /// claim is no longer the current one.
+    async fn close(&self, claim: &Claim, state: State) -> Result<bool, OutboxError>;
+
+    /// Claims up to `limit` open records that no live holder has, oldest first.
+    /// Rows that cannot be read are quarantined and not returned.
+    async fn claim_stale(&self, limit: usize) -> Result<Vec<Stale>, OutboxError>;
+
+    /// The recorded result of a claimed record.
+    async fn result(&self, claim: &Claim) -> Result<Option<Vec<u8>>, OutboxError>;
+
+    /// The state of one link, for tests and tools.
+    async fn state(&self, link: &str) -> Result<Option<State>, OutboxError>;
+
+    /// Deletes records closed before `closed_before`; returns how many.
+    async fn prune(&self, closed_before: SystemTime) -> Result<usize, OutboxError>;
+}
+
+/// Where the outbox lives; opened on first use.
+#[derive(Debug, Clone)]
+pub enum OutboxSource {
+    /// `<data_dir>/outbox.sqlite3`, the default.
+    Sqlite { data_dir: PathBuf },
+}
+
+impl OutboxSource {
+    /// Whether an earlier run left records here, so start-up must resume them.
+    pub fn exists(&self) -> bool {
+        match self {
+            Self::Sqlite { data_dir } => data_dir.join(sqlite::FILE).exists(),
+        }
+    }
+
+    pub async fn open(&self) -> Result<Arc<dyn Outbox>, OutboxError> {
+        match self {
+            Self::Sqlite { data_dir } => {
+                let dir = data_dir.clone();
+                let outbox = tokio::task::spawn_blocking(move || SqliteOutbox::open(&dir))
+                    .await
+                    .map_err(|e| OutboxError::Task(e.to_string()))??;
+                Ok(Arc::new(outbox))
+            }
+        }
+    }
+}

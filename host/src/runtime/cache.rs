@@ -1,0 +1,243 @@
+//! Compiled components, kept so the same bytes are never compiled twice: in
+//! memory by content hash (a reload that changes only settings, or rolls back,
+//! does not recompile) and on disk (a restart skips Cranelift).
+//!
+//! Invariants: a disk entry is named by the content hash and the engine's
+//! compatibility hash, so no engine ever loads another's code; an entry that
+//! does not load is deleted and recompiled, never trusted; the directory never
+//! holds more than its cap for long: after each write the least recently used
+//! files (by modification time, refreshed on every hit) are removed.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Compiled components no longer live that are kept for a quick rollback.
+pub const RETIRED_KEPT: usize = 8;
+
+/// Compiled components by content hash, with a use counter for trimming.
+#[derive(Default)]
+pub(super) struct ComponentCache {
+    entries: HashMap<String, (Component, u64)>,
+    clock: u64,
+}
+
+impl ComponentCache {
+    pub(super) fn get(&mut self, sha256: &str) -> Option<Component> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(sha256).map(|(component, used)| {
+            *used = clock;
+            component.clone()
+        })
+    }
+
+    pub(super) fn insert(&mut self, sha256: &str, component: Component) {
+        self.clock += 1;
+        self.entries
+            .insert(sha256.to_string(), (component, self.clock));
+    }
+
+    /// Keeps the components in `live` and the [`RETIRED_KEPT`] most recently used others.
+    pub(super) fn trim(&mut self, live: &HashSet<&str>) {
+        let mut retired: Vec<(u64, String)> = self
+            .entries
+            .iter()
+            .filter(|(hash, _)| !live.contains(hash.as_str()))
+            .map(|(hash, (_, used))| (*used, hash.clone()))
+            .collect();
+        retired.sort_unstable_by_key(|(used, _)| std::cmp::Reverse(*used));
+        for (_, hash) in retired.into_iter().skip(RETIRED_KEPT) {
+            self.entries.remove(&hash);
+        }
+    }
+}
+
+/// Compiled components on disk, so a restart skips Cranelift.
+pub(super) struct DiskCache {
+    dir: PathBuf,
+    /// Hex of the engine's compatibility hash: wasmtime version, target and
+    /// settings. A different engine never reads another's files.
+    engine_tag: String,
+    max_bytes: u64,
+}
+
+impl DiskCache {
+    pub(super) fn new(dir: PathBuf, engine: &Engine, max_bytes: u64) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let cache = Self {
+            dir,
+            engine_tag: format!("{:016x}", hasher.finish()),
+            max_bytes,
+        };
+        // A lowered cap applies from the start, not only at the next write.
+        cache.evict(None);
+        cache
+    }
+
+    pub(super) fn load_or_compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> wasmtime::Result<Component> {
+        let path = self.dir.join(format!("{sha256}-{}.cwasm", self.engine_tag));
+        // Read into memory rather than `deserialize_file`'s mmap: a cache file
+        // changed in place later must not be able to fault live code (SIGBUS).
+        if let Ok(cached) = std::fs::read(&path) {
+            // SAFETY: the file was written by `store` below from bytes whose hash is
+            // in its name, for an engine with the same compatibility hash; it lives
+            // in the host's own data directory, which is as trusted as its binary.
+            // wasmtime still checks the header and engine settings on load.
+            match unsafe { Component::deserialize(engine, &cached) } {
+                Ok(component) => {
+                    touch(&path);
+                    return Ok(component);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "ignoring unusable compile cache entry {}: {e:#}",
+                        path.display()
+                    );
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        match self.store(&component, &path) {
+            Ok(()) => self.evict(Some(&path)),
+            Err(e) => tracing::warn!("cannot write the compile cache {}: {e:#}", path.display()),
+        }
+        Ok(component)
+    }
+
+    fn store(&self, component: &Component, path: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let bytes = component
+            .serialize()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let staging = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&staging, bytes)?;
+        std::fs::rename(&staging, path)?;
+        Ok(())
+    }
+
+    /// Removes the least recently used `.cwasm` files until the directory holds
+    /// at most `max_bytes`; `keep` (the file just written) is never removed.
+    fn evict(&self, keep: Option<&Path>) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<(SystemTime, u64, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
+        if total <= self.max_bytes {
+            return;
+        }
+        files.sort_by_key(|(modified, _, _)| *modified);
+        for (_, len, path) in files {
+            if total <= self.max_bytes {
+                break;
+            }
+            if Some(path.as_path()) == keep {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    total -= len;
+                    tracing::debug!("compile cache over its cap: removed {}", path.display());
+                }
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+/// Marks a cache file as just used.
+fn touch(path: &Path) {
+    if let Ok(file) = std::fs::File::options().write(true).open(path) {
+        let _ = file.set_modified(SystemTime::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The smallest valid component: it exports nothing, and compiles.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    fn cwasm_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".cwasm"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn age(path: &Path, secs_ago: u64) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(secs_ago))
+            .unwrap();
+    }
+
+    #[test]
+    fn the_cache_is_capped_and_evicts_the_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let probe = DiskCache::new(dir.path().to_path_buf(), &engine, u64::MAX);
+        probe
+            .load_or_compile(&engine, EMPTY_COMPONENT, "probe")
+            .unwrap();
+        let path_of = |hash: &str| {
+            dir.path()
+                .join(format!("{hash}-{}.cwasm", probe.engine_tag))
+        };
+        let entry = std::fs::metadata(path_of("probe")).unwrap().len();
+        std::fs::remove_file(path_of("probe")).unwrap();
+
+        // Room for three entries.
+        let cache = DiskCache::new(dir.path().to_path_buf(), &engine, entry * 3 + entry / 2);
+        for (i, hash) in ["a", "b", "c"].iter().enumerate() {
+            cache
+                .load_or_compile(&engine, EMPTY_COMPONENT, hash)
+                .unwrap();
+            age(&path_of(hash), 100 - i as u64 * 10);
+        }
+        assert_eq!(cwasm_files(dir.path()).len(), 3);
+        // A hit makes `a` the most recently used; `b` is now the oldest.
+        cache
+            .load_or_compile(&engine, EMPTY_COMPONENT, "a")
+            .unwrap();
+        cache
+            .load_or_compile(&engine, EMPTY_COMPONENT, "d")
+            .unwrap();
+        let left = cwasm_files(dir.path());
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(!left.iter().any(|n| n.starts_with("b-")), "{left:?}");
+        for kept in ["a-", "c-", "d-"] {
+            assert!(
+                left.iter().any(|n| n.starts_with(kept)),
+                "{kept} in {left:?}"
+            );
+        }
+
+        // A cap lowered between runs applies at start.
+        DiskCache::new(dir.path().to_path_buf(), &engine, entry);
+        assert_eq!(cwasm_files(dir.path()).len(), 1);
+    }
+}

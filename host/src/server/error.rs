@@ -1,0 +1,58 @@
+//! An error answer: a status and `{"error": {"code", "message"}}`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::dispatch::{HandlerError, Overloaded};
+use crate::protocol;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = protocol::error_body(self.code, &self.message);
+        let mut response = (self.status, super::json_headers(), body).into_response();
+        let headers = response.headers_mut();
+        match self.status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<HandlerError> for ApiError {
+    fn from(error: HandlerError) -> Self {
+        Self::new(error.status(), error.code(), error.to_string())
+    }
+}
+
+impl From<Overloaded> for ApiError {
+    fn from(error: Overloaded) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            error.to_string(),
+        )
+    }
+}

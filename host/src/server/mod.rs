@@ -1,0 +1,172 @@
+//! The public front door: checks each data request (`checks`), admits it
+//! against the in-flight caps, hands it to its plugin in the plugin's mode,
+//! and answers. `admin` is the private listener with the details.
+//!
+//! Invariants: nothing reads JSON before the signature is verified; every
+//! error is `{"error": {code, message}}`; the public port tells an anonymous
+//! caller nothing about plugins, keys or files.
+
+mod admin;
+mod checks;
+mod error;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::Semaphore;
+
+pub use admin::{AdminState, admin_app};
+pub use checks::check_request;
+pub use error::ApiError;
+
+use crate::config::Mode;
+use crate::dispatch::{DataBody, HandlerError, Plugin, Slots, next_request_id};
+use crate::jobs::{Acceptance, AutoAnswer, Jobs, Work};
+use crate::link::LinkTag;
+use crate::outbox::OutboxError;
+use crate::router::Router;
+use crate::signature::{SIGNATURE_HEADER, Signer};
+
+/// Everything a request handler needs, shared by all connections.
+pub struct AppState {
+    pub router: Arc<Router>,
+    pub signer: Signer,
+    pub max_body: usize,
+    /// Requests running at once, sync and async together.
+    pub in_flight: Arc<Semaphore>,
+    pub jobs: Arc<Jobs>,
+}
+
+/// The public app: `GET /healthz` (status only), and a data request on any other POST.
+pub fn app(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(healthz).fallback(data_request))
+        .fallback(data_request)
+        .with_state(state)
+}
+
+/// Liveness for anyone: no plugin, key, hash or path.
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+fn json_headers() -> [(header::HeaderName, HeaderValue); 1] {
+    [(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )]
+}
+
+async fn data_request(
+    State(app): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let request_id = next_request_id();
+    match handle_data_request(&app, request_id, method, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(
+                request = request_id,
+                status = error.status.as_u16(),
+                code = error.code,
+                "{}",
+                error.message
+            );
+            error.into_response()
+        }
+    }
+}
+
+async fn handle_data_request(
+    app: &AppState,
+    request_id: u64,
+    method: Method,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    checks::check_method(&method)?;
+    let bytes = checks::read_body(headers, body, app.max_body).await?;
+    let (request, plugin) = check_request(&app.router, &app.signer, headers, &bytes)?;
+    let slots = Slots::try_take(&app.in_flight, &plugin)?;
+    let has_link = request.link.is_some();
+    let work = Work {
+        request_id,
+        link: request.link.unwrap_or_default(),
+        key: request.key,
+        inputs: request.inputs,
+    };
+    match plugin.settings.mode {
+        Mode::Sync => {
+            let result = plugin.run(work.request_id, work.key, work.inputs).await;
+            drop(slots);
+            answer_now(app, request_id, &plugin, result)
+        }
+        Mode::Async => {
+            let link = LinkTag::new(&work.link);
+            let accepted = app
+                .jobs
+                .accept(plugin, work, slots)
+                .await
+                .map_err(store_error)?;
+            Ok(accepted_response(request_id, &link, accepted))
+        }
+        Mode::Auto => {
+            let link = LinkTag::new(&work.link);
+            match app
+                .jobs
+                .auto(plugin.clone(), work, has_link, slots)
+                .await
+                .map_err(store_error)?
+            {
+                AutoAnswer::Now(result) => answer_now(app, request_id, &plugin, result),
+                AutoAnswer::Later(accepted) => Ok(accepted_response(request_id, &link, accepted)),
+            }
+        }
+    }
+}
+
+fn accepted_response(request_id: u64, link: &LinkTag, accepted: Acceptance) -> Response {
+    if accepted == Acceptance::Duplicate {
+        tracing::debug!(request = request_id, %link, "duplicate request: already accepted");
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+fn store_error(error: OutboxError) -> ApiError {
+    tracing::error!("outbox: {error}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the host cannot record the request for an async answer right now",
+    )
+}
+
+/// The synchronous answer to a handler's result: 200 with signed data, or its error.
+fn answer_now(
+    app: &AppState,
+    request_id: u64,
+    plugin: &Plugin,
+    result: Result<DataBody, HandlerError>,
+) -> Result<Response, ApiError> {
+    let body = result.map_err(|e| {
+        tracing::info!(request = request_id, plugin = %plugin.settings.name, code = e.code(), "handler failed: {e}");
+        ApiError::from(e)
+    })?;
+    Ok(signed_json(&app.signer, StatusCode::OK, body))
+}
+
+/// A JSON answer with its body signed, so the platform can check it.
+fn signed_json(signer: &Signer, status: StatusCode, body: Vec<u8>) -> Response {
+    let signature = signer.sign(&body);
+    let mut response = (status, json_headers(), body).into_response();
+    if let Ok(value) = HeaderValue::from_str(&signature) {
+        response.headers_mut().insert(SIGNATURE_HEADER, value);
+    }
+    response
+}
