@@ -1,5 +1,5 @@
 //! The protocol end to end: a real host on an ephemeral port, real plugins,
-//! every status of PROTOCOL.md's table that applies to synchronous answers.
+//! every status of docs/protocol.md's table that applies to synchronous answers.
 
 mod common;
 
