@@ -14,6 +14,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::credentials::Environment;
+use crate::outbound::{AllowedHost, Allowlist, EgressSettings};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The admin listener: loopback only unless an operator says otherwise.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
@@ -29,6 +32,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SYNC_BUDGET: Duration = Duration::from_secs(2);
 pub const DEFAULT_MEMORY: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_OUTPUT: u64 = 1024 * 1024;
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_MAX_HTTP_RESPONSE: u64 = 4 * 1024 * 1024;
+pub const DEFAULT_MAX_HTTP_IN_FLIGHT: usize = 16;
 /// wasm32 cannot address more; the instance pool reserves this much per slot.
 pub const MAX_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
 
@@ -130,7 +136,54 @@ pub struct PluginConfig {
     /// Calls one instance may serve before it is replaced; 1 (the default) gives
     /// every call a fresh instance, so no state crosses requests.
     pub requests_per_instance: u32,
-    pub config: BTreeMap<String, String>,
+    /// Where the plugin may send HTTP requests, and within which limits.
+    pub egress: EgressSettings,
+    /// What the plugin reads with `config(name)`.
+    pub config: BTreeMap<String, ConfigValue>,
+}
+
+/// A value of a plugin's `[plugins.<name>.config]`: as written, or a secret
+/// read from the environment (`{ env = "NAME" }`). A secret's value is never
+/// formatted: `Debug` shows where it came from, not what it is.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConfigValue {
+    value: String,
+    /// The environment variable a secret came from.
+    env: Option<String>,
+}
+
+impl ConfigValue {
+    pub fn plain(value: impl Into<String>) -> Self {
+        Self {
+            value: value.into(),
+            env: None,
+        }
+    }
+
+    pub fn secret(env: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            value: value.into(),
+            env: Some(env.into()),
+        }
+    }
+
+    /// The value itself, for the plugin that owns it.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    pub fn is_secret(&self) -> bool {
+        self.env.is_some()
+    }
+}
+
+impl fmt::Debug for ConfigValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.env {
+            Some(env) => write!(f, "<secret from ${env}>"),
+            None => write!(f, "{:?}", self.value),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,21 +226,42 @@ struct RawPlugin {
     max_in_flight: Option<usize>,
     requests_per_instance: Option<u32>,
     #[serde(default)]
+    allowed_hosts: Vec<String>,
+    http_timeout: Option<String>,
+    max_http_response: Option<String>,
+    max_http_in_flight: Option<usize>,
+    #[serde(default)]
     config: BTreeMap<String, toml::Value>,
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file; secrets (`{ env = "NAME" }`) come from
+    /// the environment or a `.env` file in the working directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let env = Environment::load(Path::new(".env")).map_err(|e| ConfigError::Read {
+            path: ".env".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Self::load_with(path, &env)
+    }
+
+    /// [`Config::load`] with secrets from `env`.
+    pub fn load_with(path: &Path, env: &Environment) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text, path)
+        Self::parse_with(&text, path, env)
     }
 
-    /// Parses config text as if it were read from `path` (used for messages and relative paths).
+    /// Parses config text as if it were read from `path` (used for messages and
+    /// relative paths), with secrets from the process environment.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        Self::parse_with(text, path, &Environment::process())
+    }
+
+    /// [`Config::parse`] with secrets from `env`.
+    pub fn parse_with(text: &str, path: &Path, env: &Environment) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: shown.clone(),
@@ -197,14 +271,19 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        validate(raw, path, base).map_err(|problems| ConfigError::Invalid {
+        validate(raw, path, base, env).map_err(|problems| ConfigError::Invalid {
             path: shown,
             problems,
         })
     }
 }
 
-fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Problem>> {
+fn validate(
+    raw: RawConfig,
+    path: &Path,
+    base: &Path,
+    env: &Environment,
+) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut problem = |key: String, message: String| problems.push(Problem { key, message });
 
@@ -336,16 +415,36 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Prob
                 "must be at least 1 (1 means a fresh instance per request)".into(),
             );
         }
+        let mut allowed_hosts = Vec::new();
+        for entry in &section.allowed_hosts {
+            match AllowedHost::parse(entry) {
+                Ok(host) => allowed_hosts.push(host),
+                Err(why) => problem(at("allowed_hosts"), format!("{entry:?}: {why}")),
+            }
+        }
+        let http_timeout = duration_or(
+            &section.http_timeout,
+            DEFAULT_HTTP_TIMEOUT,
+            &at("http_timeout"),
+            &mut problem,
+        );
+        let max_http_response = size_or(
+            &section.max_http_response,
+            DEFAULT_MAX_HTTP_RESPONSE,
+            &at("max_http_response"),
+            &mut problem,
+        );
+        if section.max_http_in_flight == Some(0) {
+            problem(at("max_http_in_flight"), "must be at least 1".into());
+        }
         let mut config = BTreeMap::new();
         for (k, v) in &section.config {
-            match scalar_to_string(v) {
-                Some(s) => {
-                    config.insert(k.clone(), s);
+            let key = format!("{}.{}", at("config"), quote_key(k));
+            match config_value(v, env) {
+                Ok(value) => {
+                    config.insert(k.clone(), value);
                 }
-                None => problem(
-                    format!("{}.{}", at("config"), quote_key(k)),
-                    format!("must be a string, number or boolean, not {}", v.type_str()),
-                ),
+                Err(message) => problem(key, message),
             }
         }
         let source = section
@@ -364,6 +463,14 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, Vec<Prob
                 max_output,
                 max_in_flight: section.max_in_flight,
                 requests_per_instance: section.requests_per_instance.unwrap_or(1),
+                egress: EgressSettings {
+                    allowed_hosts: Allowlist::new(allowed_hosts),
+                    timeout: http_timeout,
+                    max_response: max_http_response,
+                    max_in_flight: section
+                        .max_http_in_flight
+                        .unwrap_or(DEFAULT_MAX_HTTP_IN_FLIGHT),
+                },
                 config,
             },
         );
@@ -464,6 +571,30 @@ pub fn parse_size(text: &str) -> Option<u64> {
     number.checked_mul(multiplier)
 }
 
+/// A config value: a scalar as text, or `{ env = "NAME" }` read from `env`.
+/// A problem names the variable, never a value.
+fn config_value(value: &toml::Value, env: &Environment) -> Result<ConfigValue, String> {
+    if let toml::Value::Table(table) = value {
+        return match (table.get("env"), table.len()) {
+            (Some(toml::Value::String(name)), 1) => match env.get(name) {
+                Some(secret) => Ok(ConfigValue::secret(name, secret)),
+                None => Err(format!(
+                    "environment variable {name} is not set (nor in .env)"
+                )),
+            },
+            _ => Err("a table here must be `{ env = \"NAME\" }`".into()),
+        };
+    }
+    scalar_to_string(value)
+        .map(ConfigValue::plain)
+        .ok_or_else(|| {
+            format!(
+                "must be a string, number, boolean or {{ env = \"NAME\" }}, not {}",
+                value.type_str()
+            )
+        })
+}
+
 fn scalar_to_string(value: &toml::Value) -> Option<String> {
     match value {
         toml::Value::String(s) => Some(s.clone()),
@@ -559,8 +690,8 @@ mod tests {
         assert_eq!(orders.sync_budget, Duration::from_millis(500));
         assert_eq!(orders.memory, 16 << 20);
         assert_eq!(orders.max_in_flight, Some(4));
-        assert_eq!(orders.config["retries"], "3");
-        assert_eq!(orders.config["verbose"], "true");
+        assert_eq!(orders.config["retries"].expose(), "3");
+        assert_eq!(orders.config["verbose"].expose(), "true");
     }
 
     #[test]
@@ -619,6 +750,80 @@ mod tests {
     fn bad_mode_is_a_syntax_error_naming_the_value() {
         let err = parse("[keys]\nk = \"p\"\n[plugins.p]\nmode = \"later\"\n").unwrap_err();
         assert!(err.to_string().contains("later"), "{err}");
+    }
+
+    #[test]
+    fn outbound_settings_are_read_and_checked() {
+        let config = parse(
+            r#"
+            [keys]
+            k = "orders"
+            [plugins.orders]
+            allowed_hosts = ["https://api.example.com", "https://*.example.com:8443", "http://127.0.0.1:*"]
+            http_timeout = "2s"
+            max_http_response = "1MiB"
+            max_http_in_flight = 4
+            "#,
+        )
+        .unwrap();
+        let egress = &config.plugins["orders"].egress;
+        assert!(!egress.allowed_hosts.is_empty());
+        assert_eq!(egress.timeout, Duration::from_secs(2));
+        assert_eq!(egress.max_response, 1 << 20);
+        assert_eq!(egress.max_in_flight, 4);
+        let defaults = parse("[keys]\nk = \"p\"\n").unwrap();
+        let egress = &defaults.plugins["p"].egress;
+        assert!(egress.allowed_hosts.is_empty(), "deny by default");
+        assert_eq!(egress.timeout, DEFAULT_HTTP_TIMEOUT);
+        assert_eq!(egress.max_response, DEFAULT_MAX_HTTP_RESPONSE);
+        assert_eq!(egress.max_in_flight, DEFAULT_MAX_HTTP_IN_FLIGHT);
+
+        let err = parse(
+            "[keys]\nk = \"orders\"\n[plugins.orders]\nallowed_hosts = [\"api.example.com\", \"https://ok.example\", \"https://x.example/path\"]\nmax_http_in_flight = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("plugins.orders.allowed_hosts: \"api.example.com\""),
+            "{err}"
+        );
+        assert!(err.contains("\"https://x.example/path\""), "{err}");
+        assert!(!err.contains("ok.example"), "{err}");
+        assert!(err.contains("plugins.orders.max_http_in_flight"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_never_show() {
+        let env = Environment::from_pairs([("ORDERS_TOKEN", "s3cr3t-t0k3n")]);
+        let text = "[keys]\nk = \"orders\"\n[plugins.orders.config]\nbase_url = \"https://api.example.com\"\ntoken = { env = \"ORDERS_TOKEN\" }\n";
+        let config = Config::parse_with(text, Path::new("/srv/optech.toml"), &env).unwrap();
+        let values = &config.plugins["orders"].config;
+        assert_eq!(values["token"].expose(), "s3cr3t-t0k3n");
+        assert!(values["token"].is_secret());
+        assert_eq!(values["base_url"].expose(), "https://api.example.com");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("ORDERS_TOKEN"), "{shown}");
+
+        let missing = Config::parse_with(
+            text,
+            Path::new("/srv/optech.toml"),
+            &Environment::from_pairs([]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            missing.contains("plugins.orders.config.token") && missing.contains("ORDERS_TOKEN"),
+            "{missing}"
+        );
+        let bad = Config::parse_with(
+            "[keys]\nk = \"p\"\n[plugins.p.config]\nx = { file = \"/etc/passwd\" }\n",
+            Path::new("optech.toml"),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("plugins.p.config.x"), "{bad}");
     }
 
     #[test]

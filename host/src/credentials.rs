@@ -51,18 +51,71 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// Reads the process environment, then `dotenv` (if it exists) for what the environment lacks.
     pub fn load(dotenv: &Path) -> Result<Self, CredentialsError> {
-        let file = read_dotenv(dotenv)?;
-        let lookup = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .or_else(|| file.get(name).cloned())
-                .filter(|v| !v.is_empty())
-        };
+        Self::from_env(&Environment::load(dotenv)?)
+    }
+
+    pub fn from_env(env: &Environment) -> Result<Self, CredentialsError> {
         Ok(Self {
-            client_id: lookup(CLIENT_ID).unwrap_or_default(),
-            secret: lookup(CLIENT_SECRET).ok_or(CredentialsError::MissingSecret)?,
-            previous_secret: lookup(CLIENT_SECRET_PREVIOUS),
+            client_id: env.get(CLIENT_ID).unwrap_or_default(),
+            secret: env
+                .get(CLIENT_SECRET)
+                .ok_or(CredentialsError::MissingSecret)?,
+            previous_secret: env.get(CLIENT_SECRET_PREVIOUS),
         })
+    }
+}
+
+/// Where settings from outside the config come from: the process environment,
+/// then a `.env` file for what the environment lacks. An empty value counts as unset.
+#[derive(Clone, Default)]
+pub struct Environment {
+    process: bool,
+    file: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Environment")
+            .field("process", &self.process)
+            .field("dotenv_names", &self.file.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Environment {
+    /// The process environment and, if it exists, the `.env` file at `dotenv`.
+    pub fn load(dotenv: &Path) -> Result<Self, CredentialsError> {
+        Ok(Self {
+            process: true,
+            file: read_dotenv(dotenv)?,
+        })
+    }
+
+    /// The process environment alone.
+    pub fn process() -> Self {
+        Self {
+            process: true,
+            file: HashMap::new(),
+        }
+    }
+
+    /// Fixed values and nothing else, for tests.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            process: false,
+            file: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.process
+            .then(|| std::env::var(name).ok())
+            .flatten()
+            .or_else(|| self.file.get(name).cloned())
+            .filter(|v| !v.is_empty())
     }
 }
 

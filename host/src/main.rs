@@ -49,8 +49,24 @@ struct ServeArgs {
 /// Used by `optech dev` when no secret is configured. Never used by `serve`.
 const DEV_SECRET: &str = "optech-dev-secret";
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Errors made on a plugin's behalf (a failed outbound read, a trap) must
+    // not capture backtraces: a plugin could make the host symbolize its own
+    // binary over and over (about 100 MiB and much CPU each time). Panics keep
+    // their backtraces (RUST_BACKTRACE); only library captures are turned off,
+    // unless the operator asks for them.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet: the runtime starts below.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("OPTECH_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -102,10 +118,12 @@ async fn build(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where plugin builds go: `target/plugins` beside the config, shared by all plugins.
+/// Where plugin builds go: `target/plugins` beside the plugins folder, shared by
+/// all plugins and by every config that builds the same folder.
 fn plugin_target_dir(config: &Config) -> std::path::PathBuf {
     config
-        .path
+        .server
+        .plugins_dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))

@@ -29,6 +29,7 @@ extern crate self as optech_sdk;
 
 mod data;
 mod error;
+pub mod http;
 mod inputs;
 pub mod log;
 

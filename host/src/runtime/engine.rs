@@ -10,6 +10,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use super::bindings;
 use super::cache::{ComponentCache, DiskCache};
 use super::host_api::PluginState;
+use crate::outbound::Outbound;
 
 /// How often the engine's epoch advances: the granularity of timeouts, and how
 /// often a busy plugin yields its tokio worker.
@@ -31,6 +32,8 @@ pub struct RuntimeOptions {
     pub cache_dir: Option<PathBuf>,
     /// Bytes the on-disk cache may hold before the least recently used files go.
     pub cache_max: u64,
+    /// Plugins' outbound HTTP; `None` for the system resolver and fresh pools.
+    pub outbound: Option<Outbound>,
 }
 
 impl Default for RuntimeOptions {
@@ -40,6 +43,7 @@ impl Default for RuntimeOptions {
             max_idle: 64,
             cache_dir: None,
             cache_max: crate::config::DEFAULT_COMPILE_CACHE_MAX,
+            outbound: None,
         }
     }
 }
@@ -56,6 +60,8 @@ pub struct Runtime {
     disk_cache: Option<Arc<DiskCache>>,
     /// Slots that idle, reusable instances may hold.
     pub(super) idle: Arc<IdleBudget>,
+    /// Plugins' outbound HTTP: the resolver and the pooled clients.
+    pub(super) outbound: Outbound,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -121,6 +127,11 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking WASI: {e:#}"))?;
+        // Linked for every plugin; a plugin whose allowlist is empty is refused
+        // every request (deny by default), and one that never calls out does
+        // not even import it.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking wasi:http: {e:#}"))?;
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!("linking the optech host API: {e:#}"))?;
 
@@ -138,6 +149,7 @@ impl Runtime {
                 held: AtomicU32::new(0),
                 max: options.max_idle,
             }),
+            outbound: options.outbound.clone().unwrap_or_default(),
             _ticker: Arc::new(ticker),
         })
     }

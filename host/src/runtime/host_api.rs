@@ -1,5 +1,6 @@
-//! What a plugin instance can reach: its own config, the log, and a WASI
-//! context with nothing in it but clocks and random.
+//! What a plugin instance can reach: its own config, the log, a WASI context
+//! with nothing in it but clocks and random, and `wasi:http` through its
+//! plugin's egress (`outbound`): only the hosts its allowlist names.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,11 +8,13 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::optech::plugin::host::{self, Level};
 use super::bindings::optech::plugin::types;
 use super::output::PluginOutput;
 use super::plugin::PluginInfo;
+use crate::outbound::Egress;
 
 /// Lines a plugin may log per request; past it, lines are dropped (and counted).
 const MAX_LOG_LINES: u32 = 100;
@@ -26,6 +29,8 @@ pub struct PluginState {
     /// When the current call must stop; read by the epoch callback.
     pub(super) deadline: Instant,
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    egress: Egress,
     table: ResourceTable,
     pub(super) limits: StoreLimits,
     log_lines: u32,
@@ -52,11 +57,14 @@ impl PluginState {
             .tables(32)
             .memories(4)
             .build();
+        let egress = Egress::new(info.egress.clone(), deadline);
         Self {
             info,
             request_id,
             deadline,
             wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            egress,
             table: ResourceTable::new(),
             limits,
             log_lines: 0,
@@ -74,6 +82,7 @@ impl PluginState {
             self.stderr.begin(request_id);
         }
         self.deadline = deadline;
+        self.egress.set_deadline(deadline);
         self.log_lines = 0;
     }
 }
@@ -83,6 +92,16 @@ impl WasiView for PluginState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.egress,
         }
     }
 }
@@ -118,6 +137,9 @@ impl host::Host for PluginState {
     }
 
     fn config(&mut self, name: String) -> Option<String> {
-        self.info.config.get(&name).cloned()
+        self.info
+            .config
+            .get(&name)
+            .map(|value| value.expose().to_string())
     }
 }

@@ -8,8 +8,9 @@ use wasmtime::{Store, UpdateDeadline};
 use super::Runtime;
 use super::bindings::{Plugin as PluginWorld, PluginPre, optech::plugin::types::Error as WitError};
 use super::host_api::PluginState;
-use crate::config::PluginConfig;
+use crate::config::{ConfigValue, PluginConfig};
 use crate::dispatch::{Call, Handler, HandlerError, HandlerFuture};
+use crate::outbound::PluginEgress;
 use crate::protocol::Fields;
 
 /// Why a component cannot serve as a plugin.
@@ -25,13 +26,16 @@ pub enum LoadError {
     Imports(String),
     #[error("does not export `handle` as wit/plugin.wit defines it: {0}")]
     Exports(String),
+    #[error("cannot set up its outbound HTTP client: {0}")]
+    Outbound(String),
 }
 
 /// What every instance of one plugin shares.
 pub(super) struct PluginInfo {
     pub name: Arc<str>,
-    pub config: BTreeMap<String, String>,
+    pub config: BTreeMap<String, ConfigValue>,
     pub memory: u64,
+    pub egress: Arc<PluginEgress>,
 }
 
 /// A compiled plugin, ready to instantiate once per call (or, with
@@ -78,6 +82,10 @@ impl WasmHandler {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Imports(format!("{e:#}")))?;
         let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
+        let egress = runtime
+            .outbound
+            .for_plugin(&settings.name, &settings.egress)
+            .map_err(|e| LoadError::Outbound(e.to_string()))?;
         Ok(Self {
             runtime: runtime.clone(),
             pre,
@@ -85,6 +93,7 @@ impl WasmHandler {
                 name: settings.name.as_str().into(),
                 config: settings.config.clone(),
                 memory: settings.memory,
+                egress,
             }),
             timeout: settings.timeout,
             requests_per_instance: settings.requests_per_instance,

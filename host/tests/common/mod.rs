@@ -384,8 +384,14 @@ pub fn start_process(config: &Path) -> Process {
 
 /// [`start_process`] with a log filter (`OPTECH_LOG`).
 pub fn start_process_with(config: &Path, log: &str) -> Process {
+    start_process_env(config, log, &[])
+}
+
+/// [`start_process_with`] with more environment variables.
+pub fn start_process_env(config: &Path, log: &str, env: &[(&str, &str)]) -> Process {
     use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_optech"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_optech"));
+    command
         .args(["serve", "--config"])
         .arg(config)
         .env("OPTECH_CLIENT_SECRET", SECRET)
@@ -393,9 +399,11 @@ pub fn start_process_with(config: &Path, log: &str) -> Process {
         .env("OPTECH_LOG", log)
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("starting optech");
+        .stderr(std::process::Stdio::inherit());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("starting optech");
     let stdout = child.stdout.take().unwrap();
     let mut reader = BufReader::new(stdout).lines();
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

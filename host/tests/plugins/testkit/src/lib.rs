@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use optech_sdk::{Data, Error, Request, config, log};
+use optech_sdk::{Data, Error, Request, config, http, log};
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
@@ -44,6 +44,31 @@ fn handle(request: Request) -> Result<Data, Error> {
             // `n` control characters: n raw bytes, 6n bytes once escaped as JSON.
             let n: usize = inputs.parse("n")?;
             Ok(Data::new().with("escaped", "\u{1}".repeat(n)))
+        }
+        "fetch" => {
+            // A request to `url`; failures reach the caller through `?` as plugin errors.
+            let response = outbound(inputs)?.send()?;
+            Ok(Data::new()
+                .with("status", response.status())
+                .with("body", response.text()?))
+        }
+        "probe" => {
+            // Like `fetch`, but says which kind of failure it met.
+            match outbound(inputs)?.send() {
+                Ok(response) => Ok(Data::new()
+                    .with("status", response.status())
+                    .with("bytes", response.bytes().len())),
+                Err(error) => {
+                    let kind = match &error {
+                        http::Error::Denied { .. } => "denied",
+                        http::Error::Timeout => "timeout",
+                        http::Error::Connect(_) => "connect",
+                        http::Error::TooLarge => "too_large",
+                        http::Error::Other(_) => "other",
+                    };
+                    Ok(Data::new().with("error", kind).with("message", error))
+                }
+            }
         }
         "sleep" => {
             let ms: u64 = inputs.parse("ms")?;
@@ -101,6 +126,20 @@ fn handle(request: Request) -> Result<Data, Error> {
             "testkit has no behaviour {other:?}"
         ))),
     }
+}
+
+/// The request `inputs` describe: `url`, and optional `method` and `body`; it
+/// carries `authorization: Bearer <config token>` when the config has a token.
+fn outbound(inputs: &optech_sdk::Inputs) -> Result<http::RequestBuilder, Error> {
+    let url = inputs.require("url")?;
+    let mut request = http::request(inputs.get("method").unwrap_or("GET"), url);
+    if let Some(token) = config("token") {
+        request = request.header("authorization", &format!("Bearer {token}"));
+    }
+    if let Some(body) = inputs.get("body") {
+        request = request.json(body);
+    }
+    Ok(request)
 }
 
 #[inline(never)]

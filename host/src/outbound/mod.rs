@@ -1,0 +1,556 @@
+//! Plugins' outbound HTTP (`wasi:http/outgoing-handler`): deny by default,
+//! per-plugin allowlist, SSRF guard, timeouts, response cap, concurrency cap,
+//! over shared pooled clients.
+//!
+//! Invariants:
+//! - a request goes out only if the plugin's `allowed_hosts` matches its
+//!   scheme, host and port ([`allowlist`]), and only to addresses the
+//!   [`address`] guard permits, checked on the addresses the connector dials;
+//! - redirects are never followed and no proxy from the environment is used;
+//! - every request ends by `http_timeout` and never after the call's
+//!   deadline; dropping the call (its deadline passed) drops the request and
+//!   closes its connection;
+//! - a response body is streamed and cut off past `max_http_response`;
+//! - at most `max_http_in_flight` requests of one plugin are open at once;
+//! - a refusal is logged as `scheme://host:port`, once per plugin and
+//!   destination per minute, never with a path or query.
+//!
+//! Connections are pooled and kept alive across requests and instances: one
+//! client per distinct set of literally named internal networks (most plugins
+//! share the strict one), so a connection made under one plugin's guard is
+//! never reused under a laxer one.
+
+pub mod address;
+pub mod allowlist;
+mod body;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Limited};
+use tokio::sync::Semaphore;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+pub use address::AddressPolicy;
+pub use allowlist::{AllowedHost, Allowlist, Destination, Host};
+use body::CappedBody;
+
+/// Largest request body a plugin may send.
+pub const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
+/// How long an idle pooled connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+/// A refused destination is logged at most once per plugin in this window.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Turns a host name into addresses: the system resolver, or a fixed table in tests.
+pub trait Lookup: Send + Sync + 'static {
+    fn lookup(&self, name: &str) -> BoxFuture<std::io::Result<Vec<IpAddr>>>;
+}
+
+/// The operating system's resolver (getaddrinfo, through tokio).
+pub struct SystemLookup;
+
+impl Lookup for SystemLookup {
+    fn lookup(&self, name: &str) -> BoxFuture<std::io::Result<Vec<IpAddr>>> {
+        let name = name.to_string();
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((name.as_str(), 0))
+                .await?
+                .map(|a| a.ip())
+                .collect())
+        })
+    }
+}
+
+/// The shared side of outbound HTTP: the resolver and the pooled clients.
+#[derive(Clone)]
+pub struct Outbound {
+    lookup: Arc<dyn Lookup>,
+    clients: Arc<Mutex<HashMap<AddressPolicy, reqwest::Client>>>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound").finish_non_exhaustive()
+    }
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Self::with_lookup(Arc::new(SystemLookup))
+    }
+}
+
+/// What one plugin's requests run under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressSettings {
+    pub allowed_hosts: Allowlist,
+    pub timeout: Duration,
+    pub max_response: u64,
+    pub max_in_flight: usize,
+}
+
+impl Outbound {
+    pub fn with_lookup(lookup: Arc<dyn Lookup>) -> Self {
+        Self {
+            lookup,
+            clients: Arc::default(),
+        }
+    }
+
+    /// The pooled client for plugins whose allowlists name `policy`'s networks.
+    fn client(&self, policy: &AddressPolicy) -> Result<reqwest::Client, reqwest::Error> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(policy) {
+            return Ok(client.clone());
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                lookup: self.lookup.clone(),
+                policy: policy.clone(),
+            }))
+            .pool_idle_timeout(POOL_IDLE)
+            .tcp_nodelay(true)
+            .build()?;
+        clients.insert(policy.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// One plugin's egress: its allowlist, limits and client.
+    pub fn for_plugin(
+        &self,
+        plugin: &str,
+        settings: &EgressSettings,
+    ) -> Result<Arc<PluginEgress>, reqwest::Error> {
+        let policy = AddressPolicy {
+            named: settings.allowed_hosts.named_networks(),
+        };
+        let client = if settings.allowed_hosts.is_empty() {
+            None
+        } else {
+            Some(self.client(&policy)?)
+        };
+        Ok(Arc::new(PluginEgress {
+            plugin: plugin.into(),
+            settings: settings.clone(),
+            policy,
+            client,
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+            refusals: Mutex::default(),
+        }))
+    }
+}
+
+/// Resolves names and keeps only the addresses the plugin may reach: the
+/// connector dials nothing else.
+struct GuardedResolver {
+    lookup: Arc<dyn Lookup>,
+    policy: AddressPolicy,
+}
+
+/// Every address a name resolved to is internal, and none is named.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} resolves only to internal addresses that allowed_hosts does not name")]
+struct Prohibited(String);
+
+/// The name did not resolve.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve {name}: {source}")]
+struct Unresolved {
+    name: String,
+    source: std::io::Error,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let name = name.as_str().trim_end_matches('.').to_ascii_lowercase();
+        let (lookup, policy) = (self.lookup.clone(), self.policy.clone());
+        Box::pin(async move {
+            let found = lookup.lookup(&name).await.map_err(|source| Unresolved {
+                name: name.clone(),
+                source,
+            })?;
+            let allowed: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|ip| policy.permits(*ip, Some(&name)))
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect();
+            if allowed.is_empty() {
+                return Err(Box::new(Prohibited(name)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// One plugin version's outbound side, shared by all its instances.
+pub struct PluginEgress {
+    plugin: Arc<str>,
+    settings: EgressSettings,
+    policy: AddressPolicy,
+    /// `None` when nothing is allowed.
+    client: Option<reqwest::Client>,
+    in_flight: Arc<Semaphore>,
+    /// When each refused destination was last logged.
+    refusals: Mutex<HashMap<String, Instant>>,
+}
+
+impl PluginEgress {
+    /// Checks and sends one request, and hands back its response with a capped body.
+    async fn send(
+        self: Arc<Self>,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        call_deadline: Instant,
+    ) -> Result<http::Response<WasiBody>, Error> {
+        let uri = request.uri().clone();
+        let to = Destination::new(
+            uri.scheme_str().unwrap_or(""),
+            uri.host().ok_or(Error::HttpRequestUriInvalid)?,
+            uri.port_u16(),
+        )
+        .ok_or(Error::HttpRequestUriInvalid)?;
+        let client = match &self.client {
+            Some(client) if self.settings.allowed_hosts.allows(&to) => client,
+            _ => {
+                self.refused(&to, "not in allowed_hosts");
+                return Err(Error::HttpRequestDenied);
+            }
+        };
+        // An address literal never reaches the resolver: guard it here.
+        if let Host::Address(ip) = to.host
+            && !self.policy.permits(ip, None)
+        {
+            self.refused(&to, "an internal address that allowed_hosts does not name");
+            return Err(Error::DestinationIpProhibited);
+        }
+        let deadline = (Instant::now() + self.settings.timeout).min(call_deadline);
+        let deadline = tokio::time::Instant::from_std(deadline);
+
+        let slot = tokio::time::timeout_at(deadline, self.in_flight.clone().acquire_owned())
+            .await
+            .map_err(|_| Error::ConnectionLimitReached)?
+            .map_err(|_| Error::ConnectionLimitReached)?;
+        let (parts, body) = request.into_parts();
+        let body =
+            tokio::time::timeout_at(deadline, Limited::new(body, MAX_REQUEST_BODY).collect())
+                .await
+                .map_err(|_| Error::ConnectionWriteTimeout)?
+                .map_err(|_| Error::HttpRequestBodySize(Some(MAX_REQUEST_BODY as u64)))?
+                .to_bytes();
+        let mut headers = parts.headers;
+        // The client writes `host` from the URL.
+        headers.remove(http::header::HOST);
+        let outgoing = client
+            .request(parts.method, uri.to_string())
+            .headers(headers)
+            .body(body)
+            .build()
+            .map_err(|_| Error::HttpRequestUriInvalid)?;
+        // The plugin may ask for less time to the first byte, never more.
+        let first_byte = options
+            .and_then(|o| o.first_byte_timeout)
+            .map(|d| (tokio::time::Instant::now() + d).min(deadline))
+            .unwrap_or(deadline);
+        let response = match tokio::time::timeout_at(first_byte, client.execute(outgoing)).await {
+            Err(_) => return Err(Error::ConnectionReadTimeout),
+            Ok(Err(e)) => return Err(self.classify(&to, &e)),
+            Ok(Ok(response)) => response,
+        };
+        // The connector only dials guarded addresses; check the peer once more.
+        if let Some(peer) = response.remote_addr()
+            && !self.policy.permits(
+                peer.ip(),
+                match &to.host {
+                    Host::Name(name) => Some(name.as_str()),
+                    Host::Address(_) => None,
+                },
+            )
+        {
+            self.refused(&to, "connected to an internal address");
+            return Err(Error::DestinationIpProhibited);
+        }
+        let max = self.settings.max_response;
+        if response.content_length().is_some_and(|n| n > max) {
+            return Err(Error::HttpResponseBodySize(Some(max)));
+        }
+        let response: http::Response<reqwest::Body> = response.into();
+        Ok(response.map(|body| CappedBody::new(body, max, deadline, slot).boxed_unsync()))
+    }
+
+    fn classify(&self, to: &Destination, error: &reqwest::Error) -> Error {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(cause) = source {
+            if cause.is::<Prohibited>() {
+                self.refused(
+                    to,
+                    "resolves only to internal addresses that allowed_hosts does not name",
+                );
+                return Error::DestinationIpProhibited;
+            }
+            if cause.is::<Unresolved>() {
+                return Error::DestinationNotFound;
+            }
+            source = cause.source();
+        }
+        if error.is_timeout() {
+            Error::ConnectionTimeout
+        } else if error.is_connect() {
+            Error::ConnectionRefused
+        } else {
+            Error::HttpProtocolError
+        }
+    }
+
+    /// Logs a refused destination, at most once a minute per destination.
+    fn refused(&self, to: &Destination, why: &str) {
+        let key = to.to_string();
+        let now = Instant::now();
+        let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if refusals
+            .get(&key)
+            .is_some_and(|last| now.duration_since(*last) < REFUSAL_LOG_EVERY)
+        {
+            return;
+        }
+        if refusals.len() > 1024 {
+            refusals.retain(|_, last| now.duration_since(*last) < REFUSAL_LOG_EVERY);
+        }
+        refusals.insert(key.clone(), now);
+        tracing::warn!(plugin = %self.plugin, "outbound request to {key} refused: {why}");
+    }
+}
+
+/// The `wasi:http` hooks of one instance: its plugin's egress and the current
+/// call's deadline.
+pub struct Egress {
+    plugin: Arc<PluginEgress>,
+    deadline: Instant,
+}
+
+impl Egress {
+    pub fn new(plugin: Arc<PluginEgress>, deadline: Instant) -> Self {
+        Self { plugin, deadline }
+    }
+
+    /// A kept instance takes its next call's deadline.
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+    }
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+
+impl WasiHttpHooks for Egress {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: IoFuture,
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
+        let (plugin, deadline) = (self.plugin.clone(), self.deadline);
+        Box::new(async move {
+            let response = plugin.send(request, options, deadline).await?;
+            Ok((response, Box::new(async { Ok(()) }) as IoFuture))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resolves every name in its table to its addresses; anything else fails.
+    struct Table(HashMap<&'static str, Vec<IpAddr>>);
+
+    impl Lookup for Table {
+        fn lookup(&self, name: &str) -> BoxFuture<std::io::Result<Vec<IpAddr>>> {
+            let found = self.0.get(name).cloned();
+            Box::pin(async move {
+                found.ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such name")
+                })
+            })
+        }
+    }
+
+    /// A back end on loopback that counts the requests it gets.
+    async fn back_end() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                "hello"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (port, hits)
+    }
+
+    fn egress(outbound: &Outbound, entries: &[String]) -> Arc<PluginEgress> {
+        let allowed_hosts = Allowlist::new(
+            entries
+                .iter()
+                .map(|e| AllowedHost::parse(e).unwrap())
+                .collect(),
+        );
+        outbound
+            .for_plugin(
+                "test",
+                &EgressSettings {
+                    allowed_hosts,
+                    timeout: Duration::from_secs(5),
+                    max_response: 1 << 20,
+                    max_in_flight: 4,
+                },
+            )
+            .unwrap()
+    }
+
+    async fn get(egress: &Arc<PluginEgress>, url: &str) -> Result<u16, Error> {
+        let body = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let request = http::Request::get(url).body(body).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let response = egress.clone().send(request, None, deadline).await?;
+        Ok(response.status().as_u16())
+    }
+
+    fn outbound() -> Outbound {
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let metadata: IpAddr = "169.254.169.254".parse().unwrap();
+        let private: IpAddr = "10.0.0.7".parse().unwrap();
+        Outbound::with_lookup(Arc::new(Table(HashMap::from([
+            ("api.example.com", vec![loopback]),
+            ("rebound.example.com", vec![metadata]),
+            ("internal.corp", vec![private, loopback]),
+            ("localhost", vec![loopback]),
+        ]))))
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_inside_is_refused_unless_named() {
+        let (port, hits) = back_end().await;
+        let outbound = outbound();
+        // Allowed by name and by wildcard, but it resolves to loopback: refused, nothing sent.
+        for entry in ["http://api.example.com:*", "http://*.example.com:*"] {
+            let strict = egress(&outbound, &[entry.to_string()]);
+            let got = get(&strict, &format!("http://api.example.com:{port}/")).await;
+            assert!(
+                matches!(got, Err(Error::DestinationIpProhibited)),
+                "{entry}: {got:?}"
+            );
+        }
+        // A name that resolves to the cloud metadata service.
+        let wildcard = egress(&outbound, &["http://*.example.com:*".into()]);
+        let got = get(&wildcard, &format!("http://rebound.example.com:{port}/")).await;
+        assert!(
+            matches!(got, Err(Error::DestinationIpProhibited)),
+            "{got:?}"
+        );
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        // The same name, with its address named literally: the operator meant it.
+        let named = egress(
+            &outbound,
+            &[
+                "http://api.example.com:*".into(),
+                "http://127.0.0.1/32:*".into(),
+            ],
+        );
+        assert_eq!(
+            get(&named, &format!("http://api.example.com:{port}/"))
+                .await
+                .unwrap(),
+            200
+        );
+        // `localhost` is allowed by its name.
+        let local = egress(&outbound, &["http://localhost:*".into()]);
+        assert_eq!(
+            get(&local, &format!("http://localhost:{port}/"))
+                .await
+                .unwrap(),
+            200
+        );
+        // An address literal is allowed only when named.
+        let literal = egress(&outbound, &["http://127.0.0.1:*".into()]);
+        assert_eq!(
+            get(&literal, &format!("http://127.0.0.1:{port}/"))
+                .await
+                .unwrap(),
+            200
+        );
+        let any = egress(&outbound, &["http://*:*".into()]);
+        let got = get(&any, &format!("http://127.0.0.1:{port}/")).await;
+        assert!(
+            matches!(got, Err(Error::DestinationIpProhibited)),
+            "{got:?}"
+        );
+        // Of a name's addresses, only the permitted ones are dialled.
+        let corp = egress(
+            &outbound,
+            &[
+                "http://internal.corp:*".into(),
+                "http://127.0.0.0/8:*".into(),
+            ],
+        );
+        assert_eq!(
+            get(&corp, &format!("http://internal.corp:{port}/"))
+                .await
+                .unwrap(),
+            200
+        );
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_allowed_by_default_and_misses_are_denied() {
+        let (port, hits) = back_end().await;
+        let outbound = outbound();
+        let none = egress(&outbound, &[]);
+        let got = get(&none, &format!("http://127.0.0.1:{port}/")).await;
+        assert!(matches!(got, Err(Error::HttpRequestDenied)), "{got:?}");
+        let one = egress(&outbound, &[format!("http://127.0.0.1:{port}")]);
+        for url in [
+            format!("http://127.0.0.1:{}/", port.wrapping_add(1)),
+            format!("https://127.0.0.1:{port}/"),
+            format!("http://localhost:{port}/"),
+        ] {
+            let got = get(&one, &url).await;
+            assert!(
+                matches!(got, Err(Error::HttpRequestDenied)),
+                "{url}: {got:?}"
+            );
+        }
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn plugins_with_the_same_named_networks_share_a_client() {
+        let outbound = outbound();
+        egress(&outbound, &["https://a.example.com".into()]);
+        egress(&outbound, &["https://b.example.com".into()]);
+        egress(&outbound, &["http://127.0.0.1:*".into()]);
+        egress(
+            &outbound,
+            &[
+                "http://127.0.0.1:8080".into(),
+                "https://c.example.com".into(),
+            ],
+        );
+        assert_eq!(outbound.clients.lock().unwrap().len(), 2);
+    }
+}
