@@ -14,6 +14,41 @@ pub struct Contender {
     program: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    pub workload: Workload,
+}
+
+/// What a contender is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// `echo` with two inputs.
+    Echo,
+    /// `order status`: one GET to the bench back end per request.
+    Orders,
+}
+
+/// The wrk scripts of the workloads.
+pub struct Scripts {
+    pub echo: PathBuf,
+    pub orders: PathBuf,
+}
+
+impl Scripts {
+    pub fn write(dir: &Path) -> anyhow::Result<Self> {
+        let scripts = Self {
+            echo: dir.join("echo.lua"),
+            orders: dir.join("orders.lua"),
+        };
+        load::write_script(&scripts.echo, &load::echo_bodies(1000))?;
+        load::write_script(&scripts.orders, &load::order_bodies(1000))?;
+        Ok(scripts)
+    }
+
+    pub fn of(&self, workload: Workload) -> &Path {
+        match workload {
+            Workload::Echo => &self.echo,
+            Workload::Orders => &self.orders,
+        }
+    }
 }
 
 /// A running contender; killed on drop.
@@ -53,6 +88,28 @@ pub fn echo_config(dir: &Path, extra: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// A config serving "order status" with `plugins/orders.wasm`, calling
+/// `base_url` and allowed to reach `back_end`; `extra` goes in its plugin section.
+pub fn orders_config(
+    dir: &Path,
+    back_end: &str,
+    base_url: &str,
+    extra: &str,
+) -> anyhow::Result<PathBuf> {
+    let path = dir.join("optech.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\nmax_in_flight = 1024\nwatch = false\nadmin_listen = \"\"\n\
+         [keys]\n\"order status\" = \"orders\"\n\
+         [plugins.orders]\nallowed_hosts = [{back_end:?}]\nmax_http_in_flight = 1024\n{extra}\
+         [plugins.orders.config]\nbase_url = {base_url:?}\ntoken = {:?}\n",
+        crate::root().join("plugins").display().to_string(),
+        dir.join("data").display().to_string(),
+        crate::backend::TOKEN,
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
 impl Contender {
     /// (a) the host with `plugins/echo.wasm`, sync mode.
     pub fn optech(dir: &Path) -> anyhow::Result<Self> {
@@ -79,6 +136,59 @@ impl Contender {
                 config.display().to_string(),
             ],
             env: vec![("OPTECH_LOG".into(), "warn,optech=info".into())],
+            workload: Workload::Echo,
+        })
+    }
+
+    /// (d) the host with `plugins/orders.wasm`, one GET to the back end per
+    /// request over the host's pooled client; with `close`, (d2) the back end
+    /// closes every connection, so each request opens a new one.
+    pub fn orders(dir: &Path, back_end: &str, close: bool) -> anyhow::Result<Self> {
+        let dir = dir.join(if close { "orders-close" } else { "orders" });
+        std::fs::create_dir_all(&dir)?;
+        let base = if close {
+            format!("{back_end}/close")
+        } else {
+            back_end.to_string()
+        };
+        let config = orders_config(&dir, back_end, &base, "")?;
+        let name = if close {
+            "d2. optech + orders.wasm, a new connection per request"
+        } else {
+            "d. optech + orders.wasm, one GET per request"
+        };
+        let mut contender = Self::custom(name, &config)?;
+        contender.workload = Workload::Orders;
+        Ok(contender)
+    }
+
+    /// (d3) as (d), with `requests_per_instance = 1000`.
+    pub fn orders_reusing(dir: &Path, back_end: &str) -> anyhow::Result<Self> {
+        let dir = dir.join("orders-reusing");
+        std::fs::create_dir_all(&dir)?;
+        let config = orders_config(&dir, back_end, back_end, "requests_per_instance = 1000\n")?;
+        let mut contender = Self::custom("d3. optech + orders.wasm, reused instances", &config)?;
+        contender.workload = Workload::Orders;
+        Ok(contender)
+    }
+
+    /// (e) the same pipeline, with a native handler doing the same GET through
+    /// the same pooled client (`outbound`).
+    pub fn native_orders(dir: &Path, back_end: &str) -> anyhow::Result<Self> {
+        let dir = dir.join("native-orders");
+        std::fs::create_dir_all(&dir)?;
+        let config = orders_config(&dir, back_end, back_end, "")?;
+        Ok(Self {
+            name: "e. same pipeline, native GET".into(),
+            program: release_binary("native-host")?,
+            args: vec![
+                "--config".into(),
+                config.display().to_string(),
+                "--handler".into(),
+                "orders".into(),
+            ],
+            env: vec![],
+            workload: Workload::Orders,
         })
     }
 
@@ -90,6 +200,7 @@ impl Contender {
             program: release_binary("native-host")?,
             args: vec!["--config".into(), config.display().to_string()],
             env: vec![],
+            workload: Workload::Echo,
         })
     }
 
@@ -127,6 +238,7 @@ impl Contender {
                 peer.display().to_string(),
             ],
             env: vec![],
+            workload: Workload::Echo,
         }))
     }
 
@@ -184,11 +296,13 @@ impl Contender {
     }
 
     /// Warm-up, then a measured window; returns the measurement with peak RSS.
-    pub fn measure(&self, options: &LoadOptions, script: &Path) -> anyhow::Result<load::Result> {
-        if !script.exists() {
-            load::write_script(script, 1000)?;
-        }
+    pub fn measure(
+        &self,
+        options: &LoadOptions,
+        scripts: &Scripts,
+    ) -> anyhow::Result<load::Result> {
         let running = self.start()?;
+        let script = scripts.of(self.workload);
         let mut result =
             load::warm_then_measure(&running.url, script, options, options.connections)?;
         result.peak_rss_kib = peak_rss_kib(running.child.id());

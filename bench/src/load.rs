@@ -56,21 +56,44 @@ pub fn check_wrk() -> anyhow::Result<()> {
     }
 }
 
-/// Writes a wrk script cycling through `n` signed echo requests with distinct links.
-pub fn write_script(path: &Path, n: usize) -> anyhow::Result<()> {
-    let signer = Signer::new(crate::SECRET.as_bytes(), None);
-    let mut bodies = String::new();
-    let mut signatures = String::new();
-    for i in 0..n {
-        let body = serde_json::json!({
-            "link": format!("https://api.optech.ai/ingest/{i:08x}"),
-            "key": "echo",
-            "inputs": {"key1": "value1", "key2": format!("value-{i}")}
+/// Signed echo requests with `n` distinct links.
+pub fn echo_bodies(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "link": format!("https://api.optech.ai/ingest/{i:08x}"),
+                "key": "echo",
+                "inputs": {"key1": "value1", "key2": format!("value-{i}")}
+            })
+            .to_string()
         })
-        .to_string();
+        .collect()
+}
+
+/// "order status" requests for the orders the bench back end knows.
+pub fn order_bodies(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "link": format!("https://api.optech.ai/ingest/{i:08x}"),
+                "key": "order status",
+                "inputs": {"order_id": format!("A-{}", i % 100)}
+            })
+            .to_string()
+        })
+        .collect()
+}
+
+/// Writes a wrk script cycling through `bodies`, each signed with the bench secret.
+pub fn write_script(path: &Path, bodies: &[String]) -> anyhow::Result<()> {
+    let signer = Signer::new(crate::SECRET.as_bytes(), None);
+    let mut quoted = String::new();
+    let mut signatures = String::new();
+    for body in bodies {
         signatures.push_str(&format!("\"{}\",\n", signer.sign(body.as_bytes())));
-        bodies.push_str(&format!("[==[{body}]==],\n"));
+        quoted.push_str(&format!("[==[{body}]==],\n"));
     }
+    let bodies = quoted;
     let script = format!(
         r#"local bodies = {{
 {bodies}}}

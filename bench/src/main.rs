@@ -5,6 +5,7 @@
 //! concurrency with signed requests whose `link`s vary; the contender's peak RSS
 //! is read from /proc. See BENCHMARKS.md for the command and the results.
 
+mod backend;
 mod contenders;
 mod load;
 mod scale;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::contenders::Contender;
+use crate::contenders::{Contender, Scripts};
 use crate::load::{LoadOptions, Result as LoadResult};
 
 pub const SECRET: &str = "bench-secret";
@@ -45,6 +46,12 @@ pub struct Args {
     /// Skip `wasmtime serve` even when it is installed.
     #[arg(long)]
     pub no_wasmtime: bool,
+    /// Skip the contenders that call a back end (d, d2, d3, e).
+    #[arg(long)]
+    pub no_outbound: bool,
+    /// Run only these contenders, by letter (`--only a,d,e`).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 pub fn root() -> PathBuf {
@@ -71,11 +78,28 @@ fn main() -> anyhow::Result<()> {
         options.connections, options.threads, args.warmup, args.duration, args.rounds
     );
 
+    let scripts = Scripts::write(work.path())?;
     let mut contenders = vec![
         Contender::optech(work.path())?,
         Contender::optech_reusing(work.path())?,
         Contender::native(work.path())?,
     ];
+    // Kept alive for the whole run: d, d2 and e call it.
+    let back_end = if args.no_outbound {
+        None
+    } else {
+        Some(backend::BackEnd::start()?)
+    };
+    if let Some(back_end) = &back_end {
+        let base = back_end.base_url();
+        contenders.push(Contender::orders(work.path(), &base, false)?);
+        contenders.push(Contender::orders(work.path(), &base, true)?);
+        contenders.push(Contender::orders_reusing(work.path(), &base)?);
+        contenders.push(Contender::native_orders(work.path(), &base)?);
+        println!(
+            "outbound (d, d2, e): \"order status\" requests, each one GET with a bearer token to a back end on loopback (its own process thread) answering a small JSON order\n"
+        );
+    }
     if args.no_wasmtime {
         println!("(wasmtime serve skipped)\n");
     } else {
@@ -88,10 +112,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
+    if !args.only.is_empty() {
+        contenders.retain(|c| {
+            let letter = c.name.split('.').next().unwrap_or_default();
+            args.only.iter().any(|o| o == letter)
+        });
+    }
     let mut rounds: Vec<Vec<LoadResult>> = vec![Vec::new(); contenders.len()];
     for round in 1..=args.rounds.max(1) {
         for (contender, results) in contenders.iter().zip(&mut rounds) {
-            let result = contender.measure(&options, &work.path().join("wrk.lua"))?;
+            let result = contender.measure(&options, &scripts)?;
             eprintln!(
                 "round {round}: {} {:.0} req/s",
                 contender.name,
@@ -136,10 +166,28 @@ fn main() -> anyhow::Result<()> {
     if let (Some(a2), Some(c)) = (rps("a2."), rps("c.")) {
         println!("a2/c (reused instances vs wasmtime serve): {:.2}", a2 / c);
     }
+    if let (Some(d), Some(e)) = (rps("d."), rps("e.")) {
+        println!(
+            "d/e (plugin GET vs native GET, same pooled client): {:.2}",
+            d / e
+        );
+    }
+    if let (Some(d3), Some(e)) = (rps("d3."), rps("e.")) {
+        println!(
+            "d3/e (plugin GET on reused instances vs native GET): {:.2}",
+            d3 / e
+        );
+    }
+    if let (Some(d), Some(d2)) = (rps("d."), rps("d2.")) {
+        println!(
+            "d/d2 (pooled connections vs a new connection per request): {:.2}",
+            d / d2
+        );
+    }
 
     if args.scale {
         println!();
-        scale::run(work.path(), &options)?;
+        scale::run(work.path(), &options, &scripts)?;
     }
     // A benchmark of wrong answers measures nothing: after the tables, fail loudly.
     let failed: Vec<String> = results

@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use optech_host::signature::Signer;
 
-use crate::contenders::{Contender, rss_kib};
+use crate::contenders::{Contender, Scripts, rss_kib};
 use crate::load::{self, LoadOptions};
 
-pub fn run(dir: &Path, options: &LoadOptions) -> anyhow::Result<()> {
-    let script = dir.join("wrk.lua");
+pub fn run(dir: &Path, options: &LoadOptions, scripts: &Scripts) -> anyhow::Result<()> {
+    let script = scripts.echo.clone();
     let optech = Contender::optech(dir)?;
 
     println!(

@@ -39,8 +39,9 @@ pub use address::AddressPolicy;
 pub use allowlist::{AllowedHost, Allowlist, Destination, Host};
 use body::CappedBody;
 
-/// Largest request body a plugin may send.
-pub const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
+/// Largest request body a plugin may send. The body is gathered before it is
+/// sent, so this bounds the host memory one request can hold.
+pub const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 /// A refused destination is logged at most once per plugin in this window.
@@ -204,8 +205,10 @@ pub struct PluginEgress {
 }
 
 impl PluginEgress {
-    /// Checks and sends one request, and hands back its response with a capped body.
-    async fn send(
+    /// Checks and sends one request, and hands back its response with a capped
+    /// body. Plugins reach it through `wasi:http`; a native handler (the
+    /// benchmark's baseline) may call it directly.
+    pub async fn send(
         self: Arc<Self>,
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
