@@ -116,6 +116,10 @@ impl Runtime {
         }
 
         let mut config = Config::new();
+        if std::env::var_os("OPTECH_PROFILE").is_some_and(|v| v == "perfmap") {
+            // Names plugins' compiled functions for `perf` (/tmp/perf-<pid>.map).
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         config
             .epoch_interruption(true)
             // No WASIp3 concurrency: measurably cheaper store + instantiate + call.
