@@ -28,7 +28,9 @@
 
 use std::fmt;
 
-/// Why a request got no response.
+/// Why a request got no response. The details of a [`Error::Connect`] or an
+/// [`Error::Other`] (which host refused, what was malformed) go to the host's
+/// log, tagged with the plugin and the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// The host refused the destination: not in the plugin's `allowed_hosts`,
@@ -37,11 +39,33 @@ pub enum Error {
     /// No response (or no complete body) within the time allowed.
     Timeout,
     /// The back end could not be reached: refused, not found, TLS failed.
-    Connect(String),
+    Connect,
     /// The response body is larger than the plugin's `max_http_response`.
     TooLarge,
     /// Anything else, e.g. a malformed URL or header.
-    Other(String),
+    Other,
+}
+
+impl Error {
+    /// A [`Error::Connect`], with why in the log.
+    fn connect(why: impl fmt::Display) -> Self {
+        note(format_args!("http: cannot connect: {why}"));
+        Self::Connect
+    }
+
+    /// An [`Error::Other`], with why in the log.
+    fn other(why: impl fmt::Display) -> Self {
+        note(format_args!("http: {why}"));
+        Self::Other
+    }
+}
+
+/// A line in the host's log; outside the host (a handler's unit tests) there is none.
+fn note(line: fmt::Arguments<'_>) {
+    #[cfg(target_arch = "wasm32")]
+    crate::log::warn(&line.to_string());
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = line;
 }
 
 impl fmt::Display for Error {
@@ -52,9 +76,9 @@ impl fmt::Display for Error {
                 "the host does not allow requests to {host} (see allowed_hosts)"
             ),
             Self::Timeout => f.write_str("the request timed out"),
-            Self::Connect(why) => write!(f, "cannot connect: {why}"),
+            Self::Connect => f.write_str("cannot connect to the back end"),
             Self::TooLarge => f.write_str("the response is larger than max_http_response"),
-            Self::Other(why) => f.write_str(why),
+            Self::Other => f.write_str("the request failed (the host log says why)"),
         }
     }
 }
@@ -151,7 +175,7 @@ impl Response {
     /// The body as UTF-8 text.
     pub fn text(&self) -> Result<String, Error> {
         String::from_utf8(self.body.clone())
-            .map_err(|_| Error::Other("the response body is not UTF-8 text".into()))
+            .map_err(|_| Error::other("the response body is not UTF-8 text"))
     }
 
     /// The body, without a copy.
@@ -170,7 +194,7 @@ struct Url<'a> {
 
 impl<'a> Url<'a> {
     fn parse(url: &'a str) -> Result<Self, Error> {
-        let bad = || Error::Other(format!("{url:?} is not an absolute http(s) URL"));
+        let bad = || Error::other(format!("{url:?} is not an absolute http(s) URL"));
         let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
         let https = match scheme.to_ascii_lowercase().as_str() {
             "https" => true,
@@ -217,7 +241,7 @@ mod imp {
                 .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
                 .collect::<Vec<_>>(),
         )
-        .map_err(|e| Error::Other(format!("a header the host does not allow: {e:?}")))?;
+        .map_err(|e| Error::other(format!("a header the host does not allow: {e:?}")))?;
         let request = OutgoingRequest::new(fields);
         let method = match method.to_ascii_uppercase().as_str() {
             "GET" => Method::Get,
@@ -229,7 +253,7 @@ mod imp {
             "OPTIONS" => Method::Options,
             other => Method::Other(other.to_string()),
         };
-        let invalid = |what: &str| Error::Other(format!("invalid {what}"));
+        let invalid = |what: &str| Error::other(format!("invalid {what}"));
         request
             .set_method(&method)
             .map_err(|()| invalid("method"))?;
@@ -265,7 +289,7 @@ mod imp {
             match future.get() {
                 Some(Ok(Ok(response))) => break response,
                 Some(Ok(Err(code))) => return Err(code_error(code, &host)),
-                Some(Err(())) => return Err(Error::Other("the response was taken twice".into())),
+                Some(Err(())) => return Err(Error::other("the response was taken twice")),
                 None => future.subscribe().block(),
             }
         };
@@ -313,18 +337,18 @@ mod imp {
             | ErrorCode::DnsTimeout => Error::Timeout,
             ErrorCode::HttpResponseBodySize(_) => Error::TooLarge,
             ErrorCode::ConnectionRefused => {
-                Error::Connect(format!("{host} refused the connection"))
+                Error::connect(format!("{host} refused the connection"))
             }
             ErrorCode::DestinationNotFound | ErrorCode::DnsError(_) => {
-                Error::Connect(format!("{host} was not found"))
+                Error::connect(format!("{host} was not found"))
             }
             ErrorCode::DestinationUnavailable
             | ErrorCode::DestinationIpUnroutable
             | ErrorCode::ConnectionTerminated
             | ErrorCode::TlsProtocolError
             | ErrorCode::TlsCertificateError
-            | ErrorCode::TlsAlertReceived(_) => Error::Connect(format!("{host}: {code:?}")),
-            other => Error::Other(format!("{other:?}")),
+            | ErrorCode::TlsAlertReceived(_) => Error::connect(format!("{host}: {code:?}")),
+            other => Error::other(format!("{host}: {other:?}")),
         }
     }
 
@@ -335,7 +359,7 @@ mod imp {
         } else if lower.contains("timeout") || lower.contains("timed out") {
             Error::Timeout
         } else {
-            Error::Other(format!("reading the response failed: {text}"))
+            Error::other(format!("reading the response failed: {text}"))
         }
     }
 }
@@ -352,8 +376,8 @@ mod imp {
         _headers: &[(String, String)],
         _body: Option<&[u8]>,
     ) -> Result<Response, Error> {
-        Err(Error::Other(
-            "outbound HTTP runs only inside the optech host (wasm32)".into(),
+        Err(Error::other(
+            "outbound HTTP runs only inside the optech host (wasm32)",
         ))
     }
 }

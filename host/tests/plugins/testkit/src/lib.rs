@@ -62,9 +62,9 @@ fn handle(request: Request) -> Result<Data, Error> {
                     let kind = match &error {
                         http::Error::Denied { .. } => "denied",
                         http::Error::Timeout => "timeout",
-                        http::Error::Connect(_) => "connect",
+                        http::Error::Connect => "connect",
                         http::Error::TooLarge => "too_large",
-                        http::Error::Other(_) => "other",
+                        http::Error::Other => "other",
                     };
                     Ok(Data::new().with("error", kind).with("message", error))
                 }
