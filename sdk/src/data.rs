@@ -22,6 +22,7 @@ impl PartialEq for Data {
 impl Eq for Data {}
 
 impl Data {
+    /// An empty answer.
     pub fn new() -> Self {
         Self::default()
     }
@@ -45,18 +46,22 @@ impl Data {
         }
     }
 
+    /// The value set for `name`, if any.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.index.get(name).map(|&at| self.pairs[at].1.as_str())
     }
 
+    /// How many fields are set.
     pub fn len(&self) -> usize {
         self.pairs.len()
     }
 
+    /// Whether no field is set.
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }
 
+    /// The fields as name/value pairs, in the order they were first set.
     pub fn into_pairs(self) -> Vec<(String, String)> {
         self.pairs
     }

@@ -35,7 +35,10 @@ use std::fmt;
 pub enum Error {
     /// The host refused the destination: not in the plugin's `allowed_hosts`,
     /// or a name that resolves to an internal address the allowlist does not name.
-    Denied { host: String },
+    Denied {
+        /// The destination refused, `host[:port]` as the URL gave it.
+        host: String,
+    },
     /// No response (or no complete body) within the time allowed.
     Timeout,
     /// The back end could not be reached: refused, not found, TLS failed.
@@ -48,6 +51,7 @@ pub enum Error {
 
 impl Error {
     /// A [`Error::Connect`], with why in the log.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     fn connect(why: impl fmt::Display) -> Self {
         note(format_args!("http: cannot connect: {why}"));
         Self::Connect
@@ -128,6 +132,7 @@ impl RequestBuilder {
         self
     }
 
+    /// The request body (sent as is; set a `content-type` header to say what it is).
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = Some(body.into());
         self
@@ -155,6 +160,7 @@ pub struct Response {
 }
 
 impl Response {
+    /// The status code: 200, 404...
     pub fn status(&self) -> u16 {
         self.status
     }

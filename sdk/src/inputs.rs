@@ -67,14 +67,17 @@ impl Inputs {
         self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// How many inputs the request has.
     pub fn len(&self) -> usize {
         self.pairs.len()
     }
 
+    /// Whether the request has no inputs.
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }
 
+    /// The inputs as name/value pairs, in request order.
     pub fn into_pairs(self) -> Vec<(String, String)> {
         self.pairs
     }

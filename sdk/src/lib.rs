@@ -1,28 +1,51 @@
 //! Write OpTech data-request handlers as WebAssembly components.
 //!
-//! A handler is a plain function from a [`Request`] to [`Data`]; one line of
-//! [`export!`] turns the crate into a component the `optech` host can run:
+//! OpTech POSTs a signed data request `{link, key, inputs}` to a host you run;
+//! the `optech` host checks it and hands it to the plugin its `key` maps to. A
+//! plugin is a crate with one handler, a plain function from a [`Request`] to
+//! [`Data`]; one line of [`export!`] turns the crate into a component the host
+//! can run:
 //!
-//! ```ignore
-//! use optech_sdk::{Data, Error, Request};
+//! ```no_run
+//! use optech_sdk::{Data, Error, Request, config};
 //!
 //! fn handle(req: Request) -> Result<Data, Error> {
-//!     let name = req.inputs().require("name")?;
-//!     Ok(Data::new().with("greeting", format!("hello, {name}")))
+//!     let name = req.inputs().require("name")?;          // 400 invalid_input if absent
+//!     let greeting = config("greeting").unwrap_or_else(|| "hello".into());
+//!     Ok(Data::new().with("message", format!("{greeting}, {name}!")))
 //! }
 //!
 //! optech_sdk::export!(handle);
 //! ```
 //!
-//! Build with `cargo build --release --target wasm32-wasip2` (or
-//! `cargo component build --release`) with `crate-type = ["cdylib"]`.
-//! The WIT contract is `wit/plugin.wit` at the root of the optech repository.
+//! The crate needs `crate-type = ["cdylib"]` and builds with
+//! `cargo build --release --target wasm32-wasip2` (or `cargo component build
+//! --release`, or `optech build`). `optech new NAME` writes such a crate, with a
+//! unit test of its handler that runs with a plain `cargo test`.
+//!
+//! What a handler has:
+//!
+//! - [`Request`]: the request's `key` and [`Inputs`] (strings, in request order);
+//! - [`Data`]: the answer's `data`, built field by field;
+//! - [`Error`]: `invalid_input` (the caller's mistake, answered 400) or `failed`
+//!   (the handler's own failure, answered 500);
+//! - [`config`]: values from the plugin's `[plugins.<name>.config]`, secrets
+//!   included;
+//! - [`log`]: lines in the host's log, tagged with the plugin and the request;
+//! - [`http`]: requests to the plugin's own back ends, where its
+//!   `allowed_hosts` lets it go.
+//!
+//! The contract with the host is the WIT world in this crate's `wit/plugin.wit`
+//! (`optech:plugin@0.1.0`); any language that builds a component exporting its
+//! `handle` works, this crate only saves Rust authors the bindings.
 //!
 //! By default the host runs every request in a fresh instance, so statics start
 //! over each time. When the host's config sets `requests_per_instance = N` for
 //! the plugin, one instance serves up to N requests in turn and statics (a parsed
 //! table, a cache) carry over between them; write handlers that are correct
 //! either way.
+
+#![warn(missing_docs)]
 
 // Lets generated code name this crate the same way from inside and outside it.
 extern crate self as optech_sdk;
@@ -42,7 +65,7 @@ pub use inputs::Inputs;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "optech:plugin/plugin",
         pub_export_macro: true,
         export_macro_name: "__export_plugin",
@@ -89,9 +112,43 @@ impl Request {
 /// Reads a value from this plugin's `[plugins.<name>.config]` table in `optech.toml`.
 ///
 /// Config is read from the host on each call; the host hands each instance the
-/// config that was live when its request arrived.
+/// config that was live when its request arrived. A value written
+/// `{ env = "NAME" }` in the config arrives resolved: the secret itself. In a
+/// handler's unit tests (outside the host), values come from
+/// [`testing::set_config`].
 pub fn config(name: &str) -> Option<String> {
-    bindings::optech::plugin::host::config(name)
+    #[cfg(target_arch = "wasm32")]
+    return bindings::optech::plugin::host::config(name);
+    #[cfg(not(target_arch = "wasm32"))]
+    return testing::config(name);
+}
+
+/// Helpers for a handler's unit tests, which run on the build machine
+/// (`cargo test`), outside the host.
+pub mod testing {
+    #[cfg(not(target_arch = "wasm32"))]
+    use std::cell::RefCell;
+    #[cfg(not(target_arch = "wasm32"))]
+    use std::collections::HashMap;
+
+    #[cfg(not(target_arch = "wasm32"))]
+    thread_local! {
+        static CONFIG: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+    }
+
+    /// Sets what [`config`](crate::config) returns for `name` in this test
+    /// thread. Inside the host it has no effect: the host's config rules.
+    pub fn set_config(name: &str, value: &str) {
+        #[cfg(not(target_arch = "wasm32"))]
+        CONFIG.with(|c| c.borrow_mut().insert(name.to_string(), value.to_string()));
+        #[cfg(target_arch = "wasm32")]
+        let _ = (name, value);
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn config(name: &str) -> Option<String> {
+        CONFIG.with(|c| c.borrow().get(name).cloned())
+    }
 }
 
 /// Exports a handler function `fn(Request) -> Result<Data, Error>` as the plugin's `handle`.
