@@ -16,6 +16,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use tokio_util::sync::CancellationToken;
 
+use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 use crate::signature::{SIGNATURE_HEADER, Signer};
 
 #[derive(Debug, Clone)]
@@ -110,13 +111,14 @@ impl Deliverer {
         })
     }
 
-    /// One signed POST of `body` to `link`.
-    pub async fn attempt(&self, link: &str, body: &[u8]) -> Attempt {
+    /// One signed POST of `body` to `link`, carrying the request's id.
+    pub async fn attempt(&self, link: &str, body: &[u8], request_id: &RequestId) -> Attempt {
         let mut request = self
             .client
             .post(link)
             .header(CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, self.signer.sign(body))
+            .header(REQUEST_ID_HEADER, request_id.as_str())
             .body(body.to_vec());
         if let Some(auth) = &self.authorization {
             request = request.header(AUTHORIZATION, auth.clone());
@@ -140,6 +142,7 @@ impl Deliverer {
         &self,
         link: &str,
         body: &[u8],
+        request_id: &RequestId,
         expires_at: SystemTime,
         shutdown: &CancellationToken,
         mut on_attempt: F,
@@ -155,7 +158,7 @@ impl Deliverer {
                 return Outcome::Expired { attempts, last };
             }
             attempts += 1;
-            let attempt = self.attempt(link, body).await;
+            let attempt = self.attempt(link, body, request_id).await;
             on_attempt(attempt.clone()).await;
             let wait = match attempt {
                 Attempt::Delivered => return Outcome::Delivered { attempts },

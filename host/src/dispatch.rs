@@ -21,12 +21,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::PluginConfig;
 use crate::protocol::{self, Fields};
+use crate::request_id::RequestId;
 
 /// One call of a handler.
 #[derive(Debug, Clone)]
 pub struct Call {
-    /// Tags the handler's log lines; unique per host process.
-    pub request_id: u64,
+    /// The request's id; its span tags the handler's log lines.
+    pub request_id: RequestId,
     pub key: String,
     pub inputs: Fields,
     /// When the call must have returned; past it, it is dropped.
@@ -82,8 +83,8 @@ impl HandlerError {
     }
 
     /// `{"error": {...}}`, as delivered to a link.
-    pub fn body(&self) -> Vec<u8> {
-        protocol::error_body(self.code(), &self.to_string())
+    pub fn body(&self, request_id: &RequestId) -> Vec<u8> {
+        protocol::error_body(self.code(), &self.to_string(), Some(request_id.as_str()))
     }
 }
 
@@ -163,7 +164,7 @@ impl Plugin {
     /// doing (running, or parked in a host call), which frees its instance.
     pub async fn run(
         &self,
-        request_id: u64,
+        request_id: RequestId,
         key: String,
         inputs: Fields,
     ) -> Result<DataBody, HandlerError> {
@@ -244,11 +245,4 @@ impl Slots {
             _plugin: own,
         }
     }
-}
-
-static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A process-wide unique id, to tag one request's log lines.
-pub fn next_request_id() -> u64 {
-    NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed)
 }

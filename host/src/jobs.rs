@@ -20,12 +20,14 @@ use tokio::sync::{OnceCell, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::delivery::{Attempt, Deliverer, Outcome};
-use crate::dispatch::{DataBody, HandlerError, Plugin, Slots, next_request_id};
+use crate::dispatch::{DataBody, HandlerError, Plugin, Slots};
 use crate::link::LinkTag;
-use crate::outbox::{self, Claim, Outbox, OutboxError, OutboxSource, Stale, State};
+use crate::outbox::{self, Claim, NewRecord, Outbox, OutboxError, OutboxSource, Stale, State};
 use crate::protocol::Fields;
+use crate::request_id::{self, RequestId};
 use crate::router::Router;
 
 /// Open records claimed per query while resuming.
@@ -39,7 +41,7 @@ type Running = JoinHandle<Result<DataBody, HandlerError>>;
 /// A request bound for an async answer: its link is present and checked.
 #[derive(Debug, Clone)]
 pub struct Work {
-    pub request_id: u64,
+    pub request_id: RequestId,
     pub link: String,
     pub key: String,
     pub inputs: Fields,
@@ -139,15 +141,13 @@ impl Jobs {
     ) -> Result<Acceptance, OutboxError> {
         let expires_at = SystemTime::now() + self.options.link_ttl;
         let outbox = self.outbox().await?;
-        let claim = match outbox
-            .accept(&work.link, &work.key, &work.inputs, expires_at)
-            .await?
-        {
+        let claim = match outbox.accept(&work.record(expires_at)).await? {
             outbox::Accepted::New(claim) => claim,
             outbox::Accepted::Duplicate => return Ok(Acceptance::Duplicate),
         };
+        let request_id = work.request_id.clone();
         let running = self.spawn_call(plugin, work, slots);
-        self.track(claim, expires_at, running);
+        self.track(claim, request_id, expires_at, running);
         Ok(Acceptance::Recorded)
     }
 
@@ -166,7 +166,7 @@ impl Jobs {
             return Ok(AutoAnswer::Later(Acceptance::Duplicate));
         }
         let budget = plugin.settings.sync_budget;
-        let (link, key, inputs) = (work.link.clone(), work.key.clone(), work.inputs.clone());
+        let kept = work.clone();
         let mut running = self.spawn_call(plugin, work, slots);
         tokio::select! {
             result = &mut running => return Ok(AutoAnswer::Now(joined(result))),
@@ -177,12 +177,12 @@ impl Jobs {
         }
         let expires_at = SystemTime::now() + self.options.link_ttl;
         let recorded = match self.outbox().await {
-            Ok(outbox) => outbox.accept(&link, &key, &inputs, expires_at).await,
+            Ok(outbox) => outbox.accept(&kept.record(expires_at)).await,
             Err(e) => Err(e),
         };
         match recorded {
             Ok(outbox::Accepted::New(claim)) => {
-                self.track(claim, expires_at, running);
+                self.track(claim, kept.request_id, expires_at, running);
                 Ok(AutoAnswer::Later(Acceptance::Recorded))
             }
             Ok(outbox::Accepted::Duplicate) => {
@@ -191,38 +191,58 @@ impl Jobs {
             }
             Err(e) => {
                 // Cannot promise a later answer: give the one we will have.
-                tracing::error!(link = %LinkTag::new(&link),
+                tracing::error!(link = %LinkTag::new(&kept.link),
                     "cannot record an async answer, answering synchronously: {e}");
                 Ok(AutoAnswer::Now(joined(running.await)))
             }
         }
     }
 
-    /// Starts a handler call as its own task, holding `slots` until it ends.
+    /// Starts a handler call as its own task, holding `slots` until it ends,
+    /// in the current request's span.
     fn spawn_call(&self, plugin: Arc<Plugin>, work: Work, slots: Slots) -> Running {
-        self.tracker.spawn(async move {
-            let result = plugin.run(work.request_id, work.key, work.inputs).await;
-            drop(slots);
-            result
-        })
+        self.tracker.spawn(
+            async move {
+                let result = plugin.run(work.request_id, work.key, work.inputs).await;
+                drop(slots);
+                result
+            }
+            .instrument(tracing::Span::current()),
+        )
     }
 
     /// Sees a recorded request's handler through to delivery.
-    fn track(self: &Arc<Self>, claim: Claim, expires_at: SystemTime, running: Running) {
+    fn track(
+        self: &Arc<Self>,
+        claim: Claim,
+        request_id: RequestId,
+        expires_at: SystemTime,
+        running: Running,
+    ) {
         let jobs = self.clone();
-        self.tracker.spawn(async move {
-            let body = match joined(running.await) {
-                Ok(data) => data,
-                Err(e) => {
-                    tracing::info!(link = %LinkTag::new(&claim.link), code = e.code(), "async handler failed: {e}");
-                    e.body()
-                }
-            };
-            jobs.record_and_deliver(claim, body, expires_at).await;
-        });
+        self.tracker.spawn(
+            async move {
+                let body = match joined(running.await) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        tracing::info!(link = %LinkTag::new(&claim.link), code = e.code(), "async handler failed: {e}");
+                        e.body(&request_id)
+                    }
+                };
+                jobs.record_and_deliver(claim, &request_id, body, expires_at)
+                    .await;
+            }
+            .instrument(tracing::Span::current()),
+        );
     }
 
-    async fn record_and_deliver(&self, claim: Claim, body: Vec<u8>, expires_at: SystemTime) {
+    async fn record_and_deliver(
+        &self,
+        claim: Claim,
+        request_id: &RequestId,
+        body: Vec<u8>,
+        expires_at: SystemTime,
+    ) {
         let Ok(outbox) = self.outbox().await else {
             return;
         };
@@ -238,10 +258,16 @@ impl Jobs {
                 tracing::error!(link = %LinkTag::new(&claim.link), "recording the result failed: {e}")
             }
         }
-        self.deliver(&claim, body, expires_at).await;
+        self.deliver(&claim, request_id, body, expires_at).await;
     }
 
-    async fn deliver(&self, claim: &Claim, body: Vec<u8>, expires_at: SystemTime) {
+    async fn deliver(
+        &self,
+        claim: &Claim,
+        request_id: &RequestId,
+        body: Vec<u8>,
+        expires_at: SystemTime,
+    ) {
         let Ok(outbox) = self.outbox().await else {
             return;
         };
@@ -249,7 +275,7 @@ impl Jobs {
         // During shutdown this still makes one attempt; retries are left to the next start.
         let outcome = self
             .deliverer
-            .deliver(&claim.link, &body, expires_at, &self.shutdown, |attempt| {
+            .deliver(&claim.link, &body, request_id, expires_at, &self.shutdown, |attempt| {
                 let outbox = outbox.clone();
                 async move {
                     let text = match &attempt {
@@ -327,18 +353,24 @@ impl Jobs {
     async fn resume_one(self: &Arc<Self>, stale: Stale) -> bool {
         let Stale {
             claim,
+            request_id,
             key,
             inputs,
             expires_at,
             answered,
         } = stale;
         let tag = LinkTag::new(&claim.link);
+        let request_id = request_id
+            .and_then(|id| RequestId::parse(id.as_bytes()))
+            .unwrap_or_else(RequestId::generate);
+        let span = request_id::span(&request_id);
+        span.record("key", key.as_str());
         if SystemTime::now() >= expires_at {
-            tracing::warn!(link = %tag, key, "link expired while the host was down; not sent");
+            tracing::warn!(parent: &span, link = %tag, key, "link expired while the host was down; not sent");
             if let Ok(outbox) = self.outbox().await
                 && let Err(e) = outbox.close(&claim, State::Expired).await
             {
-                tracing::error!(link = %tag, "closing the record failed: {e}");
+                tracing::error!(parent: &span, link = %tag, "closing the record failed: {e}");
             }
             return true;
         }
@@ -349,19 +381,21 @@ impl Jobs {
         };
         match plugin {
             Some(plugin) => {
-                tracing::info!(link = %tag, key, "re-running a request accepted by an earlier run");
+                span.record("plugin", plugin.settings.name.as_str());
+                tracing::info!(parent: &span, link = %tag, key, "re-running a request accepted by an earlier run");
                 let slots = tokio::select! {
                     slots = Slots::wait(&self.in_flight, &plugin) => slots,
                     _ = self.shutdown.cancelled() => return false,
                 };
                 let work = Work {
-                    request_id: next_request_id(),
+                    request_id: request_id.clone(),
                     link: claim.link.clone(),
                     key,
                     inputs,
                 };
+                let _entered = span.enter();
                 let running = self.spawn_call(plugin, work, slots);
-                self.track(claim, expires_at, running);
+                self.track(claim, request_id, expires_at, running);
             }
             None => {
                 let permit = tokio::select! {
@@ -369,7 +403,7 @@ impl Jobs {
                     _ = self.shutdown.cancelled() => return false,
                 };
                 let jobs = self.clone();
-                self.tracker.spawn(async move {
+                let task = async move {
                     let _permit = permit;
                     if answered {
                         tracing::info!(link = %tag, key, "re-delivering an answer left open by an earlier run");
@@ -378,15 +412,26 @@ impl Jobs {
                             Err(e) => Err(e),
                         };
                         match body {
-                            Ok(Some(body)) => jobs.deliver(&claim, body, expires_at).await,
-                            Ok(None) => tracing::warn!(link = %tag, "the recorded result is gone; not sent"),
-                            Err(e) => tracing::error!(link = %tag, "reading the recorded result failed: {e}"),
+                            Ok(Some(body)) => {
+                                jobs.deliver(&claim, &request_id, body, expires_at).await
+                            }
+                            Ok(None) => {
+                                tracing::warn!(link = %tag, "the recorded result is gone; not sent")
+                            }
+                            Err(e) => {
+                                tracing::error!(link = %tag, "reading the recorded result failed: {e}")
+                            }
                         }
                     } else {
-                        let error = HandlerError::Failed(format!("no plugin is mapped to key {key:?} any more"));
-                        jobs.record_and_deliver(claim, error.body(), expires_at).await;
+                        let error = HandlerError::Failed(format!(
+                            "no plugin is mapped to key {key:?} any more"
+                        ));
+                        let body = error.body(&request_id);
+                        jobs.record_and_deliver(claim, &request_id, body, expires_at)
+                            .await;
                     }
-                });
+                };
+                self.tracker.spawn(task.instrument(span.clone()));
             }
         }
         true
@@ -404,6 +449,18 @@ impl Jobs {
             tracing::warn!(
                 "shutdown grace of {grace:?} ran out; unfinished answers stay in the outbox"
             );
+        }
+    }
+}
+
+impl Work {
+    fn record(&self, expires_at: SystemTime) -> NewRecord<'_> {
+        NewRecord {
+            link: &self.link,
+            key: &self.key,
+            inputs: &self.inputs,
+            expires_at,
+            request_id: self.request_id.as_str(),
         }
     }
 }

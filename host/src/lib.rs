@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod plugin_build;
 pub mod protocol;
 pub mod reload;
+pub mod request_id;
 pub mod router;
 pub mod runtime;
 pub mod server;

@@ -15,8 +15,23 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(name = "optech", version, about)]
 struct Cli {
+    /// Log lines as readable text (the default) or as JSON objects, one per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "OPTECH_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -67,12 +82,19 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("OPTECH_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("OPTECH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        // One object per line; the request's span (id, key, plugin) is a field of each.
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init(),
+    }
+    match cli.command {
         Command::Serve(args) => {
             let credentials = Credentials::load(Path::new(".env"))?;
             serve(args, credentials, false).await

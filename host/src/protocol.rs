@@ -195,8 +195,8 @@ pub fn data_body(data: &[(String, String)], limit: u64) -> Result<Vec<u8>, TooLa
     }
 }
 
-/// `{"error": {"code": ..., "message": ...}}`, the body of every error.
-pub fn error_body(code: &str, message: &str) -> Vec<u8> {
+/// `{"error": {"code": ..., "message": ..., "request_id": ...}}`, the body of every error.
+pub fn error_body(code: &str, message: &str, request_id: Option<&str>) -> Vec<u8> {
     #[derive(Serialize)]
     struct Body<'a> {
         error: Inner<'a>,
@@ -205,9 +205,15 @@ pub fn error_body(code: &str, message: &str) -> Vec<u8> {
     struct Inner<'a> {
         code: &'a str,
         message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<&'a str>,
     }
     let body = Body {
-        error: Inner { code, message },
+        error: Inner {
+            code,
+            message,
+            request_id,
+        },
     };
     // Serializing borrowed strings into a Vec cannot fail.
     serde_json::to_vec(&body).unwrap_or_else(|_| unreachable!())
@@ -365,8 +371,13 @@ mod tests {
     fn bodies() {
         let body = data_body(&pairs(&[("b", "1"), ("a", "2"), ("b", "3")]), 1024).unwrap();
         assert_eq!(body, br#"{"data":{"a":"2","b":"3"}}"#);
-        let body = error_body("bad", "say \"why\"");
+        let body = error_body("bad", "say \"why\"", None);
         assert_eq!(body, br#"{"error":{"code":"bad","message":"say \"why\""}}"#);
+        let body = error_body("bad", "no", Some("r-1"));
+        assert_eq!(
+            body,
+            br#"{"error":{"code":"bad","message":"no","request_id":"r-1"}}"#
+        );
     }
 
     #[test]

@@ -107,10 +107,23 @@ pub enum Accepted {
     Duplicate,
 }
 
+/// A request to record.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRecord<'a> {
+    pub link: &'a str,
+    pub key: &'a str,
+    pub inputs: &'a Fields,
+    pub expires_at: SystemTime,
+    /// Its id, so the answer delivered later carries the same one.
+    pub request_id: &'a str,
+}
+
 /// An open record no live holder has, now claimed by the caller to finish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stale {
     pub claim: Claim,
+    /// The id the request came with (`None` for a record made before ids were kept).
+    pub request_id: Option<String>,
     pub key: String,
     pub inputs: Fields,
     pub expires_at: SystemTime,
@@ -122,13 +135,7 @@ pub struct Stale {
 #[async_trait::async_trait]
 pub trait Outbox: Send + Sync + 'static {
     /// Records a new request, held by the caller; `Duplicate` if its link is known.
-    async fn accept(
-        &self,
-        link: &str,
-        key: &str,
-        inputs: &Fields,
-        expires_at: SystemTime,
-    ) -> Result<Accepted, OutboxError>;
+    async fn accept(&self, record: &NewRecord<'_>) -> Result<Accepted, OutboxError>;
 
     /// Whether a link is recorded (accepted earlier, open or closed).
     async fn contains(&self, link: &str) -> Result<bool, OutboxError>;

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Accepted, Claim, Outbox, OutboxError, Stale, State};
+use super::{Accepted, Claim, NewRecord, Outbox, OutboxError, Stale, State};
 use crate::protocol::Fields;
 
 /// The database file's name in the data directory.
@@ -96,23 +96,19 @@ fn lock(path: &Path) -> Result<std::fs::File, OutboxError> {
 
 #[async_trait::async_trait]
 impl Outbox for SqliteOutbox {
-    async fn accept(
-        &self,
-        link: &str,
-        key: &str,
-        inputs: &Fields,
-        expires_at: SystemTime,
-    ) -> Result<Accepted, OutboxError> {
-        let (link, key) = (link.to_string(), key.to_string());
-        let inputs = serde_json::to_string(inputs).map_err(|e| OutboxError::Task(e.to_string()))?;
+    async fn accept(&self, record: &NewRecord<'_>) -> Result<Accepted, OutboxError> {
+        let (link, key) = (record.link.to_string(), record.key.to_string());
+        let request_id = record.request_id.to_string();
+        let inputs =
+            serde_json::to_string(record.inputs).map_err(|e| OutboxError::Task(e.to_string()))?;
         let now = millis(SystemTime::now());
-        let expires = millis(expires_at);
+        let expires = millis(record.expires_at);
         self.with_db(move |db, owner| {
             let inserted = db.execute(
                 "INSERT OR IGNORE INTO requests
-                   (link, key, inputs, accepted_at, expires_at, state, attempts, owner, claim)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'accepted', 0, ?6, 1)",
-                params![link, key, inputs, now, expires, owner],
+                   (link, key, inputs, accepted_at, expires_at, state, attempts, owner, claim, request_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'accepted', 0, ?6, 1, ?7)",
+                params![link, key, inputs, now, expires, owner, request_id],
             )?;
             Ok(if inserted == 1 {
                 Accepted::New(Claim { link, token: 1 })
@@ -192,7 +188,7 @@ impl Outbox for SqliteOutbox {
                        SELECT rowid FROM requests
                        WHERE state IN ('accepted', 'answered') AND owner IS NOT ?1
                        ORDER BY accepted_at LIMIT ?2)
-                     RETURNING rowid, link, key, inputs, expires_at, result IS NOT NULL, claim, accepted_at",
+                     RETURNING rowid, link, key, inputs, expires_at, result IS NOT NULL, claim, accepted_at, request_id",
                 )?;
                 let mut rows = stmt.query(params![owner, limit])?;
                 while let Some(row) = rows.next()? {
@@ -295,10 +291,12 @@ fn read_stale(row: &Row<'_>) -> Result<(i64, Stale), String> {
     let answered = int(5, "result")? != 0;
     let token = int(6, "claim")?;
     let accepted_at = int(7, "accepted_at")?;
+    let request_id = row.get::<_, Option<String>>(8).ok().flatten();
     Ok((
         accepted_at,
         Stale {
             claim: Claim { link, token },
+            request_id,
             key,
             inputs,
             expires_at,
@@ -328,6 +326,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE requests ADD COLUMN owner TEXT;
     ALTER TABLE requests ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX IF NOT EXISTS requests_closed ON requests (closed_at) WHERE closed_at IS NOT NULL;",
+    // 3: the request's id, delivered with its answer.
+    "ALTER TABLE requests ADD COLUMN request_id TEXT;",
 ];
 
 fn migrate(db: &mut Connection) -> rusqlite::Result<()> {
@@ -358,6 +358,16 @@ mod tests {
         data_dir.join(FILE)
     }
 
+    fn rec<'a>(link: &'a str, inputs: &'a Fields, expires_at: SystemTime) -> NewRecord<'a> {
+        NewRecord {
+            link,
+            key: "k",
+            inputs,
+            expires_at,
+            request_id: "r-1",
+        }
+    }
+
     fn claim(accepted: Accepted) -> Claim {
         match accepted {
             Accepted::New(claim) => claim,
@@ -374,27 +384,27 @@ mod tests {
             let outbox = SqliteOutbox::open(dir.path()).unwrap();
             claim(
                 outbox
-                    .accept("http://l/1", "k", &inputs, expires)
+                    .accept(&rec("http://l/1", &inputs, expires))
                     .await
                     .unwrap(),
             );
             assert_eq!(
                 outbox
-                    .accept("http://l/1", "k", &inputs, expires)
+                    .accept(&rec("http://l/1", &inputs, expires))
                     .await
                     .unwrap(),
                 Accepted::Duplicate
             );
             let two = claim(
                 outbox
-                    .accept("http://l/2", "k", &inputs, expires)
+                    .accept(&rec("http://l/2", &inputs, expires))
                     .await
                     .unwrap(),
             );
             assert!(outbox.answer(&two, b"{\"data\":{}}").await.unwrap());
             let three = claim(
                 outbox
-                    .accept("http://l/3", "k", &inputs, expires)
+                    .accept(&rec("http://l/3", &inputs, expires))
                     .await
                     .unwrap(),
             );
@@ -414,6 +424,7 @@ mod tests {
             ("http://l/1", false, 2)
         );
         assert_eq!(stale[0].inputs, inputs);
+        assert_eq!(stale[0].request_id.as_deref(), Some("r-1"));
         assert!(stale[1].answered);
         assert_eq!(
             outbox.result(&stale[1].claim).await.unwrap().as_deref(),
@@ -438,7 +449,7 @@ mod tests {
             let outbox = SqliteOutbox::open(dir.path()).unwrap();
             claim(
                 outbox
-                    .accept("http://l/1", "k", &vec![], expires)
+                    .accept(&rec("http://l/1", &vec![], expires))
                     .await
                     .unwrap(),
             )
@@ -479,7 +490,7 @@ mod tests {
         {
             let outbox = SqliteOutbox::open(dir.path()).unwrap();
             for link in ["http://l/a", "http://l/bad", "http://l/c"] {
-                claim(outbox.accept(link, "k", &vec![], expires).await.unwrap());
+                claim(outbox.accept(&rec(link, &vec![], expires)).await.unwrap());
             }
         }
         let db = Connection::open(path(dir.path())).unwrap();
@@ -511,12 +522,12 @@ mod tests {
         let expires = SystemTime::now() + Duration::from_secs(600);
         let closed = claim(
             outbox
-                .accept("closed", "k", &vec![], expires)
+                .accept(&rec("closed", &vec![], expires))
                 .await
                 .unwrap(),
         );
         outbox.close(&closed, State::Expired).await.unwrap();
-        claim(outbox.accept("open", "k", &vec![], expires).await.unwrap());
+        claim(outbox.accept(&rec("open", &vec![], expires)).await.unwrap());
         let past = SystemTime::now() - Duration::from_secs(60);
         assert_eq!(outbox.prune(past).await.unwrap(), 0);
         let future = SystemTime::now() + Duration::from_secs(1);
@@ -542,6 +553,7 @@ mod tests {
         let stale = outbox.claim_stale(10).await.unwrap();
         assert_eq!(stale.len(), 1);
         assert_eq!(stale[0].claim.token, 1);
+        assert_eq!(stale[0].request_id, None);
         drop(outbox);
         // Opening again applies nothing twice.
         SqliteOutbox::open(dir.path()).unwrap();

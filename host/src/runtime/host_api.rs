@@ -25,7 +25,6 @@ const MAX_LOG_LINE: usize = 4096;
 /// by default, or up to `requests_per_instance` calls.
 pub struct PluginState {
     info: Arc<PluginInfo>,
-    request_id: u64,
     /// When the current call must stop; read by the epoch callback.
     pub(super) deadline: Instant,
     wasi: WasiCtx,
@@ -39,9 +38,9 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    pub fn new(info: Arc<PluginInfo>, request_id: u64, deadline: Instant) -> Self {
-        let stdout = PluginOutput::new(info.name.clone(), request_id, "stdout");
-        let stderr = PluginOutput::new(info.name.clone(), request_id, "stderr");
+    pub fn new(info: Arc<PluginInfo>, deadline: Instant) -> Self {
+        let stdout = PluginOutput::new(info.name.clone(), "stdout");
+        let stderr = PluginOutput::new(info.name.clone(), "stderr");
         let mut wasi = WasiCtx::builder();
         // The defaults already give no preopens, no env, no args and closed stdin;
         // sockets are refused outright rather than address by address.
@@ -60,7 +59,6 @@ impl PluginState {
         let egress = Egress::new(info.egress.clone(), deadline);
         Self {
             info,
-            request_id,
             deadline,
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
@@ -73,17 +71,18 @@ impl PluginState {
         }
     }
 
-    /// Starts another call on a kept instance: its deadline, and fresh
-    /// per-request log tags and caps.
-    pub fn begin(&mut self, request_id: u64, deadline: Instant) {
-        if request_id != self.request_id {
-            self.request_id = request_id;
-            self.stdout.begin(request_id);
-            self.stderr.begin(request_id);
-        }
+    /// Starts another call on a kept instance: its deadline and fresh log caps.
+    pub fn begin(&mut self, deadline: Instant) {
         self.deadline = deadline;
         self.egress.set_deadline(deadline);
         self.log_lines = 0;
+    }
+
+    /// Ends a call that returned: its partial output lines are logged now,
+    /// while its request's span is still current, and output caps start over.
+    pub fn end_call(&mut self) {
+        self.stdout.finish_call();
+        self.stderr.finish_call();
     }
 }
 
@@ -113,7 +112,7 @@ impl host::Host for PluginState {
         self.log_lines += 1;
         if self.log_lines > MAX_LOG_LINES {
             if self.log_lines == MAX_LOG_LINES + 1 {
-                tracing::warn!(plugin = %self.info.name, request = self.request_id,
+                tracing::warn!(plugin = %self.info.name,
                     "plugin log limit of {MAX_LOG_LINES} lines reached; dropping the rest");
             }
             return;
@@ -126,13 +125,14 @@ impl host::Host for PluginState {
             message.truncate(cut);
             message.push_str(" [cut]");
         }
-        let (plugin, request) = (&*self.info.name, self.request_id);
+        // The request's span (id, key, plugin) is current: the line inherits it.
+        let plugin = &*self.info.name;
         match level {
-            Level::Trace => tracing::trace!(target: "plugin", plugin, request, "{message}"),
-            Level::Debug => tracing::debug!(target: "plugin", plugin, request, "{message}"),
-            Level::Info => tracing::info!(target: "plugin", plugin, request, "{message}"),
-            Level::Warn => tracing::warn!(target: "plugin", plugin, request, "{message}"),
-            Level::Error => tracing::error!(target: "plugin", plugin, request, "{message}"),
+            Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
         }
     }
 

@@ -1,6 +1,6 @@
 //! A plugin's stdout and stderr: into the host log line by line, tagged with
-//! the plugin and the request, and capped per request so a chatty or hostile
-//! plugin cannot flood the log or the host's memory.
+//! the plugin (the request's span adds the request), and capped per request so
+//! a chatty or hostile plugin cannot flood the log or the host's memory.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,6 @@ pub struct PluginOutput(Arc<Mutex<LineLog>>);
 
 struct LineLog {
     plugin: Arc<str>,
-    request: u64,
     stream: &'static str,
     pending: Vec<u8>,
     kept: usize,
@@ -29,10 +28,9 @@ struct LineLog {
 }
 
 impl PluginOutput {
-    pub fn new(plugin: Arc<str>, request: u64, stream: &'static str) -> Self {
+    pub fn new(plugin: Arc<str>, stream: &'static str) -> Self {
         Self(Arc::new(Mutex::new(LineLog {
             plugin,
-            request,
             stream,
             pending: Vec::new(),
             kept: 0,
@@ -44,13 +42,10 @@ impl PluginOutput {
         self.lock().push(bytes);
     }
 
-    /// Ends the current request's output (logs a partial last line and what was
-    /// dropped) and tags what follows with `request`: a reused instance keeps
-    /// its streams, but each request has its own tag and its own cap.
-    pub fn begin(&self, request: u64) {
-        let mut log = self.lock();
-        log.finish();
-        log.request = request;
+    /// Ends the current call's output (logs a partial last line and what was
+    /// dropped): a reused instance keeps its streams, but each call has its own cap.
+    pub fn finish_call(&self) {
+        self.lock().finish();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LineLog> {
@@ -79,7 +74,7 @@ impl LineLog {
     fn emit(&mut self) {
         let line = String::from_utf8_lossy(&self.pending);
         let line = line.trim_end_matches('\r');
-        tracing::info!(target: "plugin", plugin = %self.plugin, request = self.request, stream = self.stream, "{line}");
+        tracing::info!(target: "plugin", plugin = %self.plugin, stream = self.stream, "{line}");
         self.pending.clear();
     }
 }
@@ -90,7 +85,7 @@ impl LineLog {
             self.emit();
         }
         if self.dropped > 0 {
-            tracing::warn!(target: "plugin", plugin = %self.plugin, request = self.request, stream = self.stream,
+            tracing::warn!(target: "plugin", plugin = %self.plugin, stream = self.stream,
                 "dropped {} bytes of output past the {MAX_OUTPUT_PER_REQUEST}-byte limit", self.dropped);
         }
         self.kept = 0;
@@ -167,7 +162,7 @@ mod tests {
 
     #[test]
     fn output_is_capped_and_split_into_lines() {
-        let out = PluginOutput::new("p".into(), 1, "stdout");
+        let out = PluginOutput::new("p".into(), "stdout");
         out.push(b"one\ntwo\r\nthr");
         out.push(b"ee\n");
         {
@@ -186,12 +181,12 @@ mod tests {
     }
 
     #[test]
-    fn each_request_of_a_reused_stream_has_its_own_tag_and_cap() {
-        let out = PluginOutput::new("p".into(), 1, "stdout");
+    fn each_call_of_a_reused_stream_has_its_own_cap() {
+        let out = PluginOutput::new("p".into(), "stdout");
         out.push(&vec![b'x'; MAX_OUTPUT_PER_REQUEST + 10]);
-        out.begin(2);
+        out.finish_call();
         let log = out.0.lock().unwrap();
-        assert_eq!((log.request, log.kept, log.dropped), (2, 0, 0));
+        assert_eq!((log.kept, log.dropped), (0, 0));
         assert!(log.pending.is_empty());
     }
 }

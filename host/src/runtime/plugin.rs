@@ -105,14 +105,11 @@ impl WasmHandler {
         let mut instance = match self.take_idle() {
             Some(mut instance) => {
                 // A kept instance takes this call's deadline, log tags and caps.
-                instance
-                    .store
-                    .data_mut()
-                    .begin(call.request_id, call.deadline);
+                instance.store.data_mut().begin(call.deadline);
                 instance.store.set_epoch_deadline(1);
                 instance
             }
-            None => self.instantiate(call.request_id, call.deadline).await?,
+            None => self.instantiate(call.deadline).await?,
         };
         // A trap, a timeout or a cancelled call leaves the instance in an unknown
         // state: it is dropped with this future and never reused.
@@ -122,6 +119,7 @@ impl WasmHandler {
             .await
             .map_err(|e| self.classify(e))?;
         instance.served += 1;
+        instance.store.data_mut().end_call();
         self.put_idle(instance);
         match answer {
             Ok(data) => Ok(data),
@@ -130,14 +128,10 @@ impl WasmHandler {
         }
     }
 
-    async fn instantiate(
-        &self,
-        request_id: u64,
-        deadline: Instant,
-    ) -> Result<Instance, HandlerError> {
+    async fn instantiate(&self, deadline: Instant) -> Result<Instance, HandlerError> {
         let mut store = Store::new(
             &self.runtime.engine,
-            PluginState::new(self.info.clone(), request_id, deadline),
+            PluginState::new(self.info.clone(), deadline),
         );
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);

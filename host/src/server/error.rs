@@ -5,12 +5,15 @@ use axum::response::{IntoResponse, Response};
 
 use crate::dispatch::{HandlerError, Overloaded};
 use crate::protocol;
+use crate::request_id::RequestId;
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Put in the body, so a caller can quote it.
+    pub request_id: Option<RequestId>,
 }
 
 impl ApiError {
@@ -19,13 +22,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            request_id: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = protocol::error_body(self.code, &self.message);
+        let id = self.request_id.as_ref().map(RequestId::as_str);
+        let body = protocol::error_body(self.code, &self.message, id);
         let mut response = (self.status, super::json_headers(), body).into_response();
         let headers = response.headers_mut();
         match self.status {

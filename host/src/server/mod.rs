@@ -18,16 +18,18 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 pub use admin::{AdminState, admin_app};
 pub use checks::check_request;
 pub use error::ApiError;
 
 use crate::config::Mode;
-use crate::dispatch::{DataBody, HandlerError, Plugin, Slots, next_request_id};
+use crate::dispatch::{DataBody, HandlerError, Plugin, Slots};
 use crate::jobs::{Acceptance, AutoAnswer, Jobs, Work};
 use crate::link::LinkTag;
 use crate::outbox::OutboxError;
+use crate::request_id::{self, REQUEST_ID_HEADER, RequestId};
 use crate::router::Router;
 use crate::signature::{SIGNATURE_HEADER, Signer};
 
@@ -67,25 +69,34 @@ async fn data_request(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let request_id = next_request_id();
-    match handle_data_request(&app, request_id, method, &headers, body).await {
+    let id = RequestId::from_header(headers.get(REQUEST_ID_HEADER).map(HeaderValue::as_bytes));
+    let span = request_id::span(&id);
+    let handled = handle_data_request(&app, &id, method, &headers, body)
+        .instrument(span.clone())
+        .await;
+    let mut response = match handled {
         Ok(response) => response,
-        Err(error) => {
+        Err(mut error) => {
             tracing::debug!(
-                request = request_id,
+                parent: &span,
                 status = error.status.as_u16(),
                 code = error.code,
                 "{}",
                 error.message
             );
+            error.request_id = Some(id.clone());
             error.into_response()
         }
+    };
+    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    response
 }
 
 async fn handle_data_request(
     app: &AppState,
-    request_id: u64,
+    id: &RequestId,
     method: Method,
     headers: &HeaderMap,
     body: Body,
@@ -93,10 +104,13 @@ async fn handle_data_request(
     checks::check_method(&method)?;
     let bytes = checks::read_body(headers, body, app.max_body).await?;
     let (request, plugin) = check_request(&app.router, &app.signer, headers, &bytes)?;
+    let span = tracing::Span::current();
+    span.record("key", request.key.as_str());
+    span.record("plugin", plugin.settings.name.as_str());
     let slots = Slots::try_take(&app.in_flight, &plugin)?;
     let has_link = request.link.is_some();
     let work = Work {
-        request_id,
+        request_id: id.clone(),
         link: request.link.unwrap_or_default(),
         key: request.key,
         inputs: request.inputs,
@@ -105,7 +119,7 @@ async fn handle_data_request(
         Mode::Sync => {
             let result = plugin.run(work.request_id, work.key, work.inputs).await;
             drop(slots);
-            answer_now(app, request_id, &plugin, result)
+            answer_now(app, &plugin, result)
         }
         Mode::Async => {
             let link = LinkTag::new(&work.link);
@@ -114,7 +128,7 @@ async fn handle_data_request(
                 .accept(plugin, work, slots)
                 .await
                 .map_err(store_error)?;
-            Ok(accepted_response(request_id, &link, accepted))
+            Ok(accepted_response(&link, accepted))
         }
         Mode::Auto => {
             let link = LinkTag::new(&work.link);
@@ -124,16 +138,16 @@ async fn handle_data_request(
                 .await
                 .map_err(store_error)?
             {
-                AutoAnswer::Now(result) => answer_now(app, request_id, &plugin, result),
-                AutoAnswer::Later(accepted) => Ok(accepted_response(request_id, &link, accepted)),
+                AutoAnswer::Now(result) => answer_now(app, &plugin, result),
+                AutoAnswer::Later(accepted) => Ok(accepted_response(&link, accepted)),
             }
         }
     }
 }
 
-fn accepted_response(request_id: u64, link: &LinkTag, accepted: Acceptance) -> Response {
+fn accepted_response(link: &LinkTag, accepted: Acceptance) -> Response {
     if accepted == Acceptance::Duplicate {
-        tracing::debug!(request = request_id, %link, "duplicate request: already accepted");
+        tracing::debug!(%link, "duplicate request: already accepted");
     }
     StatusCode::ACCEPTED.into_response()
 }
@@ -150,12 +164,11 @@ fn store_error(error: OutboxError) -> ApiError {
 /// The synchronous answer to a handler's result: 200 with signed data, or its error.
 fn answer_now(
     app: &AppState,
-    request_id: u64,
     plugin: &Plugin,
     result: Result<DataBody, HandlerError>,
 ) -> Result<Response, ApiError> {
     let body = result.map_err(|e| {
-        tracing::info!(request = request_id, plugin = %plugin.settings.name, code = e.code(), "handler failed: {e}");
+        tracing::info!(plugin = %plugin.settings.name, code = e.code(), "handler failed: {e}");
         ApiError::from(e)
     })?;
     Ok(signed_json(&app.signer, StatusCode::OK, body))
