@@ -42,7 +42,7 @@ fn instantiate_and_call(c: &mut Criterion) {
         c.bench_function(name, |b| {
             b.iter(|| {
                 let call = Call {
-                    request_id: 1,
+                    request_id: optech_host::request_id::RequestId::generate(),
                     key: "echo".into(),
                     inputs: inputs.clone(),
                     deadline: std::time::Instant::now() + std::time::Duration::from_secs(10),

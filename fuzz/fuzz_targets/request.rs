@@ -27,7 +27,7 @@ fn fixture() -> &'static (Router, Signer) {
     static FIXTURE: OnceLock<(Router, Signer)> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let config = Config::parse("[keys]\necho = \"p\"\n\"ünï\" = \"p\"\n", Path::new("optech.toml")).unwrap();
-        let plugin = Arc::new(Plugin::new(config.plugins["p"].clone(), Arc::new(Never), "0".into()));
+        let plugin = Arc::new(Plugin::new(config.plugins["p"].clone(), Arc::new(Never), "0".into(), &Default::default()));
         let plugins = BTreeMap::from([("p".to_string(), plugin)]);
         (Router::new(Routes::new(&config.keys, &plugins)), Signer::new(b"fuzz", Some(b"old")))
     })

@@ -19,7 +19,10 @@ use axum::http::StatusCode;
 use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::config::PluginConfig;
+use crate::metrics::Metrics;
 use crate::protocol::{self, Fields};
 use crate::request_id::RequestId;
 
@@ -110,6 +113,8 @@ pub struct Plugin {
     pub in_flight: Option<Arc<Semaphore>>,
     /// Calls running now and started in all, whichever path started them.
     pub stats: Arc<CallStats>,
+    /// Time of this plugin's whole calls.
+    handler_seconds: Histogram,
 }
 
 /// Counters of one plugin's calls.
@@ -147,9 +152,18 @@ impl Drop for Running<'_> {
 }
 
 impl Plugin {
-    pub fn new(settings: PluginConfig, handler: Arc<dyn Handler>, sha256: String) -> Self {
+    pub fn new(
+        settings: PluginConfig,
+        handler: Arc<dyn Handler>,
+        sha256: String,
+        metrics: &Metrics,
+    ) -> Self {
         let in_flight = settings.max_in_flight.map(|n| Arc::new(Semaphore::new(n)));
+        let handler_seconds = metrics
+            .handler_seconds
+            .get_or_create_owned(&Metrics::plugin(&settings.name));
         Self {
+            handler_seconds,
             settings,
             handler,
             sha256,
@@ -169,6 +183,7 @@ impl Plugin {
         inputs: Fields,
     ) -> Result<DataBody, HandlerError> {
         let _running = Running::enter(&self.stats);
+        let started = Instant::now();
         let timeout = self.settings.timeout;
         let deadline = Instant::now() + timeout;
         let call = Call {
@@ -186,6 +201,8 @@ impl Plugin {
         let result = tokio::time::timeout_at(deadline.into(), work)
             .await
             .unwrap_or(Err(HandlerError::TimedOut(timeout)));
+        self.handler_seconds
+            .observe(started.elapsed().as_secs_f64());
         // The host's work on the answer counts against the deadline too.
         if result.is_ok() && Instant::now() > deadline {
             return Err(HandlerError::TimedOut(timeout));

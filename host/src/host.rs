@@ -24,7 +24,7 @@ use crate::outbox::{OutboxError, OutboxSource, State};
 use crate::reload::{Reloader, WatchHandle};
 use crate::router::{Router, Routes};
 use crate::runtime::{Runtime, RuntimeOptions};
-use crate::server::{self, AdminState, AppState};
+use crate::server::{self, AdminState, AppState, Readiness};
 use crate::signature::Signer;
 
 /// Who the host is to the platform: how it signs and verifies, and its client id.
@@ -54,6 +54,7 @@ pub struct Host {
     _watch: Option<WatchHandle>,
     grace: Duration,
     shutdown: tokio::sync::watch::Sender<bool>,
+    admin_shutdown: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     admin: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -105,6 +106,7 @@ impl Host {
             None => None,
         };
         let router = Arc::new(Router::new(Routes::new(&config.keys, &plugins)));
+        let runtime_metrics = runtime.metrics().clone();
         let reloader = Reloader::new(config.clone(), plugins, runtime, router.clone());
         let watch = if config.server.watch {
             Some(reloader.watch().await?)
@@ -114,6 +116,7 @@ impl Host {
         let in_flight = Arc::new(Semaphore::new(config.server.max_in_flight));
         let deliverer =
             Deliverer::new(identity.signer.clone(), &identity.client_id, identity.retry)?;
+        let metrics = runtime_metrics.clone();
         let jobs = Arc::new(Jobs::new(
             JobsOptions {
                 outbox: OutboxSource::Sqlite {
@@ -125,6 +128,7 @@ impl Host {
             deliverer,
             router.clone(),
             in_flight.clone(),
+            metrics.clone(),
         ));
         let answers_later = config.plugins.values().any(|p| p.mode != Mode::Sync);
         if answers_later || jobs.has_records() {
@@ -138,22 +142,35 @@ impl Host {
             .local_addr()
             .context("reading the listening address")?;
         let (shutdown, stop) = tokio::sync::watch::channel(false);
+        // The admin listener outlives the drain: it stops once jobs have wound down.
+        let (admin_shutdown, admin_stop) = tokio::sync::watch::channel(false);
+        let ready = Readiness::new(stop.clone());
         let state = Arc::new(AppState {
             router: router.clone(),
             signer: identity.signer,
             max_body: config.server.max_body,
-            in_flight,
+            in_flight: in_flight.clone(),
             jobs: jobs.clone(),
+            metrics: metrics.clone(),
+            ready: ready.clone(),
         });
-        let server = serve(listener, server::app(state), stop.clone());
+        let server = serve(listener, server::app(state), stop);
         let (admin, admin_addr) = match admin_listener {
             Some(listener) => {
                 let admin_addr = listener
                     .local_addr()
                     .context("reading the admin listener's address")?;
-                let state = Arc::new(AdminState { router, reloader });
+                let state = Arc::new(AdminState {
+                    router,
+                    reloader,
+                    metrics,
+                    jobs: jobs.clone(),
+                    max_in_flight: config.server.max_in_flight,
+                    in_flight,
+                    ready,
+                });
                 let app = server::admin_app(state);
-                (Some(serve(listener, app, stop)), Some(admin_addr))
+                (Some(serve(listener, app, admin_stop)), Some(admin_addr))
             }
             None => (None, None),
         };
@@ -165,6 +182,7 @@ impl Host {
             _watch: watch,
             grace: config.server.shutdown_grace,
             shutdown,
+            admin_shutdown,
             server,
             admin,
         })
@@ -196,13 +214,14 @@ impl Host {
     /// down async work as [`Host::shutdown`] does.
     pub async fn wait(self) -> anyhow::Result<()> {
         let served = self.server.await.context("server task")?.context("server");
+        self.jobs.shutdown(self.grace).await;
+        let _ = self.admin_shutdown.send(true);
         if let Some(admin) = self.admin {
             admin
                 .await
                 .context("admin task")?
                 .context("admin listener")?;
         }
-        self.jobs.shutdown(self.grace).await;
         served
     }
 

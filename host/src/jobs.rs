@@ -25,7 +25,10 @@ use tracing::Instrument as _;
 use crate::delivery::{Attempt, Deliverer, Outcome};
 use crate::dispatch::{DataBody, HandlerError, Plugin, Slots};
 use crate::link::LinkTag;
-use crate::outbox::{self, Claim, NewRecord, Outbox, OutboxError, OutboxSource, Stale, State};
+use crate::metrics::{OutcomeLabels, SharedMetrics};
+use crate::outbox::{
+    self, Claim, NewRecord, OpenStats, Outbox, OutboxError, OutboxSource, Stale, State,
+};
 use crate::protocol::Fields;
 use crate::request_id::{self, RequestId};
 use crate::router::Router;
@@ -82,6 +85,7 @@ pub struct Jobs {
     router: Arc<Router>,
     in_flight: Arc<Semaphore>,
     redeliveries: Arc<Semaphore>,
+    metrics: SharedMetrics,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -92,8 +96,10 @@ impl Jobs {
         deliverer: Deliverer,
         router: Arc<Router>,
         in_flight: Arc<Semaphore>,
+        metrics: SharedMetrics,
     ) -> Self {
         Self {
+            metrics,
             options,
             outbox: OnceCell::new(),
             deliverer,
@@ -118,6 +124,12 @@ impl Jobs {
                 Ok(outbox)
             })
             .await
+    }
+
+    /// How full the outbox is, if it is open (it is not opened to answer).
+    pub async fn open_stats(&self) -> Option<Result<OpenStats, OutboxError>> {
+        let outbox = self.outbox.get()?;
+        Some(outbox.open_stats().await)
     }
 
     /// Whether an earlier run left records to resume.
@@ -277,12 +289,16 @@ impl Jobs {
             .deliverer
             .deliver(&claim.link, &body, request_id, expires_at, &self.shutdown, |attempt| {
                 let outbox = outbox.clone();
+                let (result, text) = match &attempt {
+                    Attempt::Delivered => ("delivered", "delivered".to_string()),
+                    Attempt::Retry { reason, .. } => ("retry", format!("retry: {reason}")),
+                    Attempt::Final(reason) => ("final", format!("final: {reason}")),
+                };
+                self.metrics
+                    .delivery_attempts
+                    .get_or_create(&OutcomeLabels { outcome: result })
+                    .inc();
                 async move {
-                    let text = match &attempt {
-                        Attempt::Delivered => "delivered".to_string(),
-                        Attempt::Retry { reason, .. } => format!("retry: {reason}"),
-                        Attempt::Final(reason) => format!("final: {reason}"),
-                    };
                     if let Err(e) = outbox.attempted(claim, &text).await {
                         tracing::warn!(link = %LinkTag::new(&claim.link), "recording a delivery attempt failed: {e}");
                     }
@@ -304,6 +320,15 @@ impl Jobs {
             }
             Outcome::Interrupted => return,
         };
+        let outcome = match state {
+            State::Delivered => "delivered",
+            State::Failed => "failed",
+            _ => "expired",
+        };
+        self.metrics
+            .deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
         match outbox.close(claim, state).await {
             Ok(true) => {}
             Ok(false) => {

@@ -11,6 +11,7 @@ pub mod host;
 pub mod jobs;
 pub mod link;
 pub mod loader;
+pub mod metrics;
 pub mod outbound;
 pub mod outbox;
 pub mod plugin_build;

@@ -66,11 +66,11 @@ pub async fn load_plugin(
     if let Some(previous) = previous.filter(|p| p.sha256 == sha256 && p.settings == *settings) {
         return Ok(previous.clone());
     }
-    let runtime = runtime.clone();
+    let task_runtime = runtime.clone();
     let task_settings = settings.clone();
     let task_sha = sha256.clone();
     let handler = tokio::task::spawn_blocking(move || {
-        WasmHandler::load(&runtime, &task_settings, &bytes, &task_sha)
+        WasmHandler::load(&task_runtime, &task_settings, &bytes, &task_sha)
     })
     .await
     .map_err(|e| PluginLoadError::Task {
@@ -82,6 +82,7 @@ pub async fn load_plugin(
         settings.clone(),
         Arc::new(handler),
         sha256,
+        runtime.metrics(),
     )))
 }
 

@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::dispatch::Plugin;
 use crate::loader;
+use crate::metrics::OutcomeLabels;
 use crate::router::{Router, Routes};
 use crate::runtime::Runtime;
 
@@ -135,6 +136,12 @@ impl Reloader {
         live.plugins = plugins;
         drop(live);
         self.record(&problems);
+        let outcome = if problems.is_empty() { "ok" } else { "failed" };
+        self.runtime
+            .metrics()
+            .reloads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
         problems
     }
 

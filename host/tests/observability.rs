@@ -122,3 +122,291 @@ async fn a_request_id_follows_the_request_into_the_answer_the_log_and_the_delive
     receiver.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(receiver.to(&link)[0].headers["x-request-id"], "async-id-7");
 }
+
+/// The admin listener's `/metrics`, parsed with a Prometheus text-format parser.
+async fn scrape(admin: &str) -> prometheus_parse::Scrape {
+    let response = reqwest::get(format!("{admin}/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("not the Prometheus text format ({e}): {text}"))
+}
+
+/// The value of one series, or 0 if it is not there yet.
+fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_have_every_series_and_count_known_traffic_exactly() {
+    build_plugins().as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let back_end = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let back_end_addr = back_end.local_addr().unwrap();
+    tokio::spawn(async move {
+        let app = axum::Router::new().fallback(|| async { "fine" });
+        axum::serve(back_end, app).await
+    });
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "max_in_flight = 64\n[keys]\necho = \"tk\"\nfail = \"tk\"\nprobe = \"tk\"\n\"echo.later\" = \"later\"\n\
+             [plugins.tk]\nsource = \"testkit.wasm\"\nallowed_hosts = [\"http://{back_end_addr}\"]\n\
+             [plugins.later]\nsource = \"testkit.wasm\"\nmode = \"async\"\n"
+        ),
+    );
+    let process = start_process_env(&config, "info", &[]);
+    let admin = process.admin.clone().unwrap();
+    let client = reqwest::Client::new();
+    let before = scrape(&admin).await;
+
+    // Known traffic: 5 echoes, 2 failures, 3 unsigned, 1 unknown key, 2 outbound
+    // (one allowed, one denied), and 1 async answer delivered.
+    for i in 0..5 {
+        let (status, ..) = post(
+            &client,
+            &process.url,
+            json!({"key": "echo", "inputs": {"i": i.to_string()}}),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    for _ in 0..2 {
+        let (status, ..) = post(&client, &process.url, json!({"key": "fail"}), None).await;
+        assert_eq!(status, 500);
+    }
+    for _ in 0..3 {
+        let response = client.post(&process.url).body("{}").send().await.unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let (status, ..) = post(&client, &process.url, json!({"key": "nope"}), None).await;
+    assert_eq!(status, 404);
+    for url in [
+        format!("http://{back_end_addr}/"),
+        "http://127.0.0.1:1/".to_string(),
+    ] {
+        let (status, _, body) = post(
+            &client,
+            &process.url,
+            json!({"key": "probe", "inputs": {"url": url}}),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let receiver = Receiver::start().await;
+    let (status, ..) = post(
+        &client,
+        &process.url,
+        json!({"link": receiver.link("m"), "key": "echo.later", "inputs": {}}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    // The record closes just after the receiver's 200.
+    let mut after = scrape(&admin).await;
+    for _ in 0..200 {
+        if value(
+            &after,
+            "optech_deliveries_total",
+            &[("outcome", "delivered")],
+        ) > 0.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        after = scrape(&admin).await;
+    }
+
+    let delta = |metric: &str, labels: &[(&str, &str)]| {
+        value(&after, metric, labels) - value(&before, metric, labels)
+    };
+    assert_eq!(
+        delta(
+            "optech_requests_total",
+            &[("key", "echo"), ("status_class", "2xx")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        delta(
+            "optech_requests_total",
+            &[("key", "fail"), ("status_class", "5xx")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        delta(
+            "optech_requests_total",
+            &[("key", "(none)"), ("status_class", "4xx")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        delta(
+            "optech_requests_total",
+            &[("key", "probe"), ("status_class", "2xx")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        delta(
+            "optech_requests_total",
+            &[("key", "echo.later"), ("status_class", "2xx")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta("optech_handler_duration_seconds_count", &[("plugin", "tk")]),
+        9.0
+    );
+    assert_eq!(
+        delta(
+            "optech_handler_duration_seconds_count",
+            &[("plugin", "later")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "optech_instantiation_duration_seconds_count",
+            &[("plugin", "tk")]
+        ),
+        9.0
+    );
+    assert_eq!(
+        delta(
+            "optech_outbound_requests_total",
+            &[("plugin", "tk"), ("outcome", "response")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "optech_outbound_requests_total",
+            &[("plugin", "tk"), ("outcome", "denied")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta("optech_deliveries_total", &[("outcome", "delivered")]),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "optech_delivery_attempts_total",
+            &[("outcome", "delivered")]
+        ),
+        1.0
+    );
+    assert_eq!(value(&after, "optech_outbox_open_records", &[]), 0.0);
+    assert_eq!(value(&after, "optech_in_flight_requests", &[]), 0.0);
+
+    // Every series the host promises is there.
+    let names: std::collections::BTreeSet<&str> =
+        after.samples.iter().map(|s| s.metric.as_str()).collect();
+    for metric in [
+        "optech_requests_total",
+        "optech_handler_duration_seconds",
+        "optech_handler_duration_seconds_count",
+        "optech_handler_duration_seconds_sum",
+        "optech_instantiation_duration_seconds",
+        "optech_instantiation_duration_seconds_count",
+        "optech_unavailable_total",
+        "optech_reloads_total",
+        "optech_deliveries_total",
+        "optech_delivery_attempts_total",
+        "optech_outbox_open_records",
+        "optech_outbox_oldest_open_age_seconds",
+        "optech_in_flight_requests",
+        "optech_plugin_in_flight_calls",
+        "optech_outbound_requests_total",
+    ] {
+        assert!(names.contains(metric), "no {metric} in {names:?}");
+    }
+    // Label values come from the config, never from requests.
+    for sample in &after.samples {
+        for (name, value) in sample.labels.iter() {
+            assert!(
+                !value.contains("127.0.0.1") && !value.contains("nope"),
+                "{name}={value} in {}",
+                sample.metric
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_ready_while_serving_and_503_while_draining() {
+    build_plugins().as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "shutdown_grace = \"10s\"\n[keys]\nsleep = \"tk\"\n[plugins.tk]\nsource = \"testkit.wasm\"\n",
+    );
+    let mut process = start_process_env(&config, "info", &[]);
+    let admin = process.admin.clone().unwrap();
+    for base in [&process.url, &admin] {
+        let response = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        assert_eq!(response.status(), 200, "{base}");
+    }
+    // A slow request keeps the host draining after SIGTERM.
+    let client = reqwest::Client::new();
+    let slow = {
+        let (client, url) = (client.clone(), process.url.clone());
+        tokio::spawn(async move {
+            post(
+                &client,
+                &url,
+                json!({"key": "sleep", "inputs": {"ms": "2000"}}),
+                None,
+            )
+            .await
+            .0
+        })
+    };
+    common::wait_until("the slow call runs", Duration::from_secs(5), || async {
+        process.plugin_health("tk").await["running"] == 1
+    })
+    .await;
+    let pid = process.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    common::wait_until(
+        "readyz answers 503 while draining",
+        Duration::from_secs(5),
+        || async {
+            reqwest::get(format!("{admin}/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 503)
+        },
+    )
+    .await;
+    assert_eq!(
+        slow.await.unwrap(),
+        200,
+        "the request in flight was not finished"
+    );
+    assert!(process.child.wait().unwrap().success());
+}

@@ -33,19 +33,20 @@ async fn no_handler_runs_for_an_unsigned_or_malformed_request() {
     )
     .unwrap();
     let counter = Arc::new(Counting(AtomicUsize::new(0)));
-    let plugin = Arc::new(Plugin::new(
-        config.plugins["native"].clone(),
-        counter.clone(),
-        "native".into(),
-    ));
-    let plugins = BTreeMap::from([("native".to_string(), plugin)]);
-    let signer = Signer::new(b"secret", None);
     let runtime = Runtime::new(&RuntimeOptions {
         max_instances: 1,
         max_idle: 0,
         ..RuntimeOptions::default()
     })
     .unwrap();
+    let plugin = Arc::new(Plugin::new(
+        config.plugins["native"].clone(),
+        counter.clone(),
+        "native".into(),
+        runtime.metrics(),
+    ));
+    let plugins = BTreeMap::from([("native".to_string(), plugin)]);
+    let signer = Signer::new(b"secret", None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host = Host::start_with_plugins(
         &config,

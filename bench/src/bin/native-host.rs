@@ -106,6 +106,13 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     let secret =
         std::env::var("OPTECH_CLIENT_SECRET").context("OPTECH_CLIENT_SECRET is not set")?;
+    // No plugin is compiled; the runtime is only there because the host owns one,
+    // and it holds the host's metrics.
+    let runtime = Runtime::new(&RuntimeOptions {
+        max_instances: 1,
+        max_idle: 0,
+        ..RuntimeOptions::default()
+    })?;
     let outbound = Outbound::default();
     let mut plugins: BTreeMap<String, Arc<Plugin>> = BTreeMap::new();
     for settings in config.plugins.values() {
@@ -129,15 +136,14 @@ async fn main() -> anyhow::Result<()> {
             }
             other => anyhow::bail!("no native handler {other:?}: echo or orders"),
         };
-        let plugin = Plugin::new(settings.clone(), handler, "native".into());
+        let plugin = Plugin::new(
+            settings.clone(),
+            handler,
+            "native".into(),
+            runtime.metrics(),
+        );
         plugins.insert(settings.name.clone(), Arc::new(plugin));
     }
-    // No plugin is compiled; the runtime is only there because the host owns one.
-    let runtime = Runtime::new(&RuntimeOptions {
-        max_instances: 1,
-        max_idle: 0,
-        ..RuntimeOptions::default()
-    })?;
     let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
     let identity = Identity::new(Signer::new(secret.as_bytes(), None), "");
     let host = Host::start_with_plugins(&config, identity, listener, runtime, plugins).await?;

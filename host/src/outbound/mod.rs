@@ -32,9 +32,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Limited};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::metrics::{OutboundLabels, SharedMetrics};
 pub use address::AddressPolicy;
 pub use allowlist::{AllowedHost, Allowlist, Destination, Host};
 use body::CappedBody;
@@ -74,6 +76,7 @@ impl Lookup for SystemLookup {
 pub struct Outbound {
     lookup: Arc<dyn Lookup>,
     clients: Arc<Mutex<HashMap<AddressPolicy, reqwest::Client>>>,
+    metrics: Option<SharedMetrics>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -102,7 +105,14 @@ impl Outbound {
         Self {
             lookup,
             clients: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts plugins' requests in `metrics`.
+    pub fn with_metrics(mut self, metrics: SharedMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The pooled client for plugins whose allowlists name `policy`'s networks.
@@ -139,8 +149,23 @@ impl Outbound {
         } else {
             Some(self.client(&policy)?)
         };
+        let counter = |outcome| {
+            self.metrics.as_ref().map(|m| {
+                m.outbound.get_or_create_owned(&OutboundLabels {
+                    plugin: plugin.to_string(),
+                    outcome,
+                })
+            })
+        };
+        let counts = OutboundCounts {
+            response: counter("response"),
+            denied: counter("denied"),
+            timeout: counter("timeout"),
+            error: counter("error"),
+        };
         Ok(Arc::new(PluginEgress {
             plugin: plugin.into(),
+            counts,
             settings: settings.clone(),
             policy,
             client,
@@ -192,9 +217,38 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+/// Counters of one plugin's outbound requests, by outcome.
+#[derive(Default)]
+struct OutboundCounts {
+    response: Option<Counter>,
+    denied: Option<Counter>,
+    timeout: Option<Counter>,
+    error: Option<Counter>,
+}
+
+impl OutboundCounts {
+    fn count<T>(&self, result: &Result<T, Error>) {
+        let counter = match result {
+            Ok(_) => &self.response,
+            Err(Error::HttpRequestDenied | Error::DestinationIpProhibited) => &self.denied,
+            Err(
+                Error::ConnectionTimeout
+                | Error::ConnectionReadTimeout
+                | Error::ConnectionWriteTimeout
+                | Error::HttpResponseTimeout,
+            ) => &self.timeout,
+            Err(_) => &self.error,
+        };
+        if let Some(counter) = counter {
+            counter.inc();
+        }
+    }
+}
+
 /// One plugin version's outbound side, shared by all its instances.
 pub struct PluginEgress {
     plugin: Arc<str>,
+    counts: OutboundCounts,
     settings: EgressSettings,
     policy: AddressPolicy,
     /// `None` when nothing is allowed.
@@ -209,6 +263,20 @@ impl PluginEgress {
     /// body. Plugins reach it through `wasi:http`; a native handler (the
     /// benchmark's baseline) may call it directly.
     pub async fn send(
+        self: Arc<Self>,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        call_deadline: Instant,
+    ) -> Result<http::Response<WasiBody>, Error> {
+        let result = self
+            .clone()
+            .checked_send(request, options, call_deadline)
+            .await;
+        self.counts.count(&result);
+        result
+    }
+
+    async fn checked_send(
         self: Arc<Self>,
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,

@@ -131,6 +131,15 @@ pub struct Stale {
     pub answered: bool,
 }
 
+/// How full the outbox is: for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenStats {
+    /// Records accepted and not yet closed.
+    pub open: u64,
+    /// When the oldest of them was accepted.
+    pub oldest: Option<SystemTime>,
+}
+
 /// One backend of the outbox.
 #[async_trait::async_trait]
 pub trait Outbox: Send + Sync + 'static {
@@ -160,6 +169,9 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// The state of one link, for tests and tools.
     async fn state(&self, link: &str) -> Result<Option<State>, OutboxError>;
+
+    /// How many records are open, and the oldest one's age.
+    async fn open_stats(&self) -> Result<OpenStats, OutboxError>;
 
     /// Deletes records closed before `closed_before`; returns how many.
     async fn prune(&self, closed_before: SystemTime) -> Result<usize, OutboxError>;

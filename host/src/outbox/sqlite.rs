@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Accepted, Claim, NewRecord, Outbox, OutboxError, Stale, State};
+use super::{Accepted, Claim, NewRecord, OpenStats, Outbox, OutboxError, Stale, State};
 use crate::protocol::Fields;
 
 /// The database file's name in the data directory.
@@ -252,6 +252,22 @@ impl Outbox for SqliteOutbox {
         .await
     }
 
+    async fn open_stats(&self) -> Result<OpenStats, OutboxError> {
+        self.with_db(|db, _| {
+            let (open, oldest): (i64, Option<i64>) = db.query_row(
+                "SELECT count(*), min(accepted_at) FROM requests
+                 WHERE state IN ('accepted', 'answered')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(OpenStats {
+                open: u64::try_from(open).unwrap_or(0),
+                oldest: oldest.map(from_millis),
+            })
+        })
+        .await
+    }
+
     async fn prune(&self, closed_before: SystemTime) -> Result<usize, OutboxError> {
         let before = millis(closed_before);
         self.with_db(move |db, _| {
@@ -434,6 +450,9 @@ mod tests {
             outbox.claim_stale(10).await.unwrap().is_empty(),
             "claimed twice"
         );
+        let stats = outbox.open_stats().await.unwrap();
+        assert_eq!(stats.open, 2);
+        assert!(stats.oldest.is_some());
         assert!(outbox.contains("http://l/3").await.unwrap());
         assert_eq!(
             outbox.state("http://l/3").await.unwrap(),

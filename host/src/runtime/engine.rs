@@ -10,6 +10,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use super::bindings;
 use super::cache::{ComponentCache, DiskCache};
 use super::host_api::PluginState;
+use crate::metrics::SharedMetrics;
 use crate::outbound::Outbound;
 
 /// How often the engine's epoch advances: the granularity of timeouts, and how
@@ -62,6 +63,8 @@ pub struct Runtime {
     pub(super) idle: Arc<IdleBudget>,
     /// Plugins' outbound HTTP: the resolver and the pooled clients.
     pub(super) outbound: Outbound,
+    /// What the host counts; the plugins and the host share it.
+    metrics: SharedMetrics,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -140,6 +143,7 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("linking the optech host API: {e:#}"))?;
 
         let ticker = EpochTicker::start(engine.clone());
+        let metrics = SharedMetrics::default();
         let disk_cache = options
             .cache_dir
             .clone()
@@ -153,7 +157,12 @@ impl Runtime {
                 held: AtomicU32::new(0),
                 max: options.max_idle,
             }),
-            outbound: options.outbound.clone().unwrap_or_default(),
+            outbound: options
+                .outbound
+                .clone()
+                .unwrap_or_default()
+                .with_metrics(metrics.clone()),
+            metrics,
             _ticker: Arc::new(ticker),
         })
     }
@@ -170,6 +179,11 @@ impl Runtime {
         };
         self.lock_components().insert(sha256, component.clone());
         Ok(component)
+    }
+
+    /// The metrics of the host this runtime belongs to.
+    pub fn metrics(&self) -> &SharedMetrics {
+        &self.metrics
     }
 
     /// Keeps the components in `live` and the most recently used others, up to

@@ -8,8 +8,11 @@ use wasmtime::{Store, UpdateDeadline};
 use super::Runtime;
 use super::bindings::{Plugin as PluginWorld, PluginPre, optech::plugin::types::Error as WitError};
 use super::host_api::PluginState;
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::config::{ConfigValue, PluginConfig};
 use crate::dispatch::{Call, Handler, HandlerError, HandlerFuture};
+use crate::metrics::Metrics;
 use crate::outbound::PluginEgress;
 use crate::protocol::Fields;
 
@@ -42,6 +45,8 @@ pub(super) struct PluginInfo {
 /// `requests_per_instance` above 1, to reuse an instance a bounded number of times).
 pub struct WasmHandler {
     runtime: Runtime,
+    /// Time to make a fresh instance of this plugin.
+    instantiation: Histogram,
     pre: PluginPre<PluginState>,
     info: Arc<PluginInfo>,
     /// Only to word a timeout: the deadline itself comes with each call.
@@ -86,8 +91,13 @@ impl WasmHandler {
             .outbound
             .for_plugin(&settings.name, &settings.egress)
             .map_err(|e| LoadError::Outbound(e.to_string()))?;
+        let instantiation = runtime
+            .metrics()
+            .instantiation_seconds
+            .get_or_create_owned(&Metrics::plugin(&settings.name));
         Ok(Self {
             runtime: runtime.clone(),
+            instantiation,
             pre,
             info: Arc::new(PluginInfo {
                 name: settings.name.as_str().into(),
@@ -143,11 +153,13 @@ impl WasmHandler {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
+        let started = Instant::now();
         let plugin = self
             .pre
             .instantiate_async(&mut store)
             .await
             .map_err(|e| self.classify(e))?;
+        self.instantiation.observe(started.elapsed().as_secs_f64());
         Ok(Instance {
             store,
             plugin,

@@ -1,17 +1,28 @@
 //! The admin listener (`[server] admin_listen`, loopback by default): what an
 //! operator needs and an anonymous caller must not see. `GET /healthz` lists
-//! the live plugins (keys, content hashes, load times, calls) and reload problems.
+//! the live plugins (keys, content hashes, load times, calls) and reload
+//! problems; `GET /metrics` is the Prometheus scrape; `GET /readyz` says
+//! whether the host takes work.
 //!
-//! Invariant: it is served on its own socket, never on the public port.
+//! Invariants: it is served on its own socket, never on the public port; it
+//! stays up while the host drains at shutdown, so readiness and metrics can
+//! be read until the end.
 
 use std::sync::Arc;
 
+use std::time::SystemTime;
+
 use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
+use super::Readiness;
 use crate::config::Mode;
+use crate::jobs::Jobs;
+use crate::metrics::{Metrics, SharedMetrics};
 use crate::reload::{ReloadStatus, Reloader};
 use crate::router::Router;
 
@@ -19,12 +30,66 @@ use crate::router::Router;
 pub struct AdminState {
     pub router: Arc<Router>,
     pub reloader: Arc<Reloader>,
+    pub metrics: SharedMetrics,
+    pub jobs: Arc<Jobs>,
+    /// The host's in-flight cap and its semaphore, to report how full it is.
+    pub max_in_flight: usize,
+    pub in_flight: Arc<Semaphore>,
+    pub ready: Readiness,
 }
 
 pub fn admin_app(state: Arc<AdminState>) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+async fn readyz(State(admin): State<Arc<AdminState>>) -> Response {
+    admin.ready.answer()
+}
+
+/// The Prometheus scrape. Gauges that are states (in flight, outbox depth)
+/// are read now; counters and histograms are kept as things happen.
+async fn metrics(State(admin): State<Arc<AdminState>>) -> Response {
+    let metrics = &admin.metrics;
+    let free = admin.in_flight.available_permits();
+    metrics
+        .in_flight
+        .set(i64::try_from(admin.max_in_flight.saturating_sub(free)).unwrap_or(i64::MAX));
+    metrics.plugin_in_flight.clear();
+    for (_, plugin) in admin.router.snapshot().iter() {
+        metrics
+            .plugin_in_flight
+            .get_or_create(&Metrics::plugin(&plugin.settings.name))
+            .set(i64::try_from(plugin.stats.running()).unwrap_or(i64::MAX));
+    }
+    match admin.jobs.open_stats().await {
+        Some(Ok(stats)) => {
+            metrics
+                .outbox_open
+                .set(i64::try_from(stats.open).unwrap_or(i64::MAX));
+            let age = stats
+                .oldest
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .unwrap_or_default();
+            metrics.outbox_oldest_age.set(age.as_secs_f64());
+        }
+        Some(Err(e)) => tracing::warn!("reading the outbox for metrics: {e}"),
+        None => {}
+    }
+    match metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 #[derive(Serialize)]

@@ -9,6 +9,7 @@
 mod admin;
 mod checks;
 mod error;
+mod readiness;
 
 use std::sync::Arc;
 
@@ -23,11 +24,13 @@ use tracing::Instrument as _;
 pub use admin::{AdminState, admin_app};
 pub use checks::check_request;
 pub use error::ApiError;
+pub use readiness::Readiness;
 
 use crate::config::Mode;
-use crate::dispatch::{DataBody, HandlerError, Plugin, Slots};
+use crate::dispatch::{DataBody, HandlerError, Overloaded, Plugin, Slots};
 use crate::jobs::{Acceptance, AutoAnswer, Jobs, Work};
 use crate::link::LinkTag;
+use crate::metrics::SharedMetrics;
 use crate::outbox::OutboxError;
 use crate::request_id::{self, REQUEST_ID_HEADER, RequestId};
 use crate::router::Router;
@@ -41,14 +44,22 @@ pub struct AppState {
     /// Requests running at once, sync and async together.
     pub in_flight: Arc<Semaphore>,
     pub jobs: Arc<Jobs>,
+    pub metrics: SharedMetrics,
+    pub ready: Readiness,
 }
 
-/// The public app: `GET /healthz` (status only), and a data request on any other POST.
+/// The public app: `GET /healthz` (status only), `GET /readyz`, and a data
+/// request on any other POST.
 pub fn app(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(healthz).fallback(data_request))
+        .route("/readyz", get(readyz).fallback(data_request))
         .fallback(data_request)
         .with_state(state)
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    app.ready.answer()
 }
 
 /// Liveness for anyone: no plugin, key, hash or path.
@@ -71,7 +82,8 @@ async fn data_request(
 ) -> Response {
     let id = RequestId::from_header(headers.get(REQUEST_ID_HEADER).map(HeaderValue::as_bytes));
     let span = request_id::span(&id);
-    let handled = handle_data_request(&app, &id, method, &headers, body)
+    let mut key = None;
+    let handled = handle_data_request(&app, &id, method, &headers, body, &mut key)
         .instrument(span.clone())
         .await;
     let mut response = match handled {
@@ -91,6 +103,8 @@ async fn data_request(
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    app.metrics
+        .request(key.as_deref(), response.status().as_u16());
     response
 }
 
@@ -100,14 +114,22 @@ async fn handle_data_request(
     method: Method,
     headers: &HeaderMap,
     body: Body,
+    routed_key: &mut Option<String>,
 ) -> Result<Response, ApiError> {
     checks::check_method(&method)?;
     let bytes = checks::read_body(headers, body, app.max_body).await?;
     let (request, plugin) = check_request(&app.router, &app.signer, headers, &bytes)?;
+    *routed_key = Some(request.key.clone());
     let span = tracing::Span::current();
     span.record("key", request.key.as_str());
     span.record("plugin", plugin.settings.name.as_str());
-    let slots = Slots::try_take(&app.in_flight, &plugin)?;
+    let slots = Slots::try_take(&app.in_flight, &plugin).map_err(|overloaded| {
+        app.metrics.unavailable(match overloaded {
+            Overloaded::Host => "host",
+            Overloaded::Plugin(_) => "plugin",
+        });
+        ApiError::from(overloaded)
+    })?;
     let has_link = request.link.is_some();
     let work = Work {
         request_id: id.clone(),
@@ -127,7 +149,7 @@ async fn handle_data_request(
                 .jobs
                 .accept(plugin, work, slots)
                 .await
-                .map_err(store_error)?;
+                .map_err(|e| store_error(app, e))?;
             Ok(accepted_response(&link, accepted))
         }
         Mode::Auto => {
@@ -136,7 +158,7 @@ async fn handle_data_request(
                 .jobs
                 .auto(plugin.clone(), work, has_link, slots)
                 .await
-                .map_err(store_error)?
+                .map_err(|e| store_error(app, e))?
             {
                 AutoAnswer::Now(result) => answer_now(app, &plugin, result),
                 AutoAnswer::Later(accepted) => Ok(accepted_response(&link, accepted)),
@@ -152,8 +174,9 @@ fn accepted_response(link: &LinkTag, accepted: Acceptance) -> Response {
     StatusCode::ACCEPTED.into_response()
 }
 
-fn store_error(error: OutboxError) -> ApiError {
+fn store_error(app: &AppState, error: OutboxError) -> ApiError {
     tracing::error!("outbox: {error}");
+    app.metrics.unavailable("store");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "store_unavailable",
@@ -169,6 +192,9 @@ fn answer_now(
 ) -> Result<Response, ApiError> {
     let body = result.map_err(|e| {
         tracing::info!(plugin = %plugin.settings.name, code = e.code(), "handler failed: {e}");
+        if matches!(e, HandlerError::Unavailable(_)) {
+            app.metrics.unavailable("instances");
+        }
         ApiError::from(e)
     })?;
     Ok(signed_json(&app.signer, StatusCode::OK, body))

@@ -1,0 +1,287 @@
+//! Every metric the host keeps, in one registry, with its name and labels in
+//! one place. Served by the admin listener at `GET /metrics`.
+//!
+//! Invariants: names follow Prometheus conventions (`optech_` prefix, `_total`
+//! on counters, `_seconds` for times); a label value is never an input, a link
+//! or a secret: `key` and `plugin` take only values the config names (a
+//! request that matched no key counts as `key="(none)"`), every other label
+//! has a fixed set of values. So no series set grows without bound.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// The `key` label of a request that matched no key (refused before routing).
+pub const NO_KEY: &str = "(none)";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub key: String,
+    /// `2xx`, `4xx` or `5xx`.
+    pub status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    /// `host` (its in-flight cap), `plugin` (the plugin's cap), `instances`
+    /// (no instance slot), `store` (the outbox could not record).
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutboundLabels {
+    pub plugin: String,
+    /// `response` (any status), `denied`, `timeout` or `error`.
+    pub outcome: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn handler_buckets() -> Histogram {
+    // 0.5 ms to about 33 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 17))
+}
+
+fn instantiation_buckets() -> Histogram {
+    // 10 µs to about 0.3 s.
+    Histogram::new(exponential_buckets(0.00001, 2.0, 16))
+}
+
+/// One host's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Data requests answered, by key and status class.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time of whole handler calls (instantiation, running, the host's work on the answer).
+    pub handler_seconds: HistogramFamily<PluginLabels>,
+    /// Time to make a fresh instance.
+    pub instantiation_seconds: HistogramFamily<PluginLabels>,
+    /// `503` answers, by cause.
+    pub unavailable: Family<CauseLabels, Counter>,
+    /// Async answers whose delivery ended, by outcome: `delivered`, `failed`, `expired`.
+    pub deliveries: Family<OutcomeLabels, Counter>,
+    /// Delivery attempts, by result: `delivered`, `retry`, `final`.
+    pub delivery_attempts: Family<OutcomeLabels, Counter>,
+    /// Open records in the outbox (set when scraped).
+    pub outbox_open: Gauge,
+    /// Age of the oldest open record, in seconds (set when scraped).
+    pub outbox_oldest_age: Gauge<f64, AtomicU64>,
+    /// Reloads of the config and plugin files, by result: `ok`, `failed`.
+    pub reloads: Family<OutcomeLabels, Counter>,
+    /// Requests running now, over the whole host (set when scraped).
+    pub in_flight: Gauge,
+    /// Calls running now, by plugin (set when scraped).
+    pub plugin_in_flight: Family<PluginLabels, Gauge>,
+    /// Plugins' outbound HTTP requests, by plugin and outcome.
+    pub outbound: Family<OutboundLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("optech");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "Data requests answered, by key and status class",
+            requests.clone(),
+        );
+        let handler_seconds: HistogramFamily<PluginLabels> =
+            Family::new_with_constructor(handler_buckets);
+        registry.register_with_unit(
+            "handler_duration",
+            "Time of whole handler calls, by plugin",
+            Unit::Seconds,
+            handler_seconds.clone(),
+        );
+        let instantiation_seconds: HistogramFamily<PluginLabels> =
+            Family::new_with_constructor(instantiation_buckets);
+        registry.register_with_unit(
+            "instantiation_duration",
+            "Time to make a fresh plugin instance, by plugin",
+            Unit::Seconds,
+            instantiation_seconds.clone(),
+        );
+        let unavailable = Family::default();
+        registry.register(
+            "unavailable",
+            "503 answers, by cause: host, plugin, instances, store",
+            unavailable.clone(),
+        );
+        let deliveries = Family::default();
+        registry.register(
+            "deliveries",
+            "Async answers whose delivery ended, by outcome: delivered, failed, expired",
+            deliveries.clone(),
+        );
+        let delivery_attempts = Family::default();
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts, by result: delivered, retry, final",
+            delivery_attempts.clone(),
+        );
+        let outbox_open = Gauge::default();
+        registry.register(
+            "outbox_open_records",
+            "Async requests recorded and not yet closed",
+            outbox_open.clone(),
+        );
+        let outbox_oldest_age = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "outbox_oldest_open_age",
+            "Age of the oldest open record in the outbox",
+            Unit::Seconds,
+            outbox_oldest_age.clone(),
+        );
+        let reloads = Family::default();
+        registry.register(
+            "reloads",
+            "Reloads of the config and plugin files, by result: ok, failed",
+            reloads.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests running now, over the whole host",
+            in_flight.clone(),
+        );
+        let plugin_in_flight = Family::default();
+        registry.register(
+            "plugin_in_flight_calls",
+            "Handler calls running now, by plugin",
+            plugin_in_flight.clone(),
+        );
+        let outbound = Family::default();
+        registry.register(
+            "outbound_requests",
+            "Plugins' outbound HTTP requests, by plugin and outcome: response, denied, timeout, error",
+            outbound.clone(),
+        );
+        // Series with a fixed set of label values start at zero, so a rate is
+        // defined from the first scrape and an absent series means a typo.
+        for cause in ["host", "plugin", "instances", "store"] {
+            let _ = unavailable.get_or_create(&CauseLabels { cause });
+        }
+        for outcome in ["delivered", "failed", "expired"] {
+            let _ = deliveries.get_or_create(&OutcomeLabels { outcome });
+        }
+        for outcome in ["delivered", "retry", "final"] {
+            let _ = delivery_attempts.get_or_create(&OutcomeLabels { outcome });
+        }
+        for outcome in ["ok", "failed"] {
+            let _ = reloads.get_or_create(&OutcomeLabels { outcome });
+        }
+        Self {
+            registry,
+            requests,
+            handler_seconds,
+            instantiation_seconds,
+            unavailable,
+            deliveries,
+            delivery_attempts,
+            outbox_open,
+            outbox_oldest_age,
+            reloads,
+            in_flight,
+            plugin_in_flight,
+            outbound,
+        }
+    }
+
+    /// Counts one answered data request.
+    pub fn request(&self, key: Option<&str>, status: u16) {
+        let status_class = match status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                key: key.unwrap_or(NO_KEY).to_string(),
+                status_class,
+            })
+            .inc();
+    }
+
+    pub fn plugin(plugin: &str) -> PluginLabels {
+        PluginLabels {
+            plugin: plugin.to_string(),
+        }
+    }
+
+    /// Counts a `503`.
+    pub fn unavailable(&self, cause: &'static str) {
+        self.unavailable.get_or_create(&CauseLabels { cause }).inc();
+    }
+
+    /// The registry in the text exposition format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Shared by everything that counts.
+pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let metrics = Metrics::new();
+        metrics.request(Some("echo"), 200);
+        metrics.request(None, 401);
+        metrics
+            .handler_seconds
+            .get_or_create(&Metrics::plugin("echo"))
+            .observe(0.002);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(r#"optech_requests_total{key="echo",status_class="2xx"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"optech_requests_total{key="(none)",status_class="4xx"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("optech_handler_duration_seconds_bucket"),
+            "{text}"
+        );
+        assert!(
+            text.contains("optech_handler_duration_seconds_count{plugin=\"echo\"} 1"),
+            "{text}"
+        );
+    }
+}
