@@ -271,19 +271,41 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        validate(raw, path, base, env).map_err(|problems| ConfigError::Invalid {
+        let (config, problems) = validate(raw, path, base, env);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: shown,
+                problems,
+            })
+        }
+    }
+
+    /// Everything wrong with a config file, and as much of the config as could
+    /// be read (defaults where a value was wrong), so that a checker can go on to
+    /// the plugins. `Err` only when the file cannot be read or is not TOML.
+    pub fn check(path: &Path, env: &Environment) -> Result<(Config, Vec<Problem>), ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
             path: shown,
-            problems,
-        })
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Ok(validate(raw, path, base, env))
     }
 }
 
-fn validate(
-    raw: RawConfig,
-    path: &Path,
-    base: &Path,
-    env: &Environment,
-) -> Result<Config, Vec<Problem>> {
+/// Checks a parsed file: the config with defaults where a value was wrong, and
+/// every problem found.
+fn validate(raw: RawConfig, path: &Path, base: &Path, env: &Environment) -> (Config, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut problem = |key: String, message: String| problems.push(Problem { key, message });
 
@@ -476,10 +498,7 @@ fn validate(
         );
     }
 
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(Config {
+    let config = Config {
         path: path.to_path_buf(),
         server: ServerConfig {
             listen,
@@ -497,7 +516,8 @@ fn validate(
         },
         keys: raw.keys,
         plugins,
-    })
+    };
+    (config, problems)
 }
 
 /// An address, or none for the empty string (a listener turned off).

@@ -1,6 +1,10 @@
 //! `optech dev`: rebuild a plugin crate when its sources change, so saving a
 //! `.rs` file reaches the running host (the build renames the new `.wasm` into
-//! place and hot reload picks it up).
+//! place and hot reload picks it up); and build a crate that appears while it
+//! runs (`optech new` in another terminal).
+//!
+//! Invariant: only a crate's `src/` and `Cargo.toml` count as its sources; the
+//! `.wasm` files the builds write, and build output, never trigger a build.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,14 +23,12 @@ pub struct SourceWatch {
     _task: tokio::task::JoinHandle<()>,
 }
 
-/// Watches every plugin crate under `plugins_dir` and rebuilds the ones whose
-/// `src/` or `Cargo.toml` change.
+/// Watches the plugin crates under `plugins_dir` (and the folder itself, for
+/// new ones) and rebuilds a crate when its `src/` or `Cargo.toml` changes.
 pub fn watch_sources(plugins_dir: &Path, target_dir: PathBuf) -> anyhow::Result<SourceWatch> {
-    let mut crates = plugin_build::discover(plugins_dir)?;
     // Events carry absolute paths: compare against absolute crate directories.
-    for krate in &mut crates {
-        krate.dir = std::fs::canonicalize(&krate.dir).unwrap_or_else(|_| krate.dir.clone());
-    }
+    let root = std::fs::canonicalize(plugins_dir).unwrap_or_else(|_| plugins_dir.to_path_buf());
+    let mut known: BTreeSet<PathBuf> = crates_in(&root).into_iter().map(|k| k.dir).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
         let Ok(events) = result else { return };
@@ -35,14 +37,10 @@ pub fn watch_sources(plugins_dir: &Path, target_dir: PathBuf) -> anyhow::Result<
             .filter(|e| !e.kind.is_access())
             .flat_map(|e| e.paths.iter().cloned())
         {
-            tracing::debug!("source changed: {}", path.display());
             let _ = tx.send(path);
         }
     })?;
-    for krate in &crates {
-        debouncer.watch(krate.dir.join("src"), RecursiveMode::Recursive)?;
-        debouncer.watch(krate.dir.join("Cargo.toml"), RecursiveMode::NonRecursive)?;
-    }
+    debouncer.watch(&root, RecursiveMode::Recursive)?;
     let out_dir = plugins_dir.to_path_buf();
     let task = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
@@ -50,25 +48,33 @@ pub fn watch_sources(plugins_dir: &Path, target_dir: PathBuf) -> anyhow::Result<
             while let Ok(path) = rx.try_recv() {
                 changed.insert(path);
             }
+            let crates = crates_in(&root);
             let dirty: Vec<PluginCrate> = crates
-                .iter()
-                .filter(|k| changed.iter().any(|p| p.starts_with(&k.dir)))
-                .cloned()
+                .into_iter()
+                .filter(|k| {
+                    let new = !known.contains(&k.dir);
+                    new || changed.iter().any(|p| is_source_of(p, &k.dir))
+                })
                 .collect();
             for krate in dirty {
+                let first_time = known.insert(krate.dir.clone());
                 let (target, out) = (target_dir.clone(), out_dir.clone());
                 let name = krate.name.clone();
-                tracing::info!(plugin = %name, "sources changed; rebuilding");
+                if first_time {
+                    tracing::info!(plugin = %name, "new plugin crate; building it");
+                } else {
+                    tracing::info!(plugin = %name, "sources changed; rebuilding");
+                }
                 match tokio::task::spawn_blocking(move || {
                     plugin_build::build(&krate, &target, &out)
                 })
                 .await
                 {
-                    Ok(Ok(path)) => tracing::info!(plugin = %name, "rebuilt {}", path.display()),
+                    Ok(Ok(path)) => tracing::info!(plugin = %name, "built {}", path.display()),
                     Ok(Err(e)) => {
-                        tracing::warn!(plugin = %name, "rebuild failed, the last good version keeps serving: {e:#}")
+                        tracing::warn!(plugin = %name, "build failed, the last good version keeps serving: {e:#}")
                     }
-                    Err(e) => tracing::warn!(plugin = %name, "rebuild task failed: {e}"),
+                    Err(e) => tracing::warn!(plugin = %name, "build task failed: {e}"),
                 }
             }
         }
@@ -77,4 +83,33 @@ pub fn watch_sources(plugins_dir: &Path, target_dir: PathBuf) -> anyhow::Result<
         _debouncer: Box::new(debouncer),
         _task: task,
     })
+}
+
+/// The plugin crates directly under `root`, with absolute directories.
+fn crates_in(root: &Path) -> Vec<PluginCrate> {
+    let mut crates = plugin_build::discover(root).unwrap_or_default();
+    for krate in &mut crates {
+        krate.dir = std::fs::canonicalize(&krate.dir).unwrap_or_else(|_| krate.dir.clone());
+    }
+    crates
+}
+
+/// Whether `path` is one of the crate's sources: under `src/`, or its manifest.
+fn is_source_of(path: &Path, crate_dir: &Path) -> bool {
+    path.starts_with(crate_dir.join("src")) || path == crate_dir.join("Cargo.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_src_and_the_manifest_are_sources() {
+        let dir = Path::new("/p/echo");
+        assert!(is_source_of(Path::new("/p/echo/src/lib.rs"), dir));
+        assert!(is_source_of(Path::new("/p/echo/Cargo.toml"), dir));
+        assert!(!is_source_of(Path::new("/p/echo/target/x"), dir));
+        assert!(!is_source_of(Path::new("/p/echo.wasm"), dir));
+        assert!(!is_source_of(Path::new("/p/echo2/src/lib.rs"), dir));
+    }
 }

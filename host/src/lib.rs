@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the map of these modules.
 
+pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod delivery;

@@ -1,4 +1,4 @@
-//! The `optech` command line: `serve`, `build` and `dev`.
+//! The `optech` command line: `serve`, `build`, `dev`, `new`, `send` and `check`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use optech_host::config::Config;
 use optech_host::credentials::{self, Credentials, CredentialsError};
 use optech_host::signature::{self, Signer};
-use optech_host::{Host, Identity, plugin_build};
+use optech_host::{Host, Identity, cli, plugin_build};
 use tracing_subscriber::EnvFilter;
 
 /// Serve OpTech data requests with sandboxed WebAssembly plugins.
@@ -45,6 +45,42 @@ enum Command {
     },
     /// Build the plugins, then serve; without a secret, use a printed dev secret.
     Dev(ServeArgs),
+    /// Write a new plugin crate (default `plugins/NAME`) and map key NAME to it.
+    New {
+        /// The plugin's name: lowercase letters, digits, `-` and `_`.
+        name: String,
+        /// Where to put the crate instead of `<plugins_dir>/NAME`.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "optech.toml")]
+        config: PathBuf,
+    },
+    /// Send a signed data request as the platform would, and wait for its answer.
+    ///
+    /// Exits 0 for verified data, 1 for an error answer, 2 when no answer
+    /// could be verified.
+    Send {
+        /// The request's key.
+        key: String,
+        /// Inputs, as name=value.
+        inputs: Vec<String>,
+        /// More inputs from a JSON object in a file (`-` for stdin).
+        #[arg(long, value_name = "FILE")]
+        inputs_json: Option<PathBuf>,
+        /// Where to send it; default: the config's `listen` address.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value = "optech.toml")]
+        config: PathBuf,
+        /// How long to wait for an answer given later.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+    },
+    /// Check a config and every plugin it maps, and list every problem.
+    Check {
+        #[arg(long, default_value = "optech.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -99,45 +135,197 @@ async fn run() -> anyhow::Result<()> {
             let credentials = Credentials::load(Path::new(".env"))?;
             serve(args, credentials, false).await
         }
-        Command::Build { config } => {
-            let config = Config::load(&config)?;
-            build(&config).await
-        }
+        Command::Build { config } => build(&lenient_config(&config)?).await,
         Command::Dev(args) => {
             let config = Config::load(&args.config)?;
             build(&config).await?;
-            let credentials = match Credentials::load(Path::new(".env")) {
-                Ok(c) => c,
-                Err(CredentialsError::MissingSecret) => {
-                    eprintln!(
-                        "optech dev: {} is not set; using the dev secret {DEV_SECRET:?}",
-                        credentials::CLIENT_SECRET
-                    );
-                    Credentials {
-                        client_id: "dev".into(),
-                        secret: DEV_SECRET.into(),
-                        previous_secret: None,
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let credentials = dev_credentials("optech dev")?;
             let target_dir = plugin_target_dir(&config);
             let _sources =
                 optech_host::dev_watch::watch_sources(&config.server.plugins_dir, target_dir)?;
             serve(args, credentials, true).await
         }
+        Command::New { name, dir, config } => new_plugin(&name, dir, &config),
+        Command::Send {
+            key,
+            inputs,
+            inputs_json,
+            url,
+            config,
+            wait,
+        } => {
+            let inputs = cli::send::inputs(&inputs, inputs_json.as_deref())?;
+            let url = match url {
+                Some(url) => url,
+                None => {
+                    let listen = lenient_config(&config)
+                        .map(|c| c.server.listen)
+                        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)));
+                    let ip = if listen.ip().is_unspecified() {
+                        std::net::IpAddr::from([127, 0, 0, 1])
+                    } else {
+                        listen.ip()
+                    };
+                    format!("http://{}/", SocketAddr::new(ip, listen.port()))
+                }
+            };
+            let credentials = dev_credentials("optech send")?;
+            let signer = Signer::new(
+                credentials.secret.as_bytes(),
+                credentials.previous_secret.as_deref().map(str::as_bytes),
+            );
+            let verdict = cli::send::send(cli::send::SendOptions {
+                url,
+                key,
+                inputs,
+                signer,
+                client_id: credentials.client_id,
+                wait,
+            })
+            .await?;
+            std::process::exit(verdict as i32);
+        }
+        Command::Check { config } => {
+            let report = cli::check::check(&config).await;
+            if report.problems.is_empty() {
+                println!(
+                    "{}: ok: {} key(s), {} plugin(s) loaded and matching the WIT",
+                    config.display(),
+                    report.keys,
+                    report.plugins_ok
+                );
+                Ok(())
+            } else {
+                eprintln!("{} problem(s):", report.problems.len());
+                for problem in &report.problems {
+                    eprintln!("  {problem}");
+                }
+                std::process::exit(1);
+            }
+        }
     }
 }
 
+/// The secret from the environment or `.env`, or the dev secret when none is
+/// set (what `optech dev` serves with), said on stderr.
+fn dev_credentials(command: &str) -> anyhow::Result<Credentials> {
+    match Credentials::load(Path::new(".env")) {
+        Ok(c) => Ok(c),
+        Err(CredentialsError::MissingSecret) => {
+            eprintln!(
+                "{command}: {} is not set; using the dev secret {DEV_SECRET:?}",
+                credentials::CLIENT_SECRET
+            );
+            Ok(Credentials {
+                client_id: "dev".into(),
+                secret: DEV_SECRET.into(),
+                previous_secret: None,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The config's layout (where the plugins are, where to listen) even when some
+/// of its values are wrong: building or sending needs no secrets.
+fn lenient_config(path: &Path) -> anyhow::Result<Config> {
+    let env = optech_host::credentials::Environment::load(Path::new(".env"))?;
+    let (config, problems) = Config::check(path, &env)?;
+    for problem in problems {
+        eprintln!("{}: {}: {}", path.display(), problem.key, problem.message);
+    }
+    Ok(config)
+}
+
+fn new_plugin(name: &str, dir: Option<PathBuf>, config_path: &Path) -> anyhow::Result<()> {
+    let plugins_dir = lenient_config(config_path)
+        .map(|c| c.server.plugins_dir)
+        .unwrap_or_else(|_| PathBuf::from("plugins"));
+    let dir = dir.unwrap_or_else(|| plugins_dir.join(name));
+    let created = cli::new::create(name, &dir, config_path)?;
+    println!(
+        "created plugin `{name}` in {} (optech-sdk = {})",
+        created.dir.display(),
+        created.sdk
+    );
+    if created.mapped {
+        println!("mapped key \"{name}\" to it in {}", config_path.display());
+    }
+    println!("\nnext:");
+    println!(
+        "  (cd {} && cargo test)          # the handler's unit tests",
+        created.dir.display()
+    );
+    let inside = std::path::absolute(&created.dir)
+        .ok()
+        .zip(std::path::absolute(&plugins_dir).ok())
+        .is_some_and(|(d, p)| d.parent() == Some(p.as_path()));
+    if inside {
+        println!(
+            "  optech build                         # -> {}",
+            plugins_dir.join(format!("{name}.wasm")).display()
+        );
+    } else {
+        println!(
+            "  (cd {} && cargo build --release --target wasm32-wasip2)",
+            created.dir.display()
+        );
+        println!(
+            "  cp {}/target/wasm32-wasip2/release/{}.wasm {}/",
+            created.dir.display(),
+            name.replace('-', "_"),
+            plugins_dir.display()
+        );
+    }
+    println!(
+        "  optech send {name} name=Ada            # against a running `optech serve` or `optech dev`"
+    );
+    Ok(())
+}
+
+/// Builds every plugin crate, one at a time, saying which and how long; the
+/// compiler's own output shows through, and a failure does not stop the others.
 async fn build(config: &Config) -> anyhow::Result<()> {
     let dir = config.server.plugins_dir.clone();
     let target_dir = plugin_target_dir(config);
-    let built =
-        tokio::task::spawn_blocking(move || plugin_build::build_all(&dir, &target_dir)).await??;
-    for path in built {
-        tracing::info!("built {}", path.display());
-    }
-    Ok(())
+    tokio::task::spawn_blocking(move || {
+        plugin_build::ensure_target()?;
+        let crates = plugin_build::discover(&dir)?;
+        if crates.is_empty() {
+            anyhow::bail!(
+                "no plugin crates (folders with a Cargo.toml) under {}",
+                dir.display()
+            );
+        }
+        let mut failed = Vec::new();
+        for krate in &crates {
+            eprintln!("building plugin `{}` ({})", krate.name, krate.dir.display());
+            let started = std::time::Instant::now();
+            match plugin_build::build(krate, &target_dir, &dir) {
+                Ok(path) => eprintln!(
+                    "built `{}` in {:.1}s -> {}",
+                    krate.name,
+                    started.elapsed().as_secs_f64(),
+                    path.display()
+                ),
+                Err(e) => {
+                    eprintln!("plugin `{}` failed to build: {e:#}", krate.name);
+                    failed.push(krate.name.clone());
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "{} of {} plugin(s) failed to build: {}",
+                failed.len(),
+                crates.len(),
+                failed.join(", ")
+            )
+        }
+    })
+    .await?
 }
 
 /// Where plugin builds go: `target/plugins` beside the plugins folder, shared by

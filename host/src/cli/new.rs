@@ -1,0 +1,224 @@
+//! `optech new NAME`: a plugin crate that builds, with a unit test of its
+//! handler, and a key mapped to it in `optech.toml` (comments kept).
+//!
+//! Inside the optech repository the crate depends on the SDK by path, so it
+//! builds against the SDK next to it; anywhere else, by version, as a user's
+//! own repository would.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+/// What `optech new` made.
+#[derive(Debug)]
+pub struct Created {
+    pub dir: PathBuf,
+    /// How the crate depends on the SDK, as written in its `Cargo.toml`.
+    pub sdk: String,
+    /// Whether a key was added to the config (false when it was there already).
+    pub mapped: bool,
+}
+
+/// Writes the crate `name` into `dir` and maps key `name` to it in `config`
+/// (if that file exists).
+pub fn create(name: &str, dir: &Path, config: &Path) -> anyhow::Result<Created> {
+    check_name(name)?;
+    if dir.exists()
+        && dir
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!("{} already exists and is not empty", dir.display());
+    }
+    std::fs::create_dir_all(dir.join("src"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let sdk = sdk_dependency(dir)?;
+    write(&dir.join("Cargo.toml"), &manifest(name, &sdk))?;
+    write(&dir.join("src/lib.rs"), &handler(name))?;
+    write(&dir.join(".gitignore"), "/target\n")?;
+    let mapped = if config.is_file() {
+        map_key(config, name)?
+    } else {
+        false
+    };
+    Ok(Created {
+        dir: dir.to_path_buf(),
+        sdk,
+        mapped,
+    })
+}
+
+/// A plugin name is also a crate name, a file name and a config key.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid {
+        bail!(
+            "{name:?} is not a plugin name: lowercase letters, digits, `-` and `_`, starting with a letter"
+        );
+    }
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `{ path = "../../sdk" }` when an optech checkout holds `dir`, else the
+/// SDK's version.
+fn sdk_dependency(dir: &Path) -> anyhow::Result<String> {
+    let dir = std::path::absolute(dir).context("resolving the plugin's folder")?;
+    for ancestor in dir.ancestors().skip(1) {
+        let manifest = ancestor.join("sdk/Cargo.toml");
+        let is_sdk = std::fs::read_to_string(&manifest)
+            .is_ok_and(|text| text.contains("name = \"optech-sdk\""))
+            && ancestor.join("wit/plugin.wit").is_file();
+        if is_sdk {
+            let depth = dir
+                .strip_prefix(ancestor)
+                .map(|rest| rest.components().count())
+                .unwrap_or(0);
+            let path = format!("{}sdk", "../".repeat(depth));
+            return Ok(format!("{{ path = \"{path}\" }}"));
+        }
+    }
+    Ok(format!("\"{}\"", env!("CARGO_PKG_VERSION")))
+}
+
+fn manifest(name: &str, sdk: &str) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+optech-sdk = {sdk}
+
+# A plugin builds on its own, for wasm32-wasip2: `optech build`, or
+# `cargo build --release --target wasm32-wasip2` here.
+[workspace]
+"#
+    )
+}
+
+fn handler(name: &str) -> String {
+    format!(
+        r#"//! The `{name}` plugin: answers OpTech data requests for the keys mapped to it
+//! in `optech.toml`.
+
+use optech_sdk::{{Data, Error, Request, config}};
+
+fn handle(req: Request) -> Result<Data, Error> {{
+    // A missing input is the caller's mistake: answered 400 invalid_input.
+    let name = req.inputs().require("name")?;
+    // From `[plugins.{name}.config]` in optech.toml.
+    let greeting = config("greeting").unwrap_or_else(|| "hello".into());
+    Ok(Data::new()
+        .with("message", format!("{{greeting}}, {{name}}!"))
+        .with("key", req.key()))
+}}
+
+optech_sdk::export!(handle);
+
+#[cfg(test)]
+mod tests {{
+    use super::*;
+    use optech_sdk::Inputs;
+
+    #[test]
+    fn greets_by_name() {{
+        let req = Request::new("{name}", Inputs::from_pairs([("name", "Ada")]));
+        let data = handle(req).unwrap();
+        assert_eq!(data.get("message"), Some("hello, Ada!"));
+    }}
+
+    #[test]
+    fn the_greeting_comes_from_the_config() {{
+        optech_sdk::testing::set_config("greeting", "bonjour");
+        let data = handle(Request::new("{name}", Inputs::from_pairs([("name", "Ada")]))).unwrap();
+        assert_eq!(data.get("message"), Some("bonjour, Ada!"));
+    }}
+
+    #[test]
+    fn a_missing_name_is_the_callers_mistake() {{
+        let err = handle(Request::new("{name}", Inputs::default())).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{{err:?}}");
+    }}
+}}
+"#
+    )
+}
+
+/// Adds `"name" = "name"` under `[keys]`, keeping the file's comments and
+/// layout. `false` when that key is there already.
+fn map_key(config: &Path, name: &str) -> anyhow::Result<bool> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .with_context(|| format!("{} is not TOML", config.display()))?;
+    let keys = doc
+        .entry("keys")
+        .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
+        .as_table_mut()
+        .with_context(|| format!("{}: `keys` is not a table", config.display()))?;
+    if keys.contains_key(name) {
+        return Ok(false);
+    }
+    keys.insert(name, toml_edit::value(name));
+    let staging = config.with_extension("toml.tmp");
+    write(&staging, &doc.to_string())?;
+    std::fs::rename(&staging, config).with_context(|| format!("replacing {}", config.display()))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_added_and_comments_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("optech.toml");
+        std::fs::write(
+            &config,
+            "# my host\n[keys]\n\"echo\" = \"echo\" # the echo\n",
+        )
+        .unwrap();
+        assert!(map_key(&config, "demo").unwrap());
+        assert!(!map_key(&config, "demo").unwrap());
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(
+            text.contains("# my host") && text.contains("# the echo"),
+            "{text}"
+        );
+        assert!(text.contains("demo = \"demo\""), "{text}");
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(parsed["keys"]["demo"].as_str(), Some("demo"));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for bad in ["", "Demo", "1x", "a b", "a/b", "../x"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        check_name("order-status_2").unwrap();
+    }
+
+    #[test]
+    fn outside_a_checkout_the_sdk_comes_by_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let sdk = sdk_dependency(&dir.path().join("demo")).unwrap();
+        assert_eq!(sdk, format!("\"{}\"", env!("CARGO_PKG_VERSION")));
+        let inside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/demo");
+        assert_eq!(sdk_dependency(&inside).unwrap(), "{ path = \"../../sdk\" }");
+    }
+}
