@@ -23,6 +23,10 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
 /// How long closed outbox records are kept for inspection (and duplicate detection).
 pub const DEFAULT_OUTBOX_RETENTION: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_COMPILE_CACHE_MAX: u64 = 1 << 30;
+/// How long a replica's claim on shared outbox work lasts unless renewed.
+pub const DEFAULT_OUTBOX_LEASE: Duration = Duration::from_secs(30);
+/// Overrides `[server] outbox`, so a password can stay out of the file.
+pub const OUTBOX_URL_ENV: &str = "OPTECH_OUTBOX_URL";
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// The seed: a link is valid for 10 minutes after the request. Only tests shorten it.
@@ -120,6 +124,27 @@ pub struct ServerConfig {
     pub compile_cache_max: u64,
     /// How long a closed outbox record is kept before it is pruned.
     pub outbox_retention: Duration,
+    /// A PostgreSQL outbox shared by replicas; `None` for SQLite in `data_dir`.
+    pub outbox: Option<OutboxUrl>,
+    /// How long a replica's claim lasts unless renewed (shared outbox only).
+    pub outbox_lease: Duration,
+}
+
+/// A `postgres://` URL, which may hold a password: never formatted whole.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutboxUrl(String);
+
+impl OutboxUrl {
+    /// The URL itself, to connect with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for OutboxUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::outbox::redact(&self.0))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -212,6 +237,8 @@ struct RawServer {
     compile_cache: Option<bool>,
     compile_cache_max: Option<String>,
     outbox_retention: Option<String>,
+    outbox: Option<String>,
+    outbox_lease: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -377,6 +404,31 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, env: &Environment) -> (Con
         "server.outbox_retention",
         &mut problem,
     );
+    let outbox_lease = duration_or(
+        &raw.server.outbox_lease,
+        DEFAULT_OUTBOX_LEASE,
+        "server.outbox_lease",
+        &mut problem,
+    );
+    let outbox = match env
+        .get(OUTBOX_URL_ENV)
+        .or_else(|| raw.server.outbox.clone())
+    {
+        None => None,
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Some(OutboxUrl(url))
+        }
+        Some(url) => {
+            problem(
+                "server.outbox".into(),
+                format!(
+                    "{} is not a postgres:// URL (leave it out for SQLite in data_dir)",
+                    crate::outbox::redact(&url)
+                ),
+            );
+            None
+        }
+    };
 
     for (key, plugin) in &raw.keys {
         if key.is_empty() {
@@ -513,6 +565,8 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, env: &Environment) -> (Con
             compile_cache: raw.server.compile_cache.unwrap_or(true),
             compile_cache_max,
             outbox_retention,
+            outbox,
+            outbox_lease,
         },
         keys: raw.keys,
         plugins,

@@ -119,8 +119,14 @@ impl Host {
         let metrics = runtime_metrics.clone();
         let jobs = Arc::new(Jobs::new(
             JobsOptions {
-                outbox: OutboxSource::Sqlite {
-                    data_dir: config.server.data_dir.clone(),
+                outbox: match &config.server.outbox {
+                    Some(url) => OutboxSource::Postgres {
+                        url: url.expose().to_string(),
+                        lease: config.server.outbox_lease,
+                    },
+                    None => OutboxSource::Sqlite {
+                        data_dir: config.server.data_dir.clone(),
+                    },
                 },
                 link_ttl: config.server.link_ttl,
                 retention: config.server.outbox_retention,
@@ -133,9 +139,9 @@ impl Host {
         let answers_later = config.plugins.values().any(|p| p.mode != Mode::Sync);
         if answers_later || jobs.has_records() {
             // Async plugins cannot work without it: better to fail now than on the first request.
-            jobs.outbox().await.with_context(|| {
-                format!("opening the outbox in {}", config.server.data_dir.display())
-            })?;
+            jobs.outbox()
+                .await
+                .with_context(|| format!("opening the outbox ({:?})", jobs.source()))?;
         }
 
         let addr = listener

@@ -13,7 +13,8 @@
 //! never floods memory; records closed longer than `outbox_retention` ago are
 //! pruned while the host runs. Links are logged only as [`LinkTag`]s.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{OnceCell, Semaphore};
@@ -85,6 +86,11 @@ pub struct Jobs {
     router: Arc<Router>,
     in_flight: Arc<Semaphore>,
     redeliveries: Arc<Semaphore>,
+    /// The claims this host holds now (link -> token): renewed while it works,
+    /// released if it shuts down with them unfinished.
+    held: Arc<StdMutex<HashMap<String, i64>>>,
+    /// Stops the lease heartbeat, after the drain.
+    heartbeat_stop: CancellationToken,
     metrics: SharedMetrics,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -106,6 +112,8 @@ impl Jobs {
             router,
             in_flight,
             redeliveries: Arc::new(Semaphore::new(MAX_REDELIVERIES)),
+            held: Arc::default(),
+            heartbeat_stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         }
@@ -121,6 +129,15 @@ impl Jobs {
                     self.options.retention,
                     self.shutdown.clone(),
                 ));
+                if let Some(lease) = outbox.lease() {
+                    // Outside the tracker: it must keep renewing through the drain.
+                    tokio::spawn(renew_while_running(
+                        outbox.clone(),
+                        self.held.clone(),
+                        lease,
+                        self.heartbeat_stop.clone(),
+                    ));
+                }
                 Ok(outbox)
             })
             .await
@@ -130,6 +147,11 @@ impl Jobs {
     pub async fn open_stats(&self) -> Option<Result<OpenStats, OutboxError>> {
         let outbox = self.outbox.get()?;
         Some(outbox.open_stats().await)
+    }
+
+    /// Where the outbox is (a URL without its password).
+    pub fn source(&self) -> &OutboxSource {
+        &self.options.outbox
     }
 
     /// Whether an earlier run left records to resume.
@@ -157,6 +179,7 @@ impl Jobs {
             outbox::Accepted::New(claim) => claim,
             outbox::Accepted::Duplicate => return Ok(Acceptance::Duplicate),
         };
+        self.hold(&claim);
         let request_id = work.request_id.clone();
         let running = self.spawn_call(plugin, work, slots);
         self.track(claim, request_id, expires_at, running);
@@ -194,6 +217,7 @@ impl Jobs {
         };
         match recorded {
             Ok(outbox::Accepted::New(claim)) => {
+                self.hold(&claim);
                 self.track(claim, kept.request_id, expires_at, running);
                 Ok(AutoAnswer::Later(Acceptance::Recorded))
             }
@@ -263,6 +287,7 @@ impl Jobs {
             Ok(false) => {
                 tracing::warn!(link = %LinkTag::new(&claim.link),
                     "another holder has this record now; leaving the delivery to it");
+                self.let_go(&claim);
                 return;
             }
             // Not recorded: a restart would re-run it; delivering now is still right.
@@ -336,6 +361,22 @@ impl Jobs {
             }
             Err(e) => tracing::error!(link = %tag, "closing the record failed: {e}"),
         }
+        self.let_go(claim);
+    }
+
+    fn hold(&self, claim: &Claim) {
+        self.lock_held().insert(claim.link.clone(), claim.token);
+    }
+
+    fn let_go(&self, claim: &Claim) {
+        let mut held = self.lock_held();
+        if held.get(&claim.link) == Some(&claim.token) {
+            held.remove(&claim.link);
+        }
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Finishes, in the background, what an earlier run left open: re-runs
@@ -355,17 +396,37 @@ impl Jobs {
         });
     }
 
+    /// Claims and starts stale records batch by batch. With an outbox of its
+    /// own, until none is left; with a shared one, for as long as the host
+    /// runs: another replica may die at any time, and its claims then run out.
     async fn resume_all(self: &Arc<Self>) -> Result<usize, OutboxError> {
         let outbox = self.outbox().await?.clone();
+        let poll = outbox
+            .lease()
+            .map(|lease| (lease / 10).clamp(Duration::from_millis(100), Duration::from_secs(5)));
         let mut resumed = 0;
         loop {
-            let batch = outbox.claim_stale(RESUME_BATCH).await?;
+            let batch = match outbox.claim_stale(RESUME_BATCH).await {
+                Ok(batch) => batch,
+                Err(e) if poll.is_some() => {
+                    tracing::warn!("claiming stale outbox records failed, retrying: {e}");
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            };
             if batch.is_empty() {
-                return Ok(resumed);
+                let Some(poll) = poll else {
+                    return Ok(resumed);
+                };
+                tokio::select! {
+                    _ = outbox.wait_for_work(poll) => continue,
+                    _ = self.shutdown.cancelled() => return Ok(resumed),
+                }
             }
             for stale in batch {
+                self.hold(&stale.claim);
                 if !self.resume_one(stale).await {
-                    // Shutting down: the rest stays open for the next start.
+                    // Shutting down: the rest is released (shared) or stays open for the next start.
                     return Ok(resumed);
                 }
                 resumed += 1;
@@ -397,6 +458,7 @@ impl Jobs {
             {
                 tracing::error!(parent: &span, link = %tag, "closing the record failed: {e}");
             }
+            self.let_go(&claim);
             return true;
         }
         let plugin = if answered {
@@ -463,7 +525,9 @@ impl Jobs {
     }
 
     /// Stops retry waits and resuming, lets running handlers finish within
-    /// `grace`, and leaves everything unfinished open in the outbox for the next start.
+    /// `grace`, and leaves everything unfinished open in the outbox: for the
+    /// next start, or, in a shared outbox, released for another replica to
+    /// finish at once.
     pub async fn shutdown(&self, grace: Duration) {
         self.shutdown.cancel();
         self.tracker.close();
@@ -474,6 +538,29 @@ impl Jobs {
             tracing::warn!(
                 "shutdown grace of {grace:?} ran out; unfinished answers stay in the outbox"
             );
+        }
+        self.heartbeat_stop.cancel();
+        let unfinished: Vec<Claim> = self
+            .lock_held()
+            .iter()
+            .map(|(link, token)| Claim {
+                link: link.clone(),
+                token: *token,
+            })
+            .collect();
+        if let Some(outbox) = self.outbox.get()
+            && outbox.lease().is_some()
+            && !unfinished.is_empty()
+        {
+            match outbox.release(&unfinished).await {
+                Ok(()) => tracing::info!(
+                    "released {} unfinished answer(s) for the other replicas",
+                    unfinished.len()
+                ),
+                Err(e) => tracing::warn!(
+                    "releasing unfinished answers failed (their leases will run out): {e}"
+                ),
+            }
         }
     }
 }
@@ -498,6 +585,40 @@ fn joined(
             "the handler task failed: {e}"
         )))
     })
+}
+
+/// Renews this host's claims every third of a lease, until stopped.
+async fn renew_while_running(
+    outbox: Arc<dyn Outbox>,
+    held: Arc<StdMutex<HashMap<String, i64>>>,
+    lease: Duration,
+    stop: CancellationToken,
+) {
+    let every = (lease / 3).max(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let claims: Vec<Claim> = held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(link, token)| Claim {
+                link: link.clone(),
+                token: *token,
+            })
+            .collect();
+        match outbox.renew(&claims).await {
+            Ok(kept) if kept < claims.len() => tracing::debug!(
+                "{} of {} claims are no longer held (closed since, or taken over)",
+                claims.len() - kept,
+                claims.len()
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("renewing leases failed: {e}"),
+        }
+    }
 }
 
 /// Deletes records closed more than `retention` ago, every so often, until shutdown.

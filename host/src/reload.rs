@@ -263,4 +263,6 @@ fn same_server(a: &Config, b: &Config) -> bool {
         && a.compile_cache == b.compile_cache
         && a.compile_cache_max == b.compile_cache_max
         && a.outbox_retention == b.outbox_retention
+        && a.outbox == b.outbox
+        && a.outbox_lease == b.outbox_lease
 }

@@ -5,18 +5,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{CLIENT_ID, Receiver, TestHost, testkit_dir};
+use common::{Backend, CLIENT_ID, Receiver, TestHost, testkit_dir};
 use optech_host::outbox::State;
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(20);
 
 /// A host whose keys `echo`, `fail`, `loop` and `sleep` go to the testkit in `mode`.
-async fn host(mode: &str, link_ttl: &str) -> TestHost {
+async fn host(backend: &Backend, mode: &str, link_ttl: &str) -> TestHost {
     TestHost::start(
         &testkit_dir(),
         &format!(
-            r#"link_ttl = "{link_ttl}"
+            r#"{}link_ttl = "{link_ttl}"
             [keys]
             echo = "tk"
             fail = "tk"
@@ -27,7 +27,8 @@ async fn host(mode: &str, link_ttl: &str) -> TestHost {
             mode = "{mode}"
             timeout = "3s"
             sync_budget = "300ms"
-            "#
+            "#,
+            backend.server_keys()
         ),
     )
     .await
@@ -55,9 +56,8 @@ async fn wait_state(host: &TestHost, link: &str, want: State) {
     }
 }
 
-#[tokio::test]
-async fn delivery_is_signed_with_the_protocol_headers() {
-    let host = host("async", "10m").await;
+async fn delivery_is_signed_with_the_protocol_headers(backend: &Backend) {
+    let host = host(backend, "async", "10m").await;
     let receiver = Receiver::start().await;
     let link = receiver.link("a1");
     let sent = Instant::now();
@@ -83,9 +83,8 @@ async fn delivery_is_signed_with_the_protocol_headers() {
     wait_state(&host, &link, State::Delivered).await;
 }
 
-#[tokio::test]
-async fn a_request_without_link_is_refused_for_an_async_plugin() {
-    let host = host("async", "10m").await;
+async fn a_request_without_link_is_refused_for_an_async_plugin(backend: &Backend) {
+    let host = host(backend, "async", "10m").await;
     let answer = host.ask("echo", json!({})).await;
     assert_eq!(answer.status, 400);
     assert_eq!(answer.error_code(), "link_required");
@@ -93,9 +92,8 @@ async fn a_request_without_link_is_refused_for_an_async_plugin() {
     assert_eq!(answer.status, 400);
 }
 
-#[tokio::test]
-async fn failures_are_retried_until_the_receiver_takes_it() {
-    let host = host("async", "10m").await;
+async fn failures_are_retried_until_the_receiver_takes_it(backend: &Backend) {
+    let host = host(backend, "async", "10m").await;
     let receiver = Receiver::start().await;
     receiver.script(&[(500, None), (503, None), (502, None), (408, None)]);
     let link = receiver.link("retry");
@@ -113,9 +111,8 @@ async fn failures_are_retried_until_the_receiver_takes_it() {
     assert_eq!(receiver.count(), 5, "nothing more after success");
 }
 
-#[tokio::test]
-async fn a_receiver_that_is_down_then_up_gets_the_answer() {
-    let host = host("async", "10m").await;
+async fn a_receiver_that_is_down_then_up_gets_the_answer(backend: &Backend) {
+    let host = host(backend, "async", "10m").await;
     // Take a free port, close it, and point the link there: connections are refused.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -139,9 +136,8 @@ async fn a_receiver_that_is_down_then_up_gets_the_answer() {
     assert_eq!(receiver.to(&link)[0].json(), json!({"data": {"k": "v"}}));
 }
 
-#[tokio::test]
-async fn retry_after_is_honoured_on_429() {
-    let host = host("async", "10m").await;
+async fn retry_after_is_honoured_on_429(backend: &Backend) {
+    let host = host(backend, "async", "10m").await;
     let receiver = Receiver::start().await;
     receiver.script(&[(429, Some("2"))]);
     let link = receiver.link("slow-down");
@@ -155,9 +151,8 @@ async fn retry_after_is_honoured_on_429() {
     );
 }
 
-#[tokio::test]
-async fn other_4xx_are_final() {
-    let host = host("async", "10m").await;
+async fn other_4xx_are_final(backend: &Backend) {
+    let host = host(backend, "async", "10m").await;
     let receiver = Receiver::start().await;
     receiver.script(&[(400, None)]);
     let link = receiver.link("refused");
@@ -166,9 +161,8 @@ async fn other_4xx_are_final() {
     assert_eq!(receiver.count(), 1, "a final 4xx was retried");
 }
 
-#[tokio::test]
-async fn nothing_is_sent_after_the_link_expires() {
-    let host = host("async", "2s").await;
+async fn nothing_is_sent_after_the_link_expires(backend: &Backend) {
+    let host = host(backend, "async", "2s").await;
     let receiver = Receiver::start().await;
     receiver.script(&[(503, None); 100]);
     let link = receiver.link("expiring");
@@ -185,9 +179,8 @@ async fn nothing_is_sent_after_the_link_expires() {
     );
 }
 
-#[tokio::test]
-async fn handler_failures_are_delivered_as_error_bodies() {
-    let host = host("async", "10m").await;
+async fn handler_failures_are_delivered_as_error_bodies(backend: &Backend) {
+    let host = host(backend, "async", "10m").await;
     let receiver = Receiver::start().await;
     let (fail, timeout) = (receiver.link("fail"), receiver.link("timeout"));
     assert_eq!(send(&host, &fail, "fail", json!({})).await.status, 202);
@@ -209,9 +202,8 @@ async fn handler_failures_are_delivered_as_error_bodies() {
     );
 }
 
-#[tokio::test]
-async fn a_duplicate_request_is_not_run_twice() {
-    let host = host("async", "10m").await;
+async fn a_duplicate_request_is_not_run_twice(backend: &Backend) {
+    let host = host(backend, "async", "10m").await;
     let receiver = Receiver::start().await;
     let link = receiver.link("twice");
     let first = send(&host, &link, "sleep", json!({"ms": "300"})).await;
@@ -226,9 +218,8 @@ async fn a_duplicate_request_is_not_run_twice() {
     assert_eq!(receiver.count(), 1);
 }
 
-#[tokio::test]
-async fn a_redirecting_link_gets_nothing_at_its_location_and_is_retried() {
-    let host = host("async", "10m").await;
+async fn a_redirecting_link_gets_nothing_at_its_location_and_is_retried(backend: &Backend) {
+    let host = host(backend, "async", "10m").await;
     let link_host = Receiver::start().await;
     let elsewhere = Receiver::start().await;
     let link = link_host.link("moved");
@@ -253,11 +244,15 @@ async fn a_redirecting_link_gets_nothing_at_its_location_and_is_retried() {
     assert_eq!(elsewhere.count(), 0, "a redirect was followed");
 }
 
-#[tokio::test]
-async fn a_handler_parked_in_a_wasi_sleep_has_its_timeout_delivered_at_the_deadline() {
+async fn a_handler_parked_in_a_wasi_sleep_has_its_timeout_delivered_at_the_deadline(
+    backend: &Backend,
+) {
     let host = TestHost::start(
         &testkit_dir(),
-        "[keys]\nsleep = \"tk\"\n[plugins.tk]\nsource = \"testkit.wasm\"\nmode = \"async\"\ntimeout = \"1s\"\n",
+        &format!(
+            "{}[keys]\nsleep = \"tk\"\n[plugins.tk]\nsource = \"testkit.wasm\"\nmode = \"async\"\ntimeout = \"1s\"\n",
+            backend.server_keys()
+        ),
     )
     .await;
     let receiver = Receiver::start().await;
@@ -282,9 +277,8 @@ async fn a_handler_parked_in_a_wasi_sleep_has_its_timeout_delivered_at_the_deadl
     );
 }
 
-#[tokio::test]
-async fn auto_mode_answers_fast_handlers_now_and_slow_ones_later() {
-    let host = host("auto", "10m").await;
+async fn auto_mode_answers_fast_handlers_now_and_slow_ones_later(backend: &Backend) {
+    let host = host(backend, "auto", "10m").await;
     let receiver = Receiver::start().await;
     let fast = send(&host, &receiver.link("fast"), "echo", json!({"x": "1"})).await;
     assert_eq!(fast.status, 200);
@@ -315,11 +309,13 @@ async fn auto_mode_answers_fast_handlers_now_and_slow_ones_later() {
     assert_eq!(answer.status, 200);
 }
 
-#[tokio::test]
-async fn closed_records_are_pruned_while_the_host_runs() {
+async fn closed_records_are_pruned_while_the_host_runs(backend: &Backend) {
     let host = TestHost::start(
         &testkit_dir(),
-        "outbox_retention = \"1s\"\n[keys]\necho = \"tk\"\n[plugins.tk]\nsource = \"testkit.wasm\"\nmode = \"async\"\n",
+        &format!(
+            "{}outbox_retention = \"1s\"\n[keys]\necho = \"tk\"\n[plugins.tk]\nsource = \"testkit.wasm\"\nmode = \"async\"\n",
+            backend.server_keys()
+        ),
     )
     .await;
     let receiver = Receiver::start().await;
@@ -351,3 +347,43 @@ async fn closed_records_are_pruned_while_the_host_runs() {
         Some(State::Accepted | State::Answered)
     ));
 }
+
+/// Every test above, once per outbox backend: `sqlite::...` and `postgres::...`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(backend) = super::Backend::postgres().await {
+                        super::$name(&backend).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    delivery_is_signed_with_the_protocol_headers,
+    a_request_without_link_is_refused_for_an_async_plugin,
+    failures_are_retried_until_the_receiver_takes_it,
+    a_receiver_that_is_down_then_up_gets_the_answer,
+    retry_after_is_honoured_on_429,
+    other_4xx_are_final,
+    nothing_is_sent_after_the_link_expires,
+    handler_failures_are_delivered_as_error_bodies,
+    a_duplicate_request_is_not_run_twice,
+    a_redirecting_link_gets_nothing_at_its_location_and_is_retried,
+    a_handler_parked_in_a_wasi_sleep_has_its_timeout_delivered_at_the_deadline,
+    auto_mode_answers_fast_handlers_now_and_slow_ones_later,
+    closed_records_are_pruned_while_the_host_runs
+);

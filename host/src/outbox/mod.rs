@@ -15,16 +15,18 @@
 //!
 //! Synchronous answers are never recorded.
 
+mod postgres;
 mod sqlite;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
 use crate::protocol::Fields;
 
+pub use postgres::{PostgresOutbox, redact};
 pub use sqlite::SqliteOutbox;
 
 #[derive(Debug, Error)]
@@ -47,6 +49,8 @@ pub enum OutboxError {
     Sql(#[from] rusqlite::Error),
     #[error("outbox task failed: {0}")]
     Task(String),
+    #[error("outbox (PostgreSQL): {0}")]
+    Postgres(String),
 }
 
 /// Where a record stands.
@@ -175,21 +179,64 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// Deletes records closed before `closed_before`; returns how many.
     async fn prune(&self, closed_before: SystemTime) -> Result<usize, OutboxError>;
+
+    /// How long a claim lasts unless renewed, where several hosts share the
+    /// outbox; `None` where one host owns it (then nothing needs renewing, and
+    /// every open record found at start-up is stale).
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Keeps the caller's claims alive; returns how many it still holds.
+    async fn renew(&self, claims: &[Claim]) -> Result<usize, OutboxError> {
+        Ok(claims.len())
+    }
+
+    /// Hands claims back (the host is shutting down with work unfinished), so
+    /// another host can finish them at once.
+    async fn release(&self, _claims: &[Claim]) -> Result<(), OutboxError> {
+        Ok(())
+    }
+
+    /// Waits until another host may have left work to claim, or `max` passes.
+    async fn wait_for_work(&self, max: Duration) {
+        tokio::time::sleep(max).await;
+    }
 }
 
 /// Where the outbox lives; opened on first use.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum OutboxSource {
-    /// `<data_dir>/outbox.sqlite3`, the default.
+    /// `<data_dir>/outbox.sqlite3`, the default: one host.
     Sqlite { data_dir: PathBuf },
+    /// A PostgreSQL database several replicas share.
+    Postgres { url: String, lease: Duration },
+}
+
+impl std::fmt::Debug for OutboxSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite { data_dir } => write!(f, "SQLite in {}", data_dir.display()),
+            Self::Postgres { url, lease } => {
+                write!(f, "PostgreSQL at {} (lease {lease:?})", redact(url))
+            }
+        }
+    }
 }
 
 impl OutboxSource {
-    /// Whether an earlier run left records here, so start-up must resume them.
+    /// Whether there may be records to resume: ones an earlier run of this host
+    /// left, or, in a shared outbox, ones another replica may leave at any time.
     pub fn exists(&self) -> bool {
         match self {
             Self::Sqlite { data_dir } => data_dir.join(sqlite::FILE).exists(),
+            Self::Postgres { .. } => true,
         }
+    }
+
+    /// Whether other hosts share it.
+    pub fn shared(&self) -> bool {
+        matches!(self, Self::Postgres { .. })
     }
 
     pub async fn open(&self) -> Result<Arc<dyn Outbox>, OutboxError> {
@@ -201,6 +248,7 @@ impl OutboxSource {
                     .map_err(|e| OutboxError::Task(e.to_string()))??;
                 Ok(Arc::new(outbox))
             }
+            Self::Postgres { url, lease } => Ok(Arc::new(PostgresOutbox::open(url, *lease).await?)),
         }
     }
 }

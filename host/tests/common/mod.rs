@@ -468,3 +468,66 @@ pub fn open_records(data_dir: &Path) -> usize {
     )
     .expect("counting open records") as usize
 }
+
+/// Where a test host keeps its outbox.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// A fresh database of its own on the test PostgreSQL.
+    Postgres(String),
+}
+
+impl Backend {
+    /// A fresh database on the PostgreSQL named by `OPTECH_TEST_POSTGRES`.
+    /// Without one, the test is skipped with a message, except in CI
+    /// (`OPTECH_REQUIRE_POSTGRES`), where that is a failure.
+    pub async fn postgres() -> Option<Backend> {
+        let Ok(base) = std::env::var("OPTECH_TEST_POSTGRES") else {
+            assert!(
+                std::env::var_os("OPTECH_REQUIRE_POSTGRES").is_none(),
+                "OPTECH_TEST_POSTGRES is not set, and CI requires the PostgreSQL tests"
+            );
+            eprintln!(
+                "skipped: set OPTECH_TEST_POSTGRES=postgres://... (`.ci/postgres` starts a throw-away server) to run the PostgreSQL tests"
+            );
+            return None;
+        };
+        Some(Backend::Postgres(fresh_database(&base).await))
+    }
+
+    /// What a config's `[server]` table needs for this backend.
+    pub fn server_keys(&self) -> String {
+        match self {
+            Backend::Sqlite => String::new(),
+            Backend::Postgres(url) => format!("outbox = {url:?}\noutbox_lease = \"2s\"\n"),
+        }
+    }
+}
+
+/// Creates an empty database on the server at `base` and returns its URL.
+pub async fn fresh_database(base: &str) -> String {
+    use sqlx::Connection as _;
+    let name = format!("optech_test_{:016x}", rand_u64());
+    let mut admin = sqlx::PgConnection::connect(base)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to OPTECH_TEST_POSTGRES: {e}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("creating a test database");
+    let mut url = reqwest::Url::parse(base).expect("OPTECH_TEST_POSTGRES is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
