@@ -142,6 +142,7 @@ impl Host {
             jobs.outbox()
                 .await
                 .with_context(|| format!("opening the outbox ({:?})", jobs.source()))?;
+            tracing::info!("outbox: {:?}", jobs.source());
         }
 
         let addr = listener
