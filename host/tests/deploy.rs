@@ -1,0 +1,150 @@
+//! The deployment files parse and say what the README promises: every
+//! Kubernetes manifest is valid YAML of a known kind; the Deployment probes
+//! readiness on `/readyz` and liveness on `/healthz`, runs as non-root and
+//! takes its secrets from the Secret; the ConfigMap's `optech.toml` is a valid
+//! config; the Dockerfile is multi-stage, non-root, and serves.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+fn manifests() -> BTreeMap<String, Yaml> {
+    let mut by_kind = BTreeMap::new();
+    for entry in std::fs::read_dir(deploy().join("kubernetes")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let docs = YamlLoader::load_from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
+        for doc in docs {
+            let kind = doc["kind"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: no kind", path.display()))
+                .to_string();
+            assert!(
+                doc["apiVersion"].as_str().is_some(),
+                "{}: no apiVersion",
+                path.display()
+            );
+            assert!(
+                doc["metadata"]["name"].as_str().is_some(),
+                "{}: no name",
+                path.display()
+            );
+            by_kind.insert(kind, doc);
+        }
+    }
+    by_kind
+}
+
+#[test]
+fn every_manifest_parses_and_the_set_is_complete() {
+    let manifests = manifests();
+    let kinds: Vec<&str> = manifests.keys().map(String::as_str).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "Deployment",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "Secret",
+            "Service"
+        ]
+    );
+}
+
+#[test]
+fn the_deployment_probes_readiness_and_liveness_and_runs_as_non_root() {
+    let manifests = manifests();
+    let pod = &manifests["Deployment"]["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(
+        container["envFrom"][0]["secretRef"]["name"].as_str(),
+        manifests["Secret"]["metadata"]["name"].as_str()
+    );
+    let secret = &manifests["Secret"]["stringData"];
+    for key in [
+        "OPTECH_CLIENT_SECRET",
+        "OPTECH_CLIENT_ID",
+        "OPTECH_OUTBOX_URL",
+    ] {
+        assert!(secret[key].as_str().is_some(), "the Secret has no {key}");
+    }
+    // Shutdown has time to drain: the grace outlasts the host's own.
+    let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap();
+    assert!(grace > 25, "{grace}");
+    // The Service publishes the data port only, not the admin listener.
+    let ports = manifests["Service"]["spec"]["ports"].as_vec().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0]["targetPort"].as_str(), Some("http"));
+    assert_eq!(
+        manifests["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"].as_str(),
+        Some("optech")
+    );
+}
+
+#[test]
+fn the_configmaps_config_is_valid_with_the_secrets_outbox() {
+    let manifests = manifests();
+    let text = manifests["ConfigMap"]["data"]["optech.toml"]
+        .as_str()
+        .unwrap();
+    let env = optech_host::credentials::Environment::from_pairs([(
+        "OPTECH_OUTBOX_URL",
+        "postgres://optech:password@postgres:5432/optech",
+    )]);
+    let config =
+        optech_host::config::Config::parse_with(text, Path::new("/srv/optech/optech.toml"), &env)
+            .unwrap_or_else(|e| panic!("the ConfigMap's optech.toml: {e}"));
+    assert!(
+        config.server.outbox.is_some(),
+        "the replicas would not share an outbox"
+    );
+    assert_eq!(config.server.listen.port(), 8080);
+    let container_config = std::fs::read_to_string(deploy().join("optech.toml")).unwrap();
+    optech_host::config::Config::parse_with(
+        &container_config,
+        Path::new("/srv/optech/optech.toml"),
+        &env,
+    )
+    .unwrap_or_else(|e| panic!("deploy/optech.toml: {e}"));
+}
+
+#[test]
+fn the_dockerfile_is_multi_stage_non_root_and_serves() {
+    let text = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
+    let stages = text.lines().filter(|l| l.starts_with("FROM ")).count();
+    assert!(stages >= 2, "not multi-stage");
+    let user = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .last()
+        .expect("no USER");
+    assert_ne!(user.trim(), "root");
+    let entrypoint = text
+        .lines()
+        .find(|l| l.starts_with("ENTRYPOINT"))
+        .expect("no ENTRYPOINT");
+    assert!(entrypoint.contains("\"optech\", \"serve\""), "{entrypoint}");
+    // What it copies in exists.
+    for copied in ["deploy/optech.toml"] {
+        assert!(deploy().join("..").join(copied).is_file(), "{copied}");
+    }
+}
