@@ -5,6 +5,7 @@
 //! concurrency with signed requests whose `link`s vary; the contender's peak RSS
 //! is read from /proc. See BENCHMARKS.md for the command and the results.
 
+mod accepts;
 mod backend;
 mod contenders;
 mod load;
@@ -52,6 +53,13 @@ pub struct Args {
     /// Run only these contenders, by letter (`--only a,d,e`).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Measure async requests accepted per second instead, on SQLite and, given
+    /// a URL (or OPTECH_TEST_POSTGRES), on PostgreSQL.
+    #[arg(long)]
+    pub accepts: bool,
+    /// The PostgreSQL outbox for `--accepts`.
+    #[arg(long, env = "OPTECH_TEST_POSTGRES")]
+    pub postgres: Option<String>,
 }
 
 pub fn root() -> PathBuf {
@@ -78,6 +86,14 @@ fn main() -> anyhow::Result<()> {
         options.connections, options.threads, args.warmup, args.duration, args.rounds
     );
 
+    if args.accepts {
+        return accepts::run(
+            work.path(),
+            args.postgres.as_deref(),
+            args.duration,
+            args.rounds,
+        );
+    }
     let scripts = Scripts::write(work.path())?;
     let mut contenders = vec![
         Contender::optech(work.path())?,
