@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::credentials::Environment;
 use crate::outbound::{AllowedHost, Allowlist, EgressSettings};
+use crate::tls::TlsFiles;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The admin listener: loopback only unless an operator says otherwise.
@@ -128,6 +129,8 @@ pub struct ServerConfig {
     pub outbox: Option<OutboxUrl>,
     /// How long a replica's claim lasts unless renewed (shared outbox only).
     pub outbox_lease: Duration,
+    /// TLS on the public listener; `None` for plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// A `postgres://` URL, which may hold a password: never formatted whole.
@@ -239,6 +242,8 @@ struct RawServer {
     outbox_retention: Option<String>,
     outbox: Option<String>,
     outbox_lease: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -410,6 +415,21 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, env: &Environment) -> (Con
         "server.outbox_lease",
         &mut problem,
     );
+    let tls = match (&raw.server.tls_cert, &raw.server.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: base.join(cert),
+            key: base.join(key),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            problem("server.tls_key".into(), "must be set with tls_cert".into());
+            None
+        }
+        (None, Some(_)) => {
+            problem("server.tls_cert".into(), "must be set with tls_key".into());
+            None
+        }
+    };
     let outbox = match env
         .get(OUTBOX_URL_ENV)
         .or_else(|| raw.server.outbox.clone())
@@ -567,6 +587,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, env: &Environment) -> (Con
             outbox_retention,
             outbox,
             outbox_lease,
+            tls,
         },
         keys: raw.keys,
         plugins,

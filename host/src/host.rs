@@ -26,6 +26,8 @@ use crate::router::{Router, Routes};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::server::{self, AdminState, AppState, Readiness};
 use crate::signature::Signer;
+use crate::tls::TlsWatch;
+use axum_server::tls_rustls::RustlsConfig;
 
 /// Who the host is to the platform: how it signs and verifies, and its client id.
 #[derive(Clone)]
@@ -52,6 +54,7 @@ pub struct Host {
     admin_addr: Option<SocketAddr>,
     jobs: Arc<Jobs>,
     _watch: Option<WatchHandle>,
+    _tls_watch: Option<TlsWatch>,
     grace: Duration,
     shutdown: tokio::sync::watch::Sender<bool>,
     admin_shutdown: tokio::sync::watch::Sender<bool>,
@@ -161,7 +164,15 @@ impl Host {
             metrics: metrics.clone(),
             ready: ready.clone(),
         });
-        let server = serve(listener, server::app(state), stop);
+        let app = server::app(state);
+        let (server, tls_watch) = match &config.server.tls {
+            Some(files) => {
+                let tls = files.load().await?;
+                let watch = files.watch(tls.clone())?;
+                (serve_tls(listener, app, stop, tls)?, Some(watch))
+            }
+            None => (serve(listener, app, stop), None),
+        };
         let (admin, admin_addr) = match admin_listener {
             Some(listener) => {
                 let admin_addr = listener
@@ -187,6 +198,7 @@ impl Host {
             admin_addr,
             jobs,
             _watch: watch,
+            _tls_watch: tls_watch,
             grace: config.server.shutdown_grace,
             shutdown,
             admin_shutdown,
@@ -236,6 +248,27 @@ impl Host {
     pub fn shutdown_handle(&self) -> tokio::sync::watch::Sender<bool> {
         self.shutdown.clone()
     }
+}
+
+/// [`serve`] over TLS: the handshake, then the same app.
+fn serve_tls(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    tls: RustlsConfig,
+) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
+    let listener = listener
+        .into_std()
+        .context("handing the listener to the TLS server")?;
+    let handle = axum_server::Handle::new();
+    let server = axum_server::tls_rustls::from_tcp_rustls(listener, tls)
+        .context("starting the TLS server")?
+        .handle(handle.clone());
+    tokio::spawn(async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+        handle.graceful_shutdown(None);
+    });
+    Ok(tokio::spawn(server.serve(app.into_make_service())))
 }
 
 /// Serves `app` on `listener` until `stop` turns true, then drains connections.

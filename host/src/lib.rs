@@ -23,5 +23,6 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod signature;
+pub mod tls;
 
 pub use host::{Host, Identity};

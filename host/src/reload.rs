@@ -265,4 +265,5 @@ fn same_server(a: &Config, b: &Config) -> bool {
         && a.outbox_retention == b.outbox_retention
         && a.outbox == b.outbox
         && a.outbox_lease == b.outbox_lease
+        && a.tls == b.tls
 }

@@ -1,0 +1,105 @@
+//! TLS termination on the public listener: requests over HTTPS with the
+//! configured certificate; a renewed certificate is served without a restart;
+//! a broken one never replaces the one being served.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{TestHost, examples_dir};
+
+/// A self-signed certificate for `localhost`: (certificate PEM, key PEM).
+fn certificate() -> (String, String) {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    (generated.cert.pem(), generated.signing_key.serialize_pem())
+}
+
+fn write_atomically(path: &Path, text: &str) {
+    let staging = path.with_extension("tmp");
+    std::fs::write(&staging, text).unwrap();
+    std::fs::rename(&staging, path).unwrap();
+}
+
+/// A client that trusts only `cert`.
+fn trusting(cert: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn echo(client: &reqwest::Client, url: &str) -> Result<u16, reqwest::Error> {
+    let body = r#"{"key":"echo","inputs":{"over":"tls"}}"#;
+    let signature =
+        optech_host::signature::Signer::new(common::SECRET.as_bytes(), None).sign(body.as_bytes());
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-optech-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+}
+
+#[tokio::test]
+async fn requests_arrive_over_tls_and_a_renewed_certificate_is_served_without_a_restart() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let (first_cert, first_key) = certificate();
+    write_atomically(&key_path, &first_key);
+    write_atomically(&cert_path, &first_cert);
+    let host = TestHost::start(
+        &examples_dir(),
+        &format!(
+            "tls_cert = {:?}\ntls_key = {:?}\n[keys]\necho = \"echo\"\n",
+            cert_path.display().to_string(),
+            key_path.display().to_string()
+        ),
+    )
+    .await;
+    let https = format!("https://localhost:{}/", host.host.addr().port());
+    assert_eq!(echo(&trusting(&first_cert), &https).await.unwrap(), 200);
+    // Plain HTTP is not served on a TLS listener.
+    let plain = format!("http://127.0.0.1:{}/", host.host.addr().port());
+    assert!(!matches!(
+        echo(&reqwest::Client::new(), &plain).await,
+        Ok(200)
+    ));
+
+    // Renewal: the new certificate is served to new connections.
+    let (second_cert, second_key) = certificate();
+    write_atomically(&key_path, &second_key);
+    write_atomically(&cert_path, &second_cert);
+    common::wait_until(
+        "the renewed certificate is served",
+        Duration::from_secs(10),
+        || async { matches!(echo(&trusting(&second_cert), &https).await, Ok(200)) },
+    )
+    .await;
+
+    // A broken certificate does not replace the one being served.
+    write_atomically(&cert_path, "not a certificate");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(echo(&trusting(&second_cert), &https).await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn a_missing_certificate_is_a_start_up_error_naming_the_file() {
+    let missing = tempfile::tempdir().unwrap();
+    let cert = missing.path().join("nope.pem");
+    let result = TestHost::try_start(
+        &examples_dir(),
+        &format!(
+            "tls_cert = {:?}\ntls_key = {:?}\n[keys]\necho = \"echo\"\n",
+            cert.display().to_string(),
+            cert.display().to_string()
+        ),
+        None,
+    )
+    .await;
+    let message = format!("{:#}", result.err().expect("the host started"));
+    assert!(message.contains("nope.pem"), "{message}");
+}
