@@ -79,7 +79,7 @@ impl TlsFiles {
             }
         });
         Ok(TlsWatch {
-            _debouncer: Box::new(debouncer),
+            _debouncer: std::sync::Mutex::new(Box::new(debouncer)),
             task,
         })
     }
@@ -94,7 +94,8 @@ fn parent(path: &Path) -> PathBuf {
 
 /// Keeps the certificate watcher alive; dropping it stops watching.
 pub struct TlsWatch {
-    _debouncer: Box<dyn std::any::Any + Send>,
+    // In a mutex only to make the handle `Sync`, as the host that owns it is.
+    _debouncer: std::sync::Mutex<Box<dyn std::any::Any + Send>>,
     task: tokio::task::JoinHandle<()>,
 }
 

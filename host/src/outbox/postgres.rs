@@ -30,7 +30,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 /// The channel released claims are announced on.
 const CHANNEL: &str = "optech_outbox";
 /// Serialises pruning across replicas (`pg_try_advisory_xact_lock`).
-const PRUNE_LOCK: i64 = 0x6f70_7465_6368_01;
+const PRUNE_LOCK: i64 = 0x006f_7074_6563_6801;
 /// Rows deleted per statement when pruning.
 const PRUNE_BATCH: i64 = 5_000;
 
