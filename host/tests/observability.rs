@@ -5,19 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Receiver, build_plugins, start_process_env, testkit_dir};
+use common::{Receiver, build_plugins, start_process_env};
 use serde_json::{Value, json};
-
-fn write_config(dir: &std::path::Path, rest: &str) -> std::path::PathBuf {
-    let path = dir.join("optech.toml");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\n{rest}",
-        testkit_dir().display().to_string(),
-        dir.join("data").display().to_string(),
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 async fn post(
     client: &reqwest::Client,
@@ -51,7 +40,7 @@ async fn post(
 async fn a_request_id_follows_the_request_into_the_answer_the_log_and_the_delivery() {
     build_plugins().as_ref().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let config = common::process_config(
         dir.path(),
         "[keys]\nlog = \"tk\"\nfail = \"tk\"\n\"echo.later\" = \"later\"\n\
          [plugins.tk]\nsource = \"testkit.wasm\"\n\
@@ -161,7 +150,7 @@ async fn metrics_parse_have_every_series_and_count_known_traffic_exactly() {
         let app = axum::Router::new().fallback(|| async { "fine" });
         axum::serve(back_end, app).await
     });
-    let config = write_config(
+    let config = common::process_config(
         dir.path(),
         &format!(
             "max_in_flight = 64\n[keys]\necho = \"tk\"\nfail = \"tk\"\nprobe = \"tk\"\n\"echo.later\" = \"later\"\n\
@@ -356,7 +345,7 @@ async fn metrics_parse_have_every_series_and_count_known_traffic_exactly() {
 async fn readyz_is_ready_while_serving_and_503_while_draining() {
     build_plugins().as_ref().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let config = common::process_config(
         dir.path(),
         "shutdown_grace = \"10s\"\n[keys]\nsleep = \"tk\"\n[plugins.tk]\nsource = \"testkit.wasm\"\n",
     );

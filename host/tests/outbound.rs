@@ -305,35 +305,6 @@ async fn http_timeout_bounds_one_request_within_the_call() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
-/// Resident, peak and thread count of a process, from /proc.
-fn process_stats(pid: u32) -> (f64, f64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (
-        field("VmRSS:") / 1024.0,
-        field("VmHWM:") / 1024.0,
-        field("Threads:") as u64,
-    )
-}
-
-fn write_config(dir: &Path, rest: &str) -> std::path::PathBuf {
-    let path = dir.join("optech.toml");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\n{rest}",
-        testkit_dir().display().to_string(),
-        dir.join("data").display().to_string(),
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 async fn ask(client: &reqwest::Client, url: &str, key: &str, inputs: Value) -> (u16, Value) {
     let body = json!({"key": key, "inputs": inputs}).to_string();
     let response = common::post_signed(client, url, body).await;
@@ -350,7 +321,7 @@ async fn a_huge_response_fails_the_plugins_read_and_the_host_stays_small() {
     build_plugins().as_ref().unwrap();
     let back_end = BackEnd::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let config = common::process_config(
         dir.path(),
         &plugin(&[back_end.url("")], "max_http_response = \"4MiB\""),
     );
@@ -369,7 +340,7 @@ async fn a_huge_response_fails_the_plugins_read_and_the_host_stays_small() {
         assert_eq!(status, 200);
         assert_eq!(body["data"]["error"], "too_large", "{path}: {body}");
     }
-    let (rss, peak, _) = process_stats(process.child.id());
+    let (rss, peak, _) = common::process_stats(process.child.id());
     eprintln!("after two 50 MiB responses under a 4 MiB cap: RSS {rss:.1} MiB, peak {peak:.1} MiB");
     assert!(peak < 200.0, "peak RSS {peak:.1} MiB");
 }
@@ -379,7 +350,7 @@ async fn five_hundred_plugins_waiting_on_a_back_end_hold_no_threads() {
     build_plugins().as_ref().unwrap();
     let back_end = BackEnd::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let config = common::process_config(
         dir.path(),
         &format!(
             "max_in_flight = 512\n{}",
@@ -411,7 +382,7 @@ async fn five_hundred_plugins_waiting_on_a_back_end_hold_no_threads() {
         tokio::spawn(async move {
             let mut most_rss = 0.0f64;
             while sampling.load(Ordering::SeqCst) {
-                let (rss, _, threads) = process_stats(pid);
+                let (rss, _, threads) = common::process_stats(pid);
                 most.fetch_max(threads as usize, Ordering::SeqCst);
                 most_rss = most_rss.max(rss);
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -437,7 +408,7 @@ async fn five_hundred_plugins_waiting_on_a_back_end_hold_no_threads() {
     let took = started.elapsed();
     sampling.store(false, Ordering::SeqCst);
     let most_rss = sampler.await.unwrap();
-    let (_, peak, _) = process_stats(pid);
+    let (_, peak, _) = common::process_stats(pid);
     let threads = most_threads.load(Ordering::SeqCst);
     eprintln!(
         "500 requests each waiting 1 s on the back end: {ok} answered in {took:?}; \
@@ -456,7 +427,7 @@ async fn secrets_reach_the_back_end_and_nothing_else() {
     let back_end = BackEnd::start().await;
     let other = BackEnd::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let config = common::process_config(
         dir.path(),
         &plugin(
             &[back_end.url("")],
@@ -517,7 +488,7 @@ async fn secrets_reach_the_back_end_and_nothing_else() {
 fn a_missing_secret_stops_start_up_naming_the_plugin_and_key() {
     build_plugins().as_ref().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let config = common::process_config(
         dir.path(),
         &plugin(
             &[],

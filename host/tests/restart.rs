@@ -124,21 +124,6 @@ async fn sigterm_lets_running_handlers_finish_and_deliver() {
     again.child.wait().unwrap();
 }
 
-/// Resident and peak memory of a process, in MiB, from /proc.
-fn memory_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-            .unwrap_or(0.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_over_ten_thousand_open_records_listens_at_once_and_resumes_within_its_caps() {
     build_plugins().as_ref().unwrap();
@@ -216,10 +201,10 @@ async fn a_host_over_ten_thousand_open_records_listens_at_once_and_resumes_withi
             .as_u64()
             .unwrap();
         most_running = most_running.max(running);
-        most_rss = most_rss.max(memory_mib(pid).0);
+        most_rss = most_rss.max(common::process_stats(pid).0);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (_, peak) = memory_mib(pid);
+    let (_, peak, _) = common::process_stats(pid);
     let delivered = receiver.count();
     eprintln!(
         "in 4 s of resuming: {delivered} delivered, at most {most_running} running (cap {CAP}), \

@@ -204,6 +204,17 @@ pub trait Outbox: Send + Sync + 'static {
     }
 }
 
+/// Unix milliseconds, as both backends store times.
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn from_millis(ms: i64) -> SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
 /// Where the outbox lives; opened on first use.
 #[derive(Clone)]
 pub enum OutboxSource {

@@ -16,13 +16,15 @@
 //! - Lease times come from the database's clock, never a replica's.
 //! - Pruning takes an advisory lock: one replica at a time.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Row, migrate::Migrator};
 use tokio::sync::Mutex;
 
-use super::{Accepted, Claim, NewRecord, OpenStats, Outbox, OutboxError, Stale, State};
+use super::{
+    Accepted, Claim, NewRecord, OpenStats, Outbox, OutboxError, Stale, State, from_millis, millis,
+};
 use crate::protocol::Fields;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -101,16 +103,6 @@ fn hostname() -> Option<String> {
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty() && h.len() <= 64)
-}
-
-fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn from_millis(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 #[async_trait::async_trait]

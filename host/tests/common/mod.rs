@@ -531,3 +531,34 @@ fn rand_u64() -> u64 {
     );
     hasher.finish()
 }
+
+/// Resident and peak memory (MiB) and thread count of a process, from /proc.
+pub fn process_stats(pid: u32) -> (f64, f64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        field("VmRSS:") / 1024.0,
+        field("VmHWM:") / 1024.0,
+        field("Threads:") as u64,
+    )
+}
+
+/// Writes `<dir>/optech.toml` for a real `optech serve` over the test plugins:
+/// free ports, its own data folder, then `rest` (more `[server]` keys first).
+pub fn process_config(dir: &Path, rest: &str) -> PathBuf {
+    let path = dir.join("optech.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\n{rest}",
+        testkit_dir().display().to_string(),
+        dir.join("data").display().to_string(),
+    );
+    std::fs::write(&path, text).expect("writing the config");
+    path
+}
