@@ -168,7 +168,7 @@ impl Host {
         let (server, tls_watch) = match &config.server.tls {
             Some(files) => {
                 let tls = files.load().await?;
-                let watch = files.watch(tls.clone())?;
+                let watch = files.watch(tls.clone(), metrics.tls_reloads.clone())?;
                 (serve_tls(listener, app, stop, tls)?, Some(watch))
             }
             None => (serve(listener, app, stop), None),

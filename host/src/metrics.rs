@@ -84,6 +84,9 @@ pub struct Metrics {
     pub outbox_oldest_age: Gauge<f64, AtomicU64>,
     /// Reloads of the config and plugin files, by result: `ok`, `failed`.
     pub reloads: Family<OutcomeLabels, Counter>,
+    /// Reloads of the TLS certificate and key, by result: `ok`, `failed` (a
+    /// failed renewal keeps the old certificate until it expires: alert on it).
+    pub tls_reloads: Family<OutcomeLabels, Counter>,
     /// Requests running now, over the whole host (set when scraped).
     pub in_flight: Gauge,
     /// Calls running now, by plugin (set when scraped).
@@ -166,6 +169,12 @@ impl Metrics {
             "Reloads of the config and plugin files, by result: ok, failed",
             reloads.clone(),
         );
+        let tls_reloads = Family::default();
+        registry.register(
+            "tls_reloads",
+            "Reloads of the TLS certificate and key files, by result: ok, failed",
+            tls_reloads.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "in_flight_requests",
@@ -197,6 +206,7 @@ impl Metrics {
         }
         for outcome in ["ok", "failed"] {
             let _ = reloads.get_or_create(&OutcomeLabels { outcome });
+            let _ = tls_reloads.get_or_create(&OutcomeLabels { outcome });
         }
         Self {
             registry,
@@ -209,6 +219,7 @@ impl Metrics {
             outbox_open,
             outbox_oldest_age,
             reloads,
+            tls_reloads,
             in_flight,
             plugin_in_flight,
             outbound,

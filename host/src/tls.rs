@@ -13,6 +13,10 @@ use anyhow::Context as _;
 use axum_server::tls_rustls::RustlsConfig;
 use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::metrics::OutcomeLabels;
 
 /// The certificate chain and private key files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +40,12 @@ impl TlsFiles {
     }
 
     /// Reloads `config` from the files whenever they change, until the handle
-    /// is dropped.
-    pub fn watch(&self, config: RustlsConfig) -> anyhow::Result<TlsWatch> {
+    /// is dropped, counting each reload's result in `reloads`.
+    pub fn watch(
+        &self,
+        config: RustlsConfig,
+        reloads: Family<OutcomeLabels, Counter>,
+    ) -> anyhow::Result<TlsWatch> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let files = [self.cert.clone(), self.key.clone()];
         let names: Vec<_> = files
@@ -66,7 +74,10 @@ impl TlsFiles {
         let task = tokio::spawn(async move {
             while rx.recv().await.is_some() {
                 while rx.try_recv().is_ok() {}
-                match config.reload_from_pem_file(&this.cert, &this.key).await {
+                let result = config.reload_from_pem_file(&this.cert, &this.key).await;
+                let outcome = if result.is_ok() { "ok" } else { "failed" };
+                reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+                match result {
                     Ok(()) => {
                         tracing::info!("reloaded the TLS certificate {}", this.cert.display())
                     }

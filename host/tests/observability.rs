@@ -319,6 +319,7 @@ async fn metrics_parse_have_every_series_and_count_known_traffic_exactly() {
         "optech_instantiation_duration_seconds_count",
         "optech_unavailable_total",
         "optech_reloads_total",
+        "optech_tls_reloads_total",
         "optech_deliveries_total",
         "optech_delivery_attempts_total",
         "optech_outbox_open_records",

@@ -80,10 +80,34 @@ async fn requests_arrive_over_tls_and_a_renewed_certificate_is_served_without_a_
     )
     .await;
 
-    // A broken certificate does not replace the one being served.
+    // A broken certificate does not replace the one being served, and the
+    // failed reload is counted (what an operator alerts on).
+    let admin = host.admin_url();
+    let failed_before = failed_reloads(&admin).await;
     write_atomically(&cert_path, "not a certificate");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    common::wait_until(
+        "the broken certificate's reload is counted as failed",
+        Duration::from_secs(10),
+        || async { failed_reloads(&admin).await > failed_before },
+    )
+    .await;
     assert_eq!(echo(&trusting(&second_cert), &https).await.unwrap(), 200);
+}
+
+/// `optech_tls_reloads_total{outcome="failed"}` on the admin listener.
+async fn failed_reloads(admin: &str) -> u64 {
+    let text = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(r#"optech_tls_reloads_total{outcome="failed"} "#))
+        .unwrap_or_else(|| panic!("no failed TLS reloads series in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
