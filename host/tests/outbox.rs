@@ -112,7 +112,9 @@ async fn released_claims_are_announced_and_taken_at_once() {
         return;
     };
     let b = Arc::new(b);
-    // B is listening before A lets go.
+    // B is listening before A lets go: its first wait opens the LISTEN
+    // connection, which then holds what is announced until B waits again.
+    b.wait_for_work(Duration::from_millis(1)).await;
     let waiter = {
         let b = b.clone();
         tokio::spawn(async move {
@@ -121,7 +123,6 @@ async fn released_claims_are_announced_and_taken_at_once() {
             started.elapsed()
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let inputs = vec![];
     let held = claim(
         a.accept(&record("http://l/released", &inputs))
