@@ -124,8 +124,18 @@ async fn a_receiver_that_is_down_then_up_gets_the_answer(backend: &Backend) {
         send(&host, &link, "echo", json!({"k": "v"})).await.status,
         202
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    // Not delivered: still open, with or without its result recorded yet.
+    // Two attempts have failed and been set to retry...
+    let admin = host.admin_url();
+    common::wait_until("two failed attempts", LONG, || async {
+        let scrape = common::scrape(&admin).await;
+        common::value(
+            &scrape,
+            "optech_delivery_attempts_total",
+            &[("outcome", "retry")],
+        ) >= 2.0
+    })
+    .await;
+    // ...and the record is still open.
     let open = state(&host, &link).await;
     assert!(
         matches!(open, Some(State::Answered | State::Accepted)),

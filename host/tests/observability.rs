@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Receiver, build_plugins, start_process_env};
+use common::{Receiver, build_plugins, scrape, start_process_env, value};
 use serde_json::{Value, json};
 
 async fn post(
@@ -110,34 +110,6 @@ async fn a_request_id_follows_the_request_into_the_answer_the_log_and_the_delive
     );
     receiver.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(receiver.to(&link)[0].headers["x-request-id"], "async-id-7");
-}
-
-/// The admin listener's `/metrics`, parsed with a Prometheus text-format parser.
-async fn scrape(admin: &str) -> prometheus_parse::Scrape {
-    let response = reqwest::get(format!("{admin}/metrics")).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        .unwrap_or_else(|e| panic!("not the Prometheus text format ({e}): {text}"))
-}
-
-/// The value of one series, or 0 if it is not there yet.
-fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == metric)
-        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match &s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => *v,
-            prometheus_parse::Value::Histogram(buckets) => {
-                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
-            }
-            prometheus_parse::Value::Summary(_) => f64::NAN,
-        })
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

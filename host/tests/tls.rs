@@ -95,19 +95,12 @@ async fn requests_arrive_over_tls_and_a_renewed_certificate_is_served_without_a_
 }
 
 /// `optech_tls_reloads_total{outcome="failed"}` on the admin listener.
-async fn failed_reloads(admin: &str) -> u64 {
-    let text = reqwest::get(format!("{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(r#"optech_tls_reloads_total{outcome="failed"} "#))
-        .unwrap_or_else(|| panic!("no failed TLS reloads series in {text}"))
-        .trim()
-        .parse()
-        .unwrap()
+async fn failed_reloads(admin: &str) -> f64 {
+    common::value(
+        &common::scrape(admin).await,
+        "optech_tls_reloads_total",
+        &[("outcome", "failed")],
+    )
 }
 
 #[tokio::test]

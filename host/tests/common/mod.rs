@@ -562,3 +562,31 @@ pub fn process_config(dir: &Path, rest: &str) -> PathBuf {
     std::fs::write(&path, text).expect("writing the config");
     path
 }
+
+/// The admin listener's `/metrics`, parsed with a Prometheus text-format parser.
+pub async fn scrape(admin: &str) -> prometheus_parse::Scrape {
+    let response = reqwest::get(format!("{admin}/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("not the Prometheus text format ({e}): {text}"))
+}
+
+/// The value of one series, or 0 if it is not there yet.
+pub fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+        .unwrap_or(0.0)
+}
