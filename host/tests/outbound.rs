@@ -37,6 +37,17 @@ impl BackEnd {
             .route("/big-chunked", get(big_chunked))
             .route("/redirect", get(redirect))
             .route(
+                "/echo-body",
+                axum::routing::post(|headers: HeaderMap, body: String| async move {
+                    let kind = headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    format!("{kind} {body}")
+                }),
+            )
+            .route(
                 "/slow",
                 get(|| async {
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -143,6 +154,25 @@ fn plugin(allowed: &[String], extra: &str) -> String {
         keys(),
         serde_json::to_string(allowed).unwrap()
     )
+}
+
+#[tokio::test]
+async fn a_json_body_reaches_the_back_end_whole() {
+    let back_end = BackEnd::start().await;
+    let host = TestHost::start(&testkit_dir(), &plugin(&[back_end.url("")], "")).await;
+    // Larger than one 4 KiB write, so the body crosses in several chunks.
+    let body = format!("{{\"note\":\"{}\"}}", "é".repeat(3000));
+    let answer = host
+        .ask(
+            "fetch",
+            json!({"url": back_end.url("/echo-body"), "method": "POST", "body": body}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    assert_eq!(
+        answer.json()["data"],
+        json!({"status": "200", "body": format!("application/json {body}")})
+    );
 }
 
 #[tokio::test]

@@ -277,10 +277,15 @@ mod imp {
         request
             .set_path_with_query(Some(&url.path_and_query))
             .map_err(|()| invalid("path"))?;
-        let outgoing = request.body().map_err(|()| invalid("body"))?;
+        // Without a body (a GET, say) the request never opens one: the host
+        // sends it at once, with no stream to wait on.
+        let outgoing = match body {
+            Some(bytes) => Some((request.body().map_err(|()| invalid("body"))?, bytes)),
+            None => None,
+        };
         // Send first: the host starts reading the body once the request is under way.
         let future = outgoing_handler::handle(request, None).map_err(|e| code_error(e, &host))?;
-        if let Some(bytes) = body {
+        if let Some((outgoing, bytes)) = outgoing {
             let stream = outgoing.write().map_err(|()| invalid("body"))?;
             for chunk in bytes.chunks(4096) {
                 // A closed stream means the host already refused: the reason
@@ -289,8 +294,9 @@ mod imp {
                     break;
                 }
             }
+            drop(stream);
+            let _ = OutgoingBody::finish(outgoing, None);
         }
-        let _ = OutgoingBody::finish(outgoing, None);
         let response = loop {
             match future.get() {
                 Some(Ok(Ok(response))) => break response,
