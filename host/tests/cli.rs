@@ -1,11 +1,13 @@
 //! The author's first ten minutes, with the real `optech` binary: `new`, its
-//! unit tests, `build`, `send` against `serve` (sync and async), `check`; and
-//! a crate made outside the repository, built against the packaged SDK.
+//! unit tests, `build`, `send` against `serve` (sync and async), `dev` with a
+//! crate created while it runs, `check`; and a crate made outside the
+//! repository, built against the packaged SDK.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::{CLIENT_ID, SECRET};
 
@@ -22,6 +24,29 @@ fn optech(dir: &Path, args: &[&str]) -> Output {
         .env("NO_COLOR", "1")
         .output()
         .expect("running optech")
+}
+
+/// [`optech`] with `input` on its stdin.
+fn optech_with_stdin(dir: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_optech"))
+        .args(args)
+        .current_dir(dir)
+        .env("OPTECH_CLIENT_SECRET", SECRET)
+        .env("OPTECH_CLIENT_ID", CLIENT_ID)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running optech");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 fn text(out: &Output) -> String {
@@ -112,6 +137,60 @@ async fn new_build_and_send_for_a_sync_and_an_async_plugin() {
         assert_eq!(out.status.code(), Some(1), "{mode}: {}", text(&out));
         assert!(String::from_utf8_lossy(&out.stdout).contains("invalid_input"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_and_builds_a_crate_created_while_it_runs() {
+    let project = project();
+    let dir = project.path();
+    let out = optech(dir, &["new", "demo"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // `optech dev` builds the crate before it listens.
+    let dev = common::start_dev(&dir.join("optech.toml"));
+
+    // Inputs from a JSON file, and from stdin.
+    std::fs::write(dir.join("inputs.json"), r#"{"name": "Ada"}"#).unwrap();
+    let url = dev.url.as_str();
+    let out = optech(
+        dir,
+        &["send", "demo", "--inputs-json", "inputs.json", "--url", url],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello, Ada!"));
+    let out = optech_with_stdin(
+        dir,
+        &["send", "demo", "--inputs-json", "-", "--url", url],
+        r#"{"name": "Grace"}"#,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello, Grace!"));
+
+    // A crate made while it runs is built and served, without a restart.
+    let out = optech(dir, &["new", "second"]);
+    assert!(out.status.success(), "{}", text(&out));
+    dev.wait_for_log("new plugin crate; building it", Duration::from_secs(30))
+        .await;
+    common::wait_until(
+        "the new crate is built",
+        Duration::from_secs(300),
+        || async {
+            dev.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("built ") && l.contains("second.wasm"))
+        },
+    )
+    .await;
+    common::wait_until(
+        "the new crate's key answers",
+        Duration::from_secs(30),
+        || async {
+            let out = optech(dir, &["send", "second", "name=Lin", "--url", url]);
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("hello, Lin!")
+        },
+    )
+    .await;
 }
 
 #[test]

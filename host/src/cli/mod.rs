@@ -1,5 +1,6 @@
 //! The subcommands beyond serving: `new`, `send` and `check`, one file each.
-//! `main.rs` parses the command line and prints; these do the work.
+//! `main.rs` parses the command line; these do the work, and `send` prints
+//! what it saw (the answer on stdout, timings and verdicts on stderr).
 
 pub mod check;
 pub mod new;

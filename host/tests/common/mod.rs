@@ -389,11 +389,25 @@ pub fn start_process_with(config: &Path, log: &str) -> Process {
 
 /// [`start_process_with`] with more environment variables.
 pub fn start_process_env(config: &Path, log: &str, env: &[(&str, &str)]) -> Process {
+    start_optech("serve", config, log, env)
+}
+
+/// `optech dev` (build, serve, rebuild on save) from the folder of `config`.
+pub fn start_dev(config: &Path) -> Process {
+    start_optech("dev", config, "info", &[])
+}
+
+/// Runs `optech SUBCOMMAND --config CONFIG` and waits until it listens.
+fn start_optech(subcommand: &str, config: &Path, log: &str, env: &[(&str, &str)]) -> Process {
     use std::io::{BufRead, BufReader};
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_optech"));
+    command.args([subcommand, "--config"]).arg(config);
+    if subcommand == "dev" {
+        // Where an author runs it: the project folder.
+        let config = std::fs::canonicalize(config).expect("the config file exists");
+        command.current_dir(config.parent().unwrap_or(Path::new("/")));
+    }
     command
-        .args(["serve", "--config"])
-        .arg(config)
         .env("OPTECH_CLIENT_SECRET", SECRET)
         .env("OPTECH_CLIENT_ID", CLIENT_ID)
         .env("OPTECH_LOG", log)
