@@ -15,26 +15,26 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn optech(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_optech"))
+/// `optech ARGS` run in `dir` with the test credentials.
+fn optech_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_optech"));
+    command
         .args(args)
         .current_dir(dir)
         .env("OPTECH_CLIENT_SECRET", SECRET)
         .env("OPTECH_CLIENT_ID", CLIENT_ID)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("running optech")
+        .env("NO_COLOR", "1");
+    command
+}
+
+fn optech(dir: &Path, args: &[&str]) -> Output {
+    optech_command(dir, args).output().expect("running optech")
 }
 
 /// [`optech`] with `input` on its stdin.
 fn optech_with_stdin(dir: &Path, args: &[&str], input: &str) -> Output {
     use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_optech"))
-        .args(args)
-        .current_dir(dir)
-        .env("OPTECH_CLIENT_SECRET", SECRET)
-        .env("OPTECH_CLIENT_ID", CLIENT_ID)
-        .env("NO_COLOR", "1")
+    let mut child = optech_command(dir, args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
