@@ -32,14 +32,7 @@ fn trusting(cert: &str) -> reqwest::Client {
 
 async fn echo(client: &reqwest::Client, url: &str) -> Result<u16, reqwest::Error> {
     let body = r#"{"key":"echo","inputs":{"over":"tls"}}"#;
-    let signature =
-        optech_host::signature::Signer::new(common::SECRET.as_bytes(), None).sign(body.as_bytes());
-    client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-optech-signature", signature)
-        .body(body)
-        .send()
+    common::try_post_signed(client, url, body.to_string())
         .await
         .map(|r| r.status().as_u16())
 }

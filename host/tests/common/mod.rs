@@ -456,6 +456,17 @@ fn start_optech(subcommand: &str, config: &Path, log: &str, env: &[(&str, &str)]
 
 /// POSTs `body` to `url` as JSON, signed with the test secret, the way the platform does.
 pub async fn post_signed(client: &reqwest::Client, url: &str, body: String) -> reqwest::Response {
+    try_post_signed(client, url, body)
+        .await
+        .expect("request failed")
+}
+
+/// [`post_signed`], for tests where the request itself may fail.
+pub async fn try_post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+) -> Result<reqwest::Response, reqwest::Error> {
     let signature = Signer::new(SECRET.as_bytes(), None).sign(body.as_bytes());
     client
         .post(url)
@@ -464,7 +475,6 @@ pub async fn post_signed(client: &reqwest::Client, url: &str, body: String) -> r
         .body(body)
         .send()
         .await
-        .expect("request failed")
 }
 
 /// How many records in the SQLite outbox under `data_dir` are still open, read
