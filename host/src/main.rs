@@ -8,8 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use optech_host::config::Config;
 use optech_host::credentials::{self, Credentials, CredentialsError};
 use optech_host::signature::{self, Signer};
-use optech_host::{Host, Identity, cli, plugin_build};
-use tracing_subscriber::EnvFilter;
+use optech_host::{Host, Identity, cli, logging, plugin_build};
 
 /// Serve OpTech data requests with sandboxed WebAssembly plugins.
 #[derive(Parser)]
@@ -119,17 +118,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_env("OPTECH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    match cli.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        // One object per line; the request's span (id, key, plugin) is a field of each.
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_env_filter(filter)
-            .init(),
-    }
+    logging::init(match cli.log_format {
+        LogFormat::Text => logging::Format::Text,
+        LogFormat::Json => logging::Format::Json,
+    });
     match cli.command {
         Command::Serve(args) => {
             let credentials = Credentials::load(Path::new(".env"))?;

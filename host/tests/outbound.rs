@@ -20,11 +20,13 @@ use serde_json::{Value, json};
 /// Path and `authorization` header of each request a back end got, in order.
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
-/// A back end on loopback that records every request it gets.
+/// A back end on loopback that records every request it gets, and counts
+/// every connection it accepts (a refused request must not even connect).
 #[derive(Clone)]
 struct BackEnd {
     addr: SocketAddr,
     seen: Seen,
+    connections: Arc<AtomicUsize>,
 }
 
 impl BackEnd {
@@ -74,8 +76,21 @@ impl BackEnd {
             ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            accepted.fetch_add(1, Ordering::SeqCst);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { addr, seen }
+        Self {
+            addr,
+            seen,
+            connections,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     fn url(&self, path: &str) -> String {
@@ -209,7 +224,11 @@ async fn requests_outside_the_allowlist_are_denied_and_never_sent() {
         .unwrap()
         .to_string();
     assert!(message.contains(&other.addr.to_string()), "{message}");
-    assert_eq!(other.hits(), 0, "a refused request reached its server");
+    assert_eq!(
+        other.connections(),
+        0,
+        "a refused request reached its server"
+    );
     assert_eq!(allowed.hits(), 1);
 }
 
@@ -243,12 +262,52 @@ async fn a_redirect_is_handed_to_the_plugin_and_never_followed() {
 }
 
 #[tokio::test]
-async fn localhost_by_name_and_named_addresses_are_allowed_and_wildcards_are_guarded() {
+async fn no_spelling_of_an_internal_address_passes_a_wildcard() {
     let back_end = BackEnd::start().await;
+    let port = back_end.addr.port();
+    // `*` allows any host, but no internal address and no internal name.
+    let wildcard = TestHost::start(&testkit_dir(), &plugin(&["http://*:*".to_string()], "")).await;
+    for host in [
+        "127.0.0.1",
+        "2130706433",
+        "127.1",
+        "0x7f000001",
+        "0177.0.0.1",
+        "127.0.0.1.",
+        "localhost",
+        "[::ffff:127.0.0.1]",
+        "0.0.0.0",
+        "[::]",
+        "[::1]",
+    ] {
+        let probe = wildcard
+            .ask("probe", json!({"url": format!("http://{host}:{port}/")}))
+            .await;
+        assert_eq!(
+            probe.json()["data"]["error"],
+            "denied",
+            "{host}: {:?}",
+            probe.json()
+        );
+    }
+    assert_eq!(
+        back_end.connections(),
+        0,
+        "a refused request connected to the back end"
+    );
+}
+
+#[tokio::test]
+async fn localhost_and_internal_addresses_only_through_entries_naming_them() {
+    let back_end = BackEnd::start().await;
+    let other = BackEnd::start().await;
     let port = back_end.addr.port();
     let by_name = TestHost::start(
         &testkit_dir(),
-        &plugin(&[format!("http://localhost:{port}")], ""),
+        &plugin(
+            &[format!("http://localhost:{port}"), "http://*:*".to_string()],
+            "",
+        ),
     )
     .await;
     let answer = by_name
@@ -260,22 +319,32 @@ async fn localhost_by_name_and_named_addresses_are_allowed_and_wildcards_are_gua
         "{:?}",
         answer.json()
     );
-
-    // `*` allows any host, but not an internal address it does not name.
-    let wildcard = TestHost::start(&testkit_dir(), &plugin(&["http://*:*".to_string()], "")).await;
-    let probe = wildcard
-        .ask("probe", json!({"url": back_end.url("/")}))
+    // The named `localhost` is its entry's port only, wildcard or not.
+    let probe = by_name
+        .ask(
+            "probe",
+            json!({"url": format!("http://localhost:{}/", other.addr.port())}),
+        )
         .await;
     assert_eq!(probe.json()["data"]["error"], "denied");
-    let probe = wildcard
-        .ask("probe", json!({"url": format!("http://localhost:{port}/")}))
+
+    // A literal address reaches that one port, in any spelling, and no other.
+    let literal = TestHost::start(
+        &testkit_dir(),
+        &plugin(&[back_end.url(""), "http://*:*".to_string()], ""),
+    )
+    .await;
+    let answer = literal
+        .ask(
+            "fetch",
+            json!({"url": format!("http://2130706433:{port}/")}),
+        )
         .await;
-    assert_eq!(
-        probe.json()["data"]["status"],
-        "200",
-        "localhost is trusted by its name"
-    );
+    assert_eq!(answer.json()["data"]["status"], "200");
+    let probe = literal.ask("probe", json!({"url": other.url("/")})).await;
+    assert_eq!(probe.json()["data"]["error"], "denied");
     assert_eq!(back_end.hits(), 2);
+    assert_eq!(other.connections(), 0);
 }
 
 #[tokio::test]

@@ -55,12 +55,10 @@ async fn requests_arrive_over_tls_and_a_renewed_certificate_is_served_without_a_
     .await;
     let https = format!("https://localhost:{}/", host.host.addr().port());
     assert_eq!(echo(&trusting(&first_cert), &https).await.unwrap(), 200);
-    // Plain HTTP is not served on a TLS listener.
+    // Plain HTTP is not served on a TLS listener: no HTTP answer at all.
     let plain = format!("http://127.0.0.1:{}/", host.host.addr().port());
-    assert!(!matches!(
-        echo(&reqwest::Client::new(), &plain).await,
-        Ok(200)
-    ));
+    let answer = echo(&reqwest::Client::new(), &plain).await;
+    assert!(answer.is_err(), "plain HTTP got an answer: {answer:?}");
 
     // Renewal: the new certificate is served to new connections.
     let (second_cert, second_key) = certificate();
@@ -85,6 +83,69 @@ async fn requests_arrive_over_tls_and_a_renewed_certificate_is_served_without_a_
     )
     .await;
     assert_eq!(echo(&trusting(&second_cert), &https).await.unwrap(), 200);
+}
+
+/// Writes a certificate pair the way kubelet updates a Secret volume: into a
+/// new timestamped directory, then `..data` is swapped to it by renaming a
+/// fresh symlink over it; `tls.crt` and `tls.key` point through `..data`.
+fn kubelet_publish(dir: &Path, generation: u32, cert: &str, key: &str) {
+    use std::os::unix::fs::symlink;
+    let versioned = format!("..2026_11_30_00_00_0{generation}.000000001");
+    std::fs::create_dir(dir.join(&versioned)).unwrap();
+    std::fs::write(dir.join(&versioned).join("tls.crt"), cert).unwrap();
+    std::fs::write(dir.join(&versioned).join("tls.key"), key).unwrap();
+    let _ = std::fs::remove_file(dir.join("..data_tmp"));
+    symlink(&versioned, dir.join("..data_tmp")).unwrap();
+    let previous = std::fs::read_link(dir.join("..data")).ok();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for name in ["tls.crt", "tls.key"] {
+        if !dir.join(name).exists() {
+            symlink(Path::new("..data").join(name), dir.join(name)).unwrap();
+        }
+    }
+    if let Some(previous) = previous {
+        std::fs::remove_dir_all(dir.join(previous)).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_kubernetes_secret_volume_swap_is_served_without_a_restart() {
+    let certs = tempfile::tempdir().unwrap();
+    let (first_cert, first_key) = certificate();
+    kubelet_publish(certs.path(), 1, &first_cert, &first_key);
+    let host = TestHost::start(
+        &examples_dir(),
+        &format!(
+            "tls_cert = {:?}\ntls_key = {:?}\n[keys]\necho = \"echo\"\n",
+            certs.path().join("tls.crt").display().to_string(),
+            certs.path().join("tls.key").display().to_string()
+        ),
+    )
+    .await;
+    let https = format!("https://localhost:{}/", host.host.addr().port());
+    assert_eq!(echo(&trusting(&first_cert), &https).await.unwrap(), 200);
+    let admin = host.admin_url();
+    let reloaded_before = reloads(&admin, "ok").await;
+
+    let (second_cert, second_key) = certificate();
+    kubelet_publish(certs.path(), 2, &second_cert, &second_key);
+    common::wait_until(
+        "the certificate behind the swapped ..data link is served",
+        Duration::from_secs(10),
+        || async { matches!(echo(&trusting(&second_cert), &https).await, Ok(200)) },
+    )
+    .await;
+    assert_eq!(reloads(&admin, "ok").await, reloaded_before + 1.0);
+    assert!(echo(&trusting(&first_cert), &https).await.is_err());
+}
+
+/// `optech_tls_reloads_total{outcome}` on the admin listener.
+async fn reloads(admin: &str, outcome: &str) -> f64 {
+    common::value(
+        &common::scrape(admin).await,
+        "optech_tls_reloads_total",
+        &[("outcome", outcome)],
+    )
 }
 
 /// `optech_tls_reloads_total{outcome="failed"}` on the admin listener.

@@ -129,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
                         })
                 };
                 Arc::new(NativeOrders {
-                    egress: outbound.for_plugin(&settings.name, &settings.egress)?,
+                    egress: outbound.for_plugin(&settings.name, &settings.egress),
                     base_url: value("base_url")?,
                     authorization: format!("Bearer {}", value("token")?),
                 })

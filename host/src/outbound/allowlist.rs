@@ -16,6 +16,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::address::{self, AddressPolicy};
+
 /// One parsed `allowed_hosts` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedHost {
@@ -42,7 +44,8 @@ enum PortPattern {
     Any,
 }
 
-/// A request's destination, as the allowlist sees it.
+/// A request's destination, as the allowlist and the guard see it: built
+/// from the one parse of the URL that is also handed to the connector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
     pub https: bool,
@@ -58,26 +61,36 @@ pub enum Host {
 }
 
 impl Destination {
-    /// From a URI's parts; `None` for a scheme other than http(s) or no host.
-    pub fn new(scheme: &str, host: &str, port: Option<u16>) -> Option<Self> {
-        let https = match scheme.to_ascii_lowercase().as_str() {
+    /// From a parsed URL; `None` for a scheme other than http(s) or no host.
+    /// The `url` crate has already read every spelling of an address
+    /// (`2130706433`, `127.1`, `0x7f000001`, `0177.0.0.1`) as the address it is.
+    pub fn from_url(url: &url::Url) -> Option<Self> {
+        let https = match url.scheme() {
             "https" => true,
             "http" => false,
             _ => return None,
         };
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let host = match bare.parse::<IpAddr>() {
-            Ok(ip) => Host::Address(ip),
-            Err(_) if !bare.is_empty() => {
-                Host::Name(bare.trim_end_matches('.').to_ascii_lowercase())
+        let host = match url.host()? {
+            url::Host::Ipv4(ip) => Host::Address(IpAddr::V4(ip)),
+            url::Host::Ipv6(ip) => Host::Address(IpAddr::V6(ip)),
+            url::Host::Domain(name) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                if name.is_empty() {
+                    return None;
+                }
+                Host::Name(name)
             }
-            Err(_) => return None,
         };
         Some(Self {
             https,
             host,
-            port: port.unwrap_or(if https { 443 } else { 80 }),
+            port: url.port_or_known_default()?,
         })
+    }
+
+    /// From a URL's text, parsed once as [`Destination::from_url`] does.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::from_url(&url::Url::parse(text).ok()?)
     }
 }
 
@@ -125,21 +138,34 @@ impl AllowedHost {
         Ok(Self { https, host, port })
     }
 
+    /// Whether this entry lets a request go to `to`. A name that is internal
+    /// by itself (`localhost`, a metadata service's) matches only an entry
+    /// that names it exactly, never a wildcard.
     pub fn matches(&self, to: &Destination) -> bool {
-        let port = match self.port {
-            PortPattern::Exactly(p) => to.port == p,
-            PortPattern::Range(low, high) => (low..=high).contains(&to.port),
-            PortPattern::Any => true,
-        };
         let host = match (&self.host, &to.host) {
-            (HostPattern::Any, _) => true,
             (HostPattern::Name(name), Host::Name(want)) => name == want,
+            (HostPattern::Any | HostPattern::Subdomains(_), Host::Name(want))
+                if address::is_internal_name(want) =>
+            {
+                false
+            }
+            (HostPattern::Any, _) => true,
             (HostPattern::Subdomains(suffix), Host::Name(want)) => want.ends_with(suffix.as_str()),
             (HostPattern::Address(ip), Host::Address(want)) => same_address(*ip, *want),
             (HostPattern::Network(net), Host::Address(want)) => net.contains(&canonical(*want)),
             _ => false,
         };
-        self.https == to.https && port && host
+        host && self.serves(to)
+    }
+
+    /// Whether this entry's scheme and port are the destination's.
+    fn serves(&self, to: &Destination) -> bool {
+        let port = match self.port {
+            PortPattern::Exactly(p) => to.port == p,
+            PortPattern::Range(low, high) => (low..=high).contains(&to.port),
+            PortPattern::Any => true,
+        };
+        self.https == to.https && port
     }
 
     /// The network this entry names literally (an address or a CIDR), if any:
@@ -172,17 +198,30 @@ impl Allowlist {
         self.entries.iter().any(|e| e.matches(to))
     }
 
-    /// Every network named literally, sorted and deduplicated: the private
-    /// addresses this plugin may reach.
-    pub fn named_networks(&self) -> Vec<IpNet> {
-        let mut nets: Vec<IpNet> = self
+    /// Whether a request may go to `to` and, if so, which internal addresses
+    /// it may reach there: only the networks named literally by an entry for
+    /// `to`'s scheme and port, and loopback when `to` is a `localhost` name
+    /// that an entry for that scheme and port names exactly.
+    pub fn admit(&self, to: &Destination) -> Option<AddressPolicy> {
+        if !self.allows(to) {
+            return None;
+        }
+        let mut named: Vec<IpNet> = self
             .entries
             .iter()
+            .filter(|e| e.serves(to))
             .filter_map(AllowedHost::network)
             .collect();
-        nets.sort();
-        nets.dedup();
-        nets
+        named.sort();
+        named.dedup();
+        let localhost = match &to.host {
+            Host::Name(name) if name == "localhost" || name.ends_with(".localhost") => self
+                .entries
+                .iter()
+                .any(|e| e.host == HostPattern::Name(name.clone()) && e.serves(to)),
+            _ => false,
+        };
+        Some(AddressPolicy { named, localhost })
     }
 }
 
@@ -273,8 +312,9 @@ fn same_address(a: IpAddr, b: IpAddr) -> bool {
 mod tests {
     use super::*;
 
-    fn to(url_scheme: &str, host: &str, port: Option<u16>) -> Destination {
-        Destination::new(url_scheme, host, port).unwrap()
+    fn to(scheme: &str, host: &str, port: Option<u16>) -> Destination {
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        Destination::parse(&format!("{scheme}://{host}{port}/")).unwrap()
     }
 
     fn allows(entry: &str, scheme: &str, host: &str, port: Option<u16>) -> bool {
@@ -378,6 +418,84 @@ mod tests {
     }
 
     #[test]
+    fn every_spelling_of_an_address_is_that_address() {
+        for spelling in [
+            "2130706433",
+            "127.1",
+            "0x7f000001",
+            "0177.0.0.1",
+            "127.0.0.1.",
+            "0x7f.1",
+        ] {
+            let to = to("http", spelling, Some(80));
+            assert_eq!(
+                to.host,
+                Host::Address("127.0.0.1".parse().unwrap()),
+                "{spelling}"
+            );
+        }
+        let mapped = to("http", "[::ffff:127.0.0.1]", None);
+        assert_eq!(mapped.host, Host::Address("::ffff:7f00:1".parse().unwrap()));
+        assert!(Destination::parse("ftp://x/").is_none());
+        assert!(Destination::parse("http://[::1/").is_none());
+    }
+
+    fn admit(entries: &[&str], url: &str) -> Option<AddressPolicy> {
+        let list = Allowlist::new(
+            entries
+                .iter()
+                .map(|e| AllowedHost::parse(e).unwrap())
+                .collect(),
+        );
+        list.admit(&Destination::parse(url).unwrap())
+    }
+
+    #[test]
+    fn internal_names_need_an_entry_that_names_them() {
+        for url in [
+            "http://localhost/",
+            "http://LOCALHOST./",
+            "http://a.localhost/",
+            "http://metadata.google.internal/",
+        ] {
+            assert_eq!(admit(&["http://*:*"], url), None, "{url}");
+        }
+        assert_eq!(
+            admit(
+                &["http://*.google.internal"],
+                "http://metadata.google.internal/"
+            ),
+            None
+        );
+        let local = admit(&["http://localhost:8080"], "http://localhost:8080/").unwrap();
+        assert!(local.localhost);
+        assert_eq!(
+            admit(&["http://localhost:8080"], "http://localhost:8081/"),
+            None
+        );
+        // A wildcard beside it does not stretch the name to other ports.
+        let other = admit(
+            &["http://localhost:8080", "http://*:*"],
+            "http://localhost:9/",
+        );
+        assert_eq!(other, None);
+    }
+
+    #[test]
+    fn named_networks_count_only_on_their_entry_scheme_and_port() {
+        let entries = ["http://127.0.0.1:8080", "http://*:*", "https://10.0.0.0/8"];
+        let here = admit(&entries, "http://127.0.0.1:8080/").unwrap();
+        assert_eq!(here.named, vec!["127.0.0.1/32".parse().unwrap()]);
+        let other_port = admit(&entries, "http://127.0.0.1:8081/").unwrap();
+        assert!(other_port.named.is_empty());
+        assert!(!other_port.permits("127.0.0.1".parse().unwrap()));
+        let tls = admit(&entries, "https://10.1.2.3/");
+        assert_eq!(tls.unwrap().named, vec!["10.0.0.0/8".parse().unwrap()]);
+        let plain = admit(&entries, "http://10.1.2.3/").unwrap();
+        assert!(!plain.permits("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
     fn malformed_entries_are_refused() {
         for bad in [
             "api.example.com",
@@ -411,6 +529,5 @@ mod tests {
             to("http", "[::1]", Some(8080)).to_string(),
             "http://[::1]:8080"
         );
-        assert!(Destination::new("ftp", "x", None).is_none());
     }
 }

@@ -14,7 +14,7 @@ use tokio::time::Sleep;
 use wasmtime_wasi_http::Error;
 
 pub struct CappedBody {
-    inner: reqwest::Body,
+    inner: hyper::body::Incoming,
     seen: u64,
     max: u64,
     deadline: Pin<Box<Sleep>>,
@@ -23,7 +23,7 @@ pub struct CappedBody {
 
 impl CappedBody {
     pub fn new(
-        inner: reqwest::Body,
+        inner: hyper::body::Incoming,
         max: u64,
         deadline: tokio::time::Instant,
         slot: OwnedSemaphorePermit,

@@ -85,12 +85,30 @@ fn db(e: sqlx::Error) -> OutboxError {
     OutboxError::Postgres(e.to_string())
 }
 
-/// A connection URL without its password, for messages.
+/// A connection URL without its password, for messages: whether it is in
+/// the user info (`user:pass@`) or a query parameter (`?password=`).
 pub fn redact(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
+            }
+            if parsed
+                .query_pairs()
+                .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+            {
+                let kept: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k.eq_ignore_ascii_case("password") {
+                            "***".into()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(kept);
             }
             parsed.to_string()
         }
@@ -440,5 +458,13 @@ mod tests {
             "{shown}"
         );
         assert_eq!(redact("not a url"), "<the outbox URL>");
+        let query = redact("postgres://db.internal/optech?user=o&password=s3cr3t&sslmode=require");
+        assert!(!query.contains("s3cr3t"), "{query}");
+        assert!(
+            query.contains("sslmode=require") && query.contains("user=o"),
+            "{query}"
+        );
+        let upper = redact("postgresql://db/x?PASSWORD=s3cr3t");
+        assert!(!upper.contains("s3cr3t"), "{upper}");
     }
 }

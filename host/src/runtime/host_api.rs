@@ -39,8 +39,8 @@ pub struct PluginState {
 
 impl PluginState {
     pub fn new(info: Arc<PluginInfo>, deadline: Instant) -> Self {
-        let stdout = PluginOutput::new(info.name.clone(), "stdout");
-        let stderr = PluginOutput::new(info.name.clone(), "stderr");
+        let stdout = PluginOutput::new(info.name.clone(), "stdout", info.redactor.clone());
+        let stderr = PluginOutput::new(info.name.clone(), "stderr", info.redactor.clone());
         let mut wasi = WasiCtx::builder();
         // The defaults already give no preopens, no env, no args and closed stdin;
         // sockets are refused outright rather than address by address.
@@ -125,7 +125,9 @@ impl host::Host for PluginState {
             message.truncate(cut);
             message.push_str(" [cut]");
         }
+        let message = self.info.redactor.redact(&message);
         // The request's span (id, key, plugin) is current: the line inherits it.
+        // The text log escapes its control characters (`logging`).
         let plugin = &*self.info.name;
         match level {
             Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),

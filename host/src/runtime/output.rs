@@ -8,6 +8,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+use crate::redact::Redactor;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// Bytes of output kept per stream and request; the rest is counted and dropped.
@@ -21,6 +23,7 @@ pub struct PluginOutput(Arc<Mutex<LineLog>>);
 
 struct LineLog {
     plugin: Arc<str>,
+    redactor: Redactor,
     stream: &'static str,
     pending: Vec<u8>,
     kept: usize,
@@ -28,9 +31,10 @@ struct LineLog {
 }
 
 impl PluginOutput {
-    pub fn new(plugin: Arc<str>, stream: &'static str) -> Self {
+    pub fn new(plugin: Arc<str>, stream: &'static str, redactor: Redactor) -> Self {
         Self(Arc::new(Mutex::new(LineLog {
             plugin,
+            redactor,
             stream,
             pending: Vec::new(),
             kept: 0,
@@ -73,7 +77,7 @@ impl LineLog {
 
     fn emit(&mut self) {
         let line = String::from_utf8_lossy(&self.pending);
-        let line = line.trim_end_matches('\r');
+        let line = self.redactor.redact(line.trim_end_matches('\r'));
         tracing::info!(target: "plugin", plugin = %self.plugin, stream = self.stream, "{line}");
         self.pending.clear();
     }
@@ -162,7 +166,7 @@ mod tests {
 
     #[test]
     fn output_is_capped_and_split_into_lines() {
-        let out = PluginOutput::new("p".into(), "stdout");
+        let out = PluginOutput::new("p".into(), "stdout", Redactor::default());
         out.push(b"one\ntwo\r\nthr");
         out.push(b"ee\n");
         {
@@ -182,7 +186,7 @@ mod tests {
 
     #[test]
     fn each_call_of_a_reused_stream_has_its_own_cap() {
-        let out = PluginOutput::new("p".into(), "stdout");
+        let out = PluginOutput::new("p".into(), "stdout", Redactor::default());
         out.push(&vec![b'x'; MAX_OUTPUT_PER_REQUEST + 10]);
         out.finish_call();
         let log = out.0.lock().unwrap();

@@ -15,6 +15,7 @@ use crate::dispatch::{Call, Handler, HandlerError, HandlerFuture};
 use crate::metrics::Metrics;
 use crate::outbound::PluginEgress;
 use crate::protocol::Fields;
+use crate::redact::Redactor;
 
 /// Why a component cannot serve as a plugin.
 #[derive(Debug, Error)]
@@ -29,8 +30,6 @@ pub enum LoadError {
     Imports(String),
     #[error("does not export `handle` as wit/plugin.wit defines it: {0}")]
     Exports(String),
-    #[error("cannot set up its outbound HTTP client: {0}")]
-    Outbound(String),
 }
 
 /// What every instance of one plugin shares.
@@ -39,6 +38,8 @@ pub(super) struct PluginInfo {
     pub config: BTreeMap<String, ConfigValue>,
     pub memory: u64,
     pub egress: Arc<PluginEgress>,
+    /// Its secrets, kept out of its log lines, output and error messages.
+    pub redactor: Redactor,
 }
 
 /// A compiled plugin, ready to instantiate once per call (or, with
@@ -89,8 +90,7 @@ impl WasmHandler {
         let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
         let egress = runtime
             .outbound
-            .for_plugin(&settings.name, &settings.egress)
-            .map_err(|e| LoadError::Outbound(e.to_string()))?;
+            .for_plugin(&settings.name, &settings.egress);
         let instantiation = runtime
             .metrics()
             .instantiation_seconds
@@ -104,6 +104,7 @@ impl WasmHandler {
                 config: settings.config.clone(),
                 memory: settings.memory,
                 egress,
+                redactor: Redactor::for_config(&settings.config),
             }),
             timeout: settings.timeout,
             requests_per_instance: settings.requests_per_instance,
@@ -133,8 +134,12 @@ impl WasmHandler {
         self.put_idle(instance);
         match answer {
             Ok(data) => Ok(data),
-            Err(WitError::InvalidInput(m)) => Err(HandlerError::InvalidInput(m)),
-            Err(WitError::Failed(m)) => Err(HandlerError::Failed(m)),
+            Err(WitError::InvalidInput(m)) => Err(HandlerError::InvalidInput(
+                self.info.redactor.redact_owned(m),
+            )),
+            Err(WitError::Failed(m)) => {
+                Err(HandlerError::Failed(self.info.redactor.redact_owned(m)))
+            }
         }
     }
 
