@@ -76,7 +76,8 @@ pub enum Outcome {
         attempts: u32,
         last: String,
     },
-    /// The host is shutting down; the record stays open for the next start.
+    /// The host is shutting down (the record stays open for the next start),
+    /// or the claim was lost (its new holder delivers).
     Interrupted,
 }
 
@@ -136,26 +137,44 @@ impl Deliverer {
         }
     }
 
-    /// Attempts until delivered, final failure, expiry or shutdown. `on_attempt`
-    /// hears each attempt's outcome (for the outbox's bookkeeping).
-    pub async fn deliver<F, Fut>(
+    /// Attempts until delivered, final failure, expiry, or until one of
+    /// `stop` (shutdown, the claim lost) is cancelled. Before each attempt it
+    /// waits for `may_attempt` (the claim's lease is confirmed); `false` makes
+    /// no attempt. `on_attempt` hears each attempt's outcome (for the outbox's
+    /// bookkeeping).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn deliver<G, GFut, F, Fut>(
         &self,
         link: &str,
         body: &[u8],
         request_id: &RequestId,
         expires_at: SystemTime,
-        shutdown: &CancellationToken,
+        stop: (&CancellationToken, &CancellationToken),
+        mut may_attempt: G,
         mut on_attempt: F,
     ) -> Outcome
     where
+        G: FnMut() -> GFut,
+        GFut: std::future::Future<Output = bool>,
         F: FnMut(Attempt) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
+        let (shutdown, lost) = stop;
         let mut attempts = 0u32;
         let mut last = String::from("not attempted");
         loop {
             if SystemTime::now() >= expires_at {
                 return Outcome::Expired { attempts, last };
+            }
+            // Biased: a gate that is open goes first, so shutting down still
+            // makes the attempt that was due.
+            let allowed = tokio::select! {
+                biased;
+                allowed = may_attempt() => allowed,
+                _ = shutdown.cancelled() => false,
+            };
+            if !allowed || lost.is_cancelled() {
+                return Outcome::Interrupted;
             }
             attempts += 1;
             let attempt = self.attempt(link, body, request_id).await;
@@ -176,11 +195,13 @@ impl Deliverer {
                 tokio::select! {
                     _ = tokio::time::sleep(left) => return Outcome::Expired { attempts, last },
                     _ = shutdown.cancelled() => return Outcome::Interrupted,
+                    _ = lost.cancelled() => return Outcome::Interrupted,
                 }
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => return Outcome::Interrupted,
+                _ = lost.cancelled() => return Outcome::Interrupted,
             }
         }
     }

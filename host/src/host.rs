@@ -120,20 +120,24 @@ impl Host {
         let deliverer =
             Deliverer::new(identity.signer.clone(), &identity.client_id, identity.retry)?;
         let metrics = runtime_metrics.clone();
+        let source = match &config.server.outbox {
+            Some(url) => OutboxSource::Postgres {
+                url: url.expose().to_string(),
+                lease: config.server.outbox_lease,
+            },
+            None => OutboxSource::Sqlite {
+                data_dir: config.server.data_dir.clone(),
+                max_size: config.server.outbox_max_size,
+            },
+        };
+        let outbox = source.outbox();
         let jobs = Arc::new(Jobs::new(
             JobsOptions {
-                outbox: match &config.server.outbox {
-                    Some(url) => OutboxSource::Postgres {
-                        url: url.expose().to_string(),
-                        lease: config.server.outbox_lease,
-                    },
-                    None => OutboxSource::Sqlite {
-                        data_dir: config.server.data_dir.clone(),
-                    },
-                },
+                source,
                 link_ttl: config.server.link_ttl,
                 retention: config.server.outbox_retention,
             },
+            outbox,
             deliverer,
             router.clone(),
             in_flight.clone(),
@@ -142,7 +146,7 @@ impl Host {
         let answers_later = config.plugins.values().any(|p| p.mode != Mode::Sync);
         if answers_later || jobs.has_records() {
             // Async plugins cannot work without it: better to fail now than on the first request.
-            jobs.outbox()
+            jobs.prepare()
                 .await
                 .with_context(|| format!("opening the outbox ({:?})", jobs.source()))?;
             tracing::info!("outbox: {:?}", jobs.source());
@@ -154,7 +158,7 @@ impl Host {
         let (shutdown, stop) = tokio::sync::watch::channel(false);
         // The admin listener outlives the drain: it stops once jobs have wound down.
         let (admin_shutdown, admin_stop) = tokio::sync::watch::channel(false);
-        let ready = Readiness::new(stop.clone());
+        let ready = Readiness::new(stop.clone(), router.clone(), jobs.health().clone());
         let state = Arc::new(AppState {
             router: router.clone(),
             signer: identity.signer,

@@ -19,12 +19,7 @@ use prometheus_client::metrics::family::Family;
 
 use crate::metrics::OutcomeLabels;
 
-/// The certificate chain and private key files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
+pub use crate::config::TlsFiles;
 
 impl TlsFiles {
     /// Loads the files: a start-up error names them and says why.

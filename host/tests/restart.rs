@@ -12,9 +12,14 @@ use common::{Receiver, build_plugins, start_process as start, testkit_dir};
 use serde_json::json;
 
 fn write_config(dir: &Path, sleep_timeout: &str) -> std::path::PathBuf {
+    write_config_with(dir, sleep_timeout, "")
+}
+
+fn write_config_with(dir: &Path, sleep_timeout: &str, server: &str) -> std::path::PathBuf {
     let path = dir.join("optech.toml");
     let text = format!(
         r#"[server]
+        {server}
         listen = "127.0.0.1:0"
         admin_listen = "127.0.0.1:0"
         plugins_dir = {:?}
@@ -133,7 +138,11 @@ async fn a_host_over_ten_thousand_open_records_listens_at_once_and_resumes_withi
     let data = dir.path().join("data");
     let receiver = Receiver::start().await;
     // An outbox as a crashed host leaves it: N accepted records, no results, no live owner.
-    drop(optech_host::outbox::SqliteOutbox::open(&data).unwrap());
+    drop(
+        optech_host::outbox::SqliteOutbox::open(&data)
+            .await
+            .unwrap(),
+    );
     let mut db = rusqlite::Connection::open(data.join("outbox.sqlite3")).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -217,12 +226,28 @@ async fn a_host_over_ten_thousand_open_records_listens_at_once_and_resumes_withi
     assert!(most_running >= 1, "nothing was resumed");
     assert!(delivered > 0, "nothing was delivered");
     assert!(peak < 200.0, "peak RSS {peak:.1} MiB");
-    // A live request meets the same caps: the plugin is full, so it is refused.
-    let live = json!({"link": receiver.link("live"), "key": "sleep", "inputs": {"ms": "0"}});
-    let status = common::post_signed(&reqwest::Client::new(), &process.url, live.to_string())
-        .await
-        .status();
-    assert!(status == 503 || status == 202, "{status}");
+    // A live request meets the same caps: while resumed work fills the plugin,
+    // it is refused with 503 `overloaded` rather than queued. (A slot freed
+    // between two resumed calls may take one in; the backlog refills it at once.)
+    let client = reqwest::Client::new();
+    let mut refused = None;
+    for n in 0..50 {
+        let live = json!({"link": receiver.link(&format!("live-{n}")), "key": "sleep", "inputs": {"ms": "0"}});
+        let answer = common::post_signed(&client, &process.url, live.to_string()).await;
+        match answer.status().as_u16() {
+            202 => continue,
+            503 => {
+                refused = Some(
+                    serde_json::from_slice::<serde_json::Value>(&answer.bytes().await.unwrap())
+                        .unwrap(),
+                );
+                break;
+            }
+            other => panic!("a live request got {other}"),
+        }
+    }
+    let refused = refused.expect("50 live requests all found a free slot under a full backlog");
+    assert_eq!(refused["error"]["code"], "overloaded", "{refused}");
     // The corrupt row was logged and skipped; the host kept going past it.
     assert!(
         process.log_contains("quarantined"),
@@ -237,4 +262,100 @@ async fn a_host_over_ten_thousand_open_records_listens_at_once_and_resumes_withi
         )
         .unwrap();
     assert_eq!(quarantined, "quarantined");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_that_cannot_write_refuses_new_work_and_loses_nothing() {
+    build_plugins().as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A 1 MiB outbox fills up while its handlers run; their results (which
+    // echo 60 KB of inputs) then cannot be recorded.
+    let config = write_config_with(dir.path(), "10s", "outbox_max_size = \"1MiB\"");
+    let receiver = Receiver::start().await;
+    let client = reqwest::Client::new();
+    let mut process = start(&config);
+    let pad = "x".repeat(60_000);
+    let mut accepted = Vec::new();
+    loop {
+        let link = receiver.link(&format!("full-{}", accepted.len()));
+        let body = json!({"link": link, "key": "sleep", "inputs": {"ms": "1500", "pad": pad}});
+        let answer = common::post_signed(&client, &process.url, body.to_string()).await;
+        match answer.status().as_u16() {
+            202 => accepted.push(link),
+            503 => {
+                let error: serde_json::Value =
+                    serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+                assert_eq!(error["error"]["code"], "store_unavailable", "{error}");
+                break;
+            }
+            other => panic!("{other} while filling the outbox"),
+        }
+        assert!(
+            accepted.len() < 40,
+            "a 1 MiB outbox took 40 records of 60 KB"
+        );
+    }
+    assert!(
+        accepted.len() >= 5,
+        "only {} accepted before full",
+        accepted.len()
+    );
+    // Full: new work is refused at once, and the host says it is not ready.
+    assert_eq!(
+        post(&client, &process.url, &receiver.link("small"), 0).await,
+        503
+    );
+    let admin = process.admin.clone().unwrap();
+    assert_eq!(
+        reqwest::get(format!("{admin}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    // The handlers finish; their results cannot be recorded, so nothing is sent.
+    process
+        .wait_for_log("recording the result failed", Duration::from_secs(10))
+        .await;
+    common::wait_until(
+        "every handler finished",
+        Duration::from_secs(10),
+        || async { process.plugin_health("tk").await["running"] == 0 },
+    )
+    .await;
+    assert_eq!(
+        receiver.count(),
+        0,
+        "a result was sent before it was recorded"
+    );
+
+    // Stopped, then started with room: every accepted request arrives once.
+    let pid = process.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(process.child.wait().unwrap().success());
+    let config = write_config(dir.path(), "10s");
+    let mut again = start(&config);
+    let data = dir.path().join("data");
+    common::wait_until("every record closed", Duration::from_secs(30), || async {
+        common::open_records(&data) == 0
+    })
+    .await;
+    for link in &accepted {
+        assert_eq!(receiver.to(link).len(), 1, "{link}");
+    }
+    assert_eq!(receiver.count(), accepted.len());
+    eprintln!(
+        "a full outbox: {} accepted, then 503 and /readyz 503; 0 sent while results could not be \
+         recorded; after a restart with room, {} delivered once each",
+        accepted.len(),
+        receiver.count()
+    );
+    again.child.kill().unwrap();
+    again.child.wait().unwrap();
 }

@@ -166,6 +166,91 @@ async fn plugin_output_goes_to_the_log_tagged_and_capped() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_text_cannot_forge_a_log_line_or_show_a_secret() {
+    build_plugins().as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "",
+        "[keys]\nsay = \"testkit\"\n[plugins.testkit.config]\ntoken = { env = \"TESTKIT_TOKEN\" }\n",
+    );
+    let process =
+        common::start_process_env(&config, "info", &[("TESTKIT_TOKEN", "tok-SECRETVALUE-123")]);
+    let client = reqwest::Client::new();
+    let forged = "ok\n2026-01-01T00:00:00Z ERROR forged";
+    assert_eq!(
+        ask(&client, &process.url, "say", json!({"text": forged}))
+            .await
+            .0,
+        200
+    );
+    // Through its log and its stdout: each one line, the newline escaped.
+    process
+        .wait_for_log(
+            "ok\\n2026-01-01T00:00:00Z ERROR forged",
+            Duration::from_secs(5),
+        )
+        .await;
+    common::wait_until("both lines logged", Duration::from_secs(5), || async {
+        process
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("forged"))
+            .count()
+            >= 2
+    })
+    .await;
+    {
+        let lines = process.lines.lock().unwrap();
+        let forging: Vec<&String> = lines.iter().filter(|l| l.contains("forged")).collect();
+        assert_eq!(forging.len(), 2, "{forging:?}");
+        for line in &forging {
+            assert!(line.contains("plugin=testkit"), "{line}");
+            assert!(
+                !line.starts_with("2026-01-01T00:00:00Z"),
+                "a forged line: {line}"
+            );
+        }
+    }
+
+    // A secret the plugin was given never leaves through its text.
+    let (status, _) = ask(
+        &client,
+        &process.url,
+        "say",
+        json!({"text": "token is ", "secret": "token"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let body =
+        json!({"key": "say", "inputs": {"text": "failed with ", "secret": "token", "fail": "1"}});
+    let failed = common::post_signed(&client, &process.url, body.to_string()).await;
+    assert_eq!(failed.status().as_u16(), 500);
+    let error = failed.text().await.unwrap();
+    assert!(error.contains("failed with [redacted]"), "{error}");
+    process
+        .wait_for_log("token is [redacted]", Duration::from_secs(5))
+        .await;
+    process
+        .wait_for_log("failed with [redacted]", Duration::from_secs(5))
+        .await;
+    let lines = process.lines.lock().unwrap();
+    assert!(
+        lines.iter().all(|l| !l.contains("SECRETVALUE")),
+        "a secret reached the log"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.contains("token is [redacted]"))
+            .count()
+            >= 2
+    );
+}
+
 /// Starts `n` requests in the background and waits until `plugin` runs `n` calls.
 async fn hold(
     process: &common::Process,

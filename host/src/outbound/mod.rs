@@ -42,6 +42,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+pub use crate::config::EgressSettings;
 use crate::metrics::{OutboundLabels, SharedMetrics};
 pub use address::AddressPolicy;
 pub use allowlist::{AllowedHost, Allowlist, Destination, Host};
@@ -96,15 +97,6 @@ impl Default for Outbound {
     fn default() -> Self {
         Self::with_lookup(Arc::new(SystemLookup))
     }
-}
-
-/// What one plugin's requests run under.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EgressSettings {
-    pub allowed_hosts: Allowlist,
-    pub timeout: Duration,
-    pub max_response: u64,
-    pub max_in_flight: usize,
 }
 
 impl Outbound {

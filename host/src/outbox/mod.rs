@@ -26,7 +26,7 @@ use thiserror::Error;
 
 use crate::protocol::Fields;
 
-pub use postgres::{PostgresOutbox, redact};
+pub use postgres::PostgresOutbox;
 pub use sqlite::SqliteOutbox;
 
 #[derive(Debug, Error)]
@@ -51,6 +51,10 @@ pub enum OutboxError {
     Task(String),
     #[error("outbox (PostgreSQL): {0}")]
     Postgres(String),
+    /// The last write failed and no probe has succeeded since: fail fast
+    /// instead of waiting on a database that is down.
+    #[error("the outbox cannot record right now: {0}")]
+    Unavailable(String),
 }
 
 /// Where a record stands.
@@ -187,10 +191,19 @@ pub trait Outbox: Send + Sync + 'static {
         None
     }
 
-    /// Keeps the caller's claims alive; returns how many it still holds.
-    async fn renew(&self, claims: &[Claim]) -> Result<usize, OutboxError> {
-        Ok(claims.len())
+    /// Keeps the caller's claims alive; returns the links of those it still
+    /// holds (a claim missing from the answer was closed or taken over).
+    async fn renew(&self, claims: &[Claim]) -> Result<Vec<String>, OutboxError> {
+        Ok(claims.iter().map(|c| c.link.clone()).collect())
     }
+
+    /// Whether the outbox can record a request now: a cheap round trip that
+    /// fails where a real write would (database down, file read-only, full).
+    async fn probe(&self) -> Result<(), OutboxError>;
+
+    /// Connects and migrates now rather than on first use, so a host with
+    /// async plugins fails at start-up on a wrong URL or an unusable file.
+    async fn prepare(&self) -> Result<(), OutboxError>;
 
     /// Hands claims back (the host is shutting down with work unfinished), so
     /// another host can finish them at once.
@@ -218,8 +231,12 @@ fn from_millis(ms: i64) -> SystemTime {
 /// Where the outbox lives; opened on first use.
 #[derive(Clone)]
 pub enum OutboxSource {
-    /// `<data_dir>/outbox.sqlite3`, the default: one host.
-    Sqlite { data_dir: PathBuf },
+    /// `<data_dir>/outbox.sqlite3`, the default: one host; at most `max_size`
+    /// bytes when set.
+    Sqlite {
+        data_dir: PathBuf,
+        max_size: Option<u64>,
+    },
     /// A PostgreSQL database several replicas share.
     Postgres { url: String, lease: Duration },
 }
@@ -227,9 +244,13 @@ pub enum OutboxSource {
 impl std::fmt::Debug for OutboxSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Sqlite { data_dir } => write!(f, "SQLite in {}", data_dir.display()),
+            Self::Sqlite { data_dir, .. } => write!(f, "SQLite in {}", data_dir.display()),
             Self::Postgres { url, lease } => {
-                write!(f, "PostgreSQL at {} (lease {lease:?})", redact(url))
+                write!(
+                    f,
+                    "PostgreSQL at {} (lease {lease:?})",
+                    crate::config::redact_url(url)
+                )
             }
         }
     }
@@ -240,7 +261,7 @@ impl OutboxSource {
     /// left, or, in a shared outbox, ones another replica may leave at any time.
     pub fn exists(&self) -> bool {
         match self {
-            Self::Sqlite { data_dir } => data_dir.join(sqlite::FILE).exists(),
+            Self::Sqlite { data_dir, .. } => data_dir.join(sqlite::FILE).exists(),
             Self::Postgres { .. } => true,
         }
     }
@@ -250,16 +271,13 @@ impl OutboxSource {
         matches!(self, Self::Postgres { .. })
     }
 
-    pub async fn open(&self) -> Result<Arc<dyn Outbox>, OutboxError> {
+    /// The outbox, not yet connected: it connects (and migrates) on first use
+    /// or on [`Outbox::prepare`], so a host that answers only synchronously
+    /// starts without its database.
+    pub fn outbox(&self) -> Arc<dyn Outbox> {
         match self {
-            Self::Sqlite { data_dir } => {
-                let dir = data_dir.clone();
-                let outbox = tokio::task::spawn_blocking(move || SqliteOutbox::open(&dir))
-                    .await
-                    .map_err(|e| OutboxError::Task(e.to_string()))??;
-                Ok(Arc::new(outbox))
-            }
-            Self::Postgres { url, lease } => Ok(Arc::new(PostgresOutbox::open(url, *lease).await?)),
+            Self::Sqlite { data_dir, max_size } => Arc::new(SqliteOutbox::new(data_dir, *max_size)),
+            Self::Postgres { url, lease } => Arc::new(PostgresOutbox::new(url, *lease)),
         }
     }
 }

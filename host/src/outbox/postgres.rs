@@ -18,13 +18,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Row, migrate::Migrator};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 
 use super::{
     Accepted, Claim, NewRecord, OpenStats, Outbox, OutboxError, Stale, State, from_millis, millis,
 };
+use crate::config::redact_url;
 use crate::protocol::Fields;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -38,7 +39,11 @@ const PRUNE_BATCH: i64 = 5_000;
 
 /// The PostgreSQL outbox; one per replica, with its own owner id.
 pub struct PostgresOutbox {
-    pool: PgPool,
+    /// Connects on first use: a replica whose plugins all answer synchronously
+    /// starts without the database.
+    pool: Result<PgPool, String>,
+    /// Migrations run once, on the first use that reaches the database.
+    migrated: OnceCell<()>,
     owner: String,
     lease: Duration,
     /// Hears `NOTIFY`s of released claims; opened on first wait.
@@ -46,21 +51,22 @@ pub struct PostgresOutbox {
 }
 
 impl PostgresOutbox {
-    /// Connects, runs the migrations (versioned, idempotent, one replica at a
-    /// time), and takes a fresh owner id.
-    pub async fn open(url: &str, lease: Duration) -> Result<Self, OutboxError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await
-            .map_err(|e| OutboxError::Postgres(format!("connecting to {}: {e}", redact(url))))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| OutboxError::Postgres(format!("migrating the outbox: {e}")))?;
-        Ok(Self {
+    /// The outbox at `url`, with a fresh owner id; nothing is connected yet.
+    pub fn new(url: &str, lease: Duration) -> Self {
+        let pool = url
+            .parse::<PgConnectOptions>()
+            .map(|options| {
+                PgPoolOptions::new()
+                    .max_connections(16)
+                    // A database that is down must fail a request fast (503),
+                    // not hold it for the default 30 s.
+                    .acquire_timeout(Duration::from_secs(2))
+                    .connect_lazy_with(options)
+            })
+            .map_err(|e| format!("{} is not a usable URL: {e}", redact_url(url)));
+        Self {
             pool,
+            migrated: OnceCell::new(),
             owner: format!(
                 "{}-{:08x}",
                 hostname().unwrap_or_else(|| "replica".into()),
@@ -68,7 +74,32 @@ impl PostgresOutbox {
             ),
             lease,
             listener: Mutex::new(None),
-        })
+        }
+    }
+
+    /// Connects, runs the migrations (versioned, idempotent, one replica at a
+    /// time) and returns the pool.
+    pub async fn open(url: &str, lease: Duration) -> Result<Self, OutboxError> {
+        let outbox = Self::new(url, lease);
+        outbox.pool().await?;
+        Ok(outbox)
+    }
+
+    /// The pool, migrated.
+    async fn pool(&self) -> Result<&PgPool, OutboxError> {
+        let pool = self
+            .pool
+            .as_ref()
+            .map_err(|e| OutboxError::Postgres(e.clone()))?;
+        self.migrated
+            .get_or_try_init(|| async {
+                MIGRATOR
+                    .run(pool)
+                    .await
+                    .map_err(|e| OutboxError::Postgres(format!("migrating the outbox: {e}")))
+            })
+            .await?;
+        Ok(pool)
     }
 
     /// This replica's owner id, as recorded on the rows it holds.
@@ -83,37 +114,6 @@ impl PostgresOutbox {
 
 fn db(e: sqlx::Error) -> OutboxError {
     OutboxError::Postgres(e.to_string())
-}
-
-/// A connection URL without its password, for messages: whether it is in
-/// the user info (`user:pass@`) or a query parameter (`?password=`).
-pub fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            }
-            if parsed
-                .query_pairs()
-                .any(|(k, _)| k.eq_ignore_ascii_case("password"))
-            {
-                let kept: Vec<(String, String)> = parsed
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let v = if k.eq_ignore_ascii_case("password") {
-                            "***".into()
-                        } else {
-                            v.into_owned()
-                        };
-                        (k.into_owned(), v)
-                    })
-                    .collect();
-                parsed.query_pairs_mut().clear().extend_pairs(kept);
-            }
-            parsed.to_string()
-        }
-        Err(_) => "<the outbox URL>".into(),
-    }
 }
 
 fn hostname() -> Option<String> {
@@ -141,7 +141,7 @@ impl Outbox for PostgresOutbox {
         .bind(millis(record.expires_at))
         .bind(&self.owner)
         .bind(self.lease_ms())
-        .execute(&self.pool)
+        .execute(self.pool().await?)
         .await
         .map_err(db)?
         .rows_affected();
@@ -158,7 +158,7 @@ impl Outbox for PostgresOutbox {
     async fn contains(&self, link: &str) -> Result<bool, OutboxError> {
         let found = sqlx::query("SELECT 1 FROM optech_requests WHERE link = $1")
             .bind(link)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool().await?)
             .await
             .map_err(db)?;
         Ok(found.is_some())
@@ -173,7 +173,7 @@ impl Outbox for PostgresOutbox {
         .bind(claim.token)
         .bind(body)
         .bind(&self.owner)
-        .execute(&self.pool)
+        .execute(self.pool().await?)
         .await
         .map_err(db)?
         .rows_affected();
@@ -189,7 +189,7 @@ impl Outbox for PostgresOutbox {
         .bind(claim.token)
         .bind(outcome)
         .bind(&self.owner)
-        .execute(&self.pool)
+        .execute(self.pool().await?)
         .await
         .map_err(db)?;
         Ok(())
@@ -204,7 +204,7 @@ impl Outbox for PostgresOutbox {
         .bind(claim.token)
         .bind(state.as_str())
         .bind(&self.owner)
-        .execute(&self.pool)
+        .execute(self.pool().await?)
         .await
         .map_err(db)?
         .rows_affected();
@@ -225,7 +225,7 @@ impl Outbox for PostgresOutbox {
         .bind(&self.owner)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(self.lease_ms())
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool().await?)
         .await
         .map_err(db)?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -242,7 +242,7 @@ impl Outbox for PostgresOutbox {
                     )
                     .bind(&link)
                     .bind(format!("quarantined: {reason}"))
-                    .execute(&self.pool)
+                    .execute(self.pool().await?)
                     .await
                     .map_err(db)?;
                 }
@@ -256,7 +256,7 @@ impl Outbox for PostgresOutbox {
         let row = sqlx::query("SELECT result FROM optech_requests WHERE link = $1 AND claim = $2")
             .bind(&claim.link)
             .bind(claim.token)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool().await?)
             .await
             .map_err(db)?;
         Ok(row.and_then(|r| r.try_get::<Option<Vec<u8>>, _>(0).ok().flatten()))
@@ -265,7 +265,7 @@ impl Outbox for PostgresOutbox {
     async fn state(&self, link: &str) -> Result<Option<State>, OutboxError> {
         let row = sqlx::query("SELECT state FROM optech_requests WHERE link = $1")
             .bind(link)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool().await?)
             .await
             .map_err(db)?;
         Ok(row
@@ -278,7 +278,7 @@ impl Outbox for PostgresOutbox {
             "SELECT count(*), min(accepted_at) FROM optech_requests
              WHERE state IN ('accepted', 'answered')",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool().await?)
         .await
         .map_err(db)?;
         let open: i64 = row.try_get(0).map_err(db)?;
@@ -290,7 +290,7 @@ impl Outbox for PostgresOutbox {
     }
 
     async fn prune(&self, closed_before: SystemTime) -> Result<usize, OutboxError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool().await?.begin().await.map_err(db)?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(PRUNE_LOCK)
             .fetch_one(&mut *tx)
@@ -326,26 +326,40 @@ impl Outbox for PostgresOutbox {
         Some(self.lease)
     }
 
-    async fn renew(&self, claims: &[Claim]) -> Result<usize, OutboxError> {
+    async fn renew(&self, claims: &[Claim]) -> Result<Vec<String>, OutboxError> {
         if claims.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let (links, tokens) = split(claims);
-        let renewed = sqlx::query(
+        // The claim token fences: a lease that lapsed is extended again only
+        // if nobody has claimed the record since.
+        let renewed: Vec<String> = sqlx::query_scalar(
             "UPDATE optech_requests SET lease_until = optech_now_ms() + $4
              FROM unnest($1::text[], $2::bigint[]) AS held(link, claim)
              WHERE optech_requests.link = held.link AND optech_requests.claim = held.claim
-               AND optech_requests.owner = $3 AND state IN ('accepted', 'answered')",
+               AND optech_requests.owner = $3 AND state IN ('accepted', 'answered')
+             RETURNING optech_requests.link",
         )
         .bind(links)
         .bind(tokens)
         .bind(&self.owner)
         .bind(self.lease_ms())
-        .execute(&self.pool)
+        .fetch_all(self.pool().await?)
         .await
-        .map_err(db)?
-        .rows_affected();
-        Ok(usize::try_from(renewed).unwrap_or(usize::MAX))
+        .map_err(db)?;
+        Ok(renewed)
+    }
+
+    async fn probe(&self) -> Result<(), OutboxError> {
+        sqlx::query("SELECT 1")
+            .execute(self.pool().await?)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn prepare(&self) -> Result<(), OutboxError> {
+        self.probe().await
     }
 
     async fn release(&self, claims: &[Claim]) -> Result<(), OutboxError> {
@@ -362,21 +376,25 @@ impl Outbox for PostgresOutbox {
         .bind(links)
         .bind(tokens)
         .bind(&self.owner)
-        .execute(&self.pool)
+        .execute(self.pool().await?)
         .await
         .map_err(db)?;
         sqlx::query("SELECT pg_notify($1, 'released')")
             .bind(CHANNEL)
-            .execute(&self.pool)
+            .execute(self.pool().await?)
             .await
             .map_err(db)?;
         Ok(())
     }
 
     async fn wait_for_work(&self, max: Duration) {
+        let Ok(pool) = self.pool().await else {
+            tokio::time::sleep(max).await;
+            return;
+        };
         let mut listener = self.listener.lock().await;
         if listener.is_none() {
-            match PgListener::connect_with(&self.pool).await {
+            match PgListener::connect_with(pool).await {
                 Ok(mut new) => match new.listen(CHANNEL).await {
                     Ok(()) => *listener = Some(new),
                     Err(e) => tracing::debug!("LISTEN failed, polling instead: {e}"),
@@ -442,29 +460,5 @@ impl std::fmt::Debug for PostgresOutbox {
             .field("owner", &self.owner)
             .field("lease", &self.lease)
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_shown_without_their_password() {
-        let shown = redact("postgres://optech:s3cr3t@db.internal:5432/optech?sslmode=require");
-        assert!(!shown.contains("s3cr3t"), "{shown}");
-        assert!(
-            shown.contains("db.internal") && shown.contains("optech"),
-            "{shown}"
-        );
-        assert_eq!(redact("not a url"), "<the outbox URL>");
-        let query = redact("postgres://db.internal/optech?user=o&password=s3cr3t&sslmode=require");
-        assert!(!query.contains("s3cr3t"), "{query}");
-        assert!(
-            query.contains("sslmode=require") && query.contains("user=o"),
-            "{query}"
-        );
-        let upper = redact("postgresql://db/x?PASSWORD=s3cr3t");
-        assert!(!upper.contains("s3cr3t"), "{upper}");
     }
 }

@@ -6,11 +6,12 @@
 //! work. Each open is a new owner, so at start-up every open record left by
 //! an earlier run is stale and resumed. Inspect with `sqlite3 data/outbox.sqlite3`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::OnceCell;
 
 use super::{
     Accepted, Claim, NewRecord, OpenStats, Outbox, OutboxError, Stale, State, from_millis, millis,
@@ -24,19 +25,46 @@ const LOCK_FILE: &str = "outbox.lock";
 /// Rows deleted per statement when pruning, so a large prune never holds the
 /// database for long.
 const PRUNE_BATCH: usize = 5_000;
+/// The probe writes (and rolls back) this much: more than most records.
+const PROBE_BYTES: i64 = 64 * 1024;
 
-/// The SQLite outbox, shared by the request path and the delivery tasks.
+/// The SQLite outbox, shared by the request path and the delivery tasks. The
+/// file is opened (and the data directory locked) on first use.
 #[derive(Clone)]
 pub struct SqliteOutbox {
-    db: Arc<Mutex<Connection>>,
+    data_dir: PathBuf,
+    max_size: Option<u64>,
+    opened: Arc<OnceCell<Opened>>,
     /// This open's identity: records it accepted or claimed carry it.
     owner: Arc<str>,
-    _lock: Arc<std::fs::File>,
+}
+
+/// The open database and the lock that keeps other hosts out.
+struct Opened {
+    db: Arc<Mutex<Connection>>,
+    _lock: std::fs::File,
 }
 
 impl SqliteOutbox {
+    /// The outbox in `<data_dir>/outbox.sqlite3`, capped at `max_size` bytes
+    /// if set; nothing is opened yet.
+    pub fn new(data_dir: &Path, max_size: Option<u64>) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            max_size,
+            opened: Arc::default(),
+            owner: format!("{:016x}", rand::random::<u64>()).into(),
+        }
+    }
+
     /// Opens (creating if needed) `<data_dir>/outbox.sqlite3` and migrates it.
-    pub fn open(data_dir: &Path) -> Result<Self, OutboxError> {
+    pub async fn open(data_dir: &Path) -> Result<Self, OutboxError> {
+        let outbox = Self::new(data_dir, None);
+        outbox.prepare().await?;
+        Ok(outbox)
+    }
+
+    fn open_now(data_dir: &Path, max_size: Option<u64>) -> Result<Opened, OutboxError> {
         std::fs::create_dir_all(data_dir).map_err(|source| OutboxError::DataDir {
             path: data_dir.to_path_buf(),
             source,
@@ -49,22 +77,36 @@ impl SqliteOutbox {
             db.pragma_update(None, "synchronous", "FULL")?;
             db.busy_timeout(Duration::from_secs(5))?;
             migrate(&mut db)?;
+            if let Some(max) = max_size {
+                let page: u64 = db.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+                let pages = (max / page.max(1)).max(1);
+                db.pragma_update(None, "max_page_count", pages)?;
+            }
             Ok(db)
         };
         let db = open(&path).map_err(|source| OutboxError::Open { path, source })?;
-        Ok(Self {
+        Ok(Opened {
             db: Arc::new(Mutex::new(db)),
-            owner: format!("{:016x}", rand::random::<u64>()).into(),
-            _lock: Arc::new(lock),
+            _lock: lock,
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with the connection on the blocking pool, opening it first if
+    /// this is the first use.
     async fn with_db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection, &str) -> Result<T, OutboxError> + Send + 'static,
     ) -> Result<T, OutboxError> {
-        let (db, owner) = (self.db.clone(), self.owner.clone());
+        let opened = self
+            .opened
+            .get_or_try_init(|| async {
+                let (dir, max) = (self.data_dir.clone(), self.max_size);
+                tokio::task::spawn_blocking(move || Self::open_now(&dir, max))
+                    .await
+                    .map_err(|e| OutboxError::Task(e.to_string()))?
+            })
+            .await?;
+        let (db, owner) = (opened.db.clone(), self.owner.clone());
         tokio::task::spawn_blocking(move || {
             let mut conn = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut conn, &owner)
@@ -98,6 +140,25 @@ fn lock(path: &Path) -> Result<std::fs::File, OutboxError> {
 
 #[async_trait::async_trait]
 impl Outbox for SqliteOutbox {
+    async fn prepare(&self) -> Result<(), OutboxError> {
+        self.with_db(|_, _| Ok(())).await
+    }
+
+    /// A write the size of a large record, rolled back: it fails as a real
+    /// one would on a read-only or full file.
+    async fn probe(&self) -> Result<(), OutboxError> {
+        self.with_db(|db, _| {
+            let tx = db.transaction()?;
+            tx.execute(
+                "INSERT INTO probe (data) VALUES (zeroblob(?1))",
+                [PROBE_BYTES],
+            )?;
+            tx.rollback()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn accept(&self, record: &NewRecord<'_>) -> Result<Accepted, OutboxError> {
         let (link, key) = (record.link.to_string(), record.key.to_string());
         let request_id = record.request_id.to_string();
@@ -346,6 +407,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS requests_closed ON requests (closed_at) WHERE closed_at IS NOT NULL;",
     // 3: the request's id, delivered with its answer.
     "ALTER TABLE requests ADD COLUMN request_id TEXT;",
+    // 4: a scratch table for the health probe's rolled-back write.
+    "CREATE TABLE IF NOT EXISTS probe (data BLOB);",
 ];
 
 fn migrate(db: &mut Connection) -> rusqlite::Result<()> {
@@ -389,7 +452,7 @@ mod tests {
         let expires = SystemTime::now() + Duration::from_secs(600);
         let inputs = vec![("a".to_string(), "1".to_string())];
         {
-            let outbox = SqliteOutbox::open(dir.path()).unwrap();
+            let outbox = SqliteOutbox::open(dir.path()).await.unwrap();
             claim(
                 outbox
                     .accept(&rec("http://l/1", &inputs, expires))
@@ -420,7 +483,7 @@ mod tests {
             // This open holds its own records: none of them is stale to itself.
             assert!(outbox.claim_stale(10).await.unwrap().is_empty());
         }
-        let outbox = SqliteOutbox::open(dir.path()).unwrap();
+        let outbox = SqliteOutbox::open(dir.path()).await.unwrap();
         let stale = outbox.claim_stale(10).await.unwrap();
         assert_eq!(stale.len(), 2);
         assert_eq!(
@@ -457,7 +520,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let expires = SystemTime::now() + Duration::from_secs(600);
         let first = {
-            let outbox = SqliteOutbox::open(dir.path()).unwrap();
+            let outbox = SqliteOutbox::open(dir.path()).await.unwrap();
             claim(
                 outbox
                     .accept(&rec("http://l/1", &vec![], expires))
@@ -465,7 +528,7 @@ mod tests {
                     .unwrap(),
             )
         };
-        let outbox = SqliteOutbox::open(dir.path()).unwrap();
+        let outbox = SqliteOutbox::open(dir.path()).await.unwrap();
         let stale = outbox.claim_stale(10).await.unwrap();
         assert_eq!(stale[0].claim.token, first.token + 1);
         assert!(!outbox.answer(&first, b"old").await.unwrap());
@@ -487,9 +550,9 @@ mod tests {
     #[tokio::test]
     async fn a_second_host_cannot_open_a_locked_data_dir() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = SqliteOutbox::open(dir.path()).unwrap();
+        let _first = SqliteOutbox::open(dir.path()).await.unwrap();
         assert!(matches!(
-            SqliteOutbox::open(dir.path()),
+            SqliteOutbox::open(dir.path()).await,
             Err(OutboxError::Locked { .. })
         ));
     }
@@ -499,7 +562,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let expires = SystemTime::now() + Duration::from_secs(600);
         {
-            let outbox = SqliteOutbox::open(dir.path()).unwrap();
+            let outbox = SqliteOutbox::open(dir.path()).await.unwrap();
             for link in ["http://l/a", "http://l/bad", "http://l/c"] {
                 claim(outbox.accept(&rec(link, &vec![], expires)).await.unwrap());
             }
@@ -511,7 +574,7 @@ mod tests {
         )
         .unwrap();
         drop(db);
-        let outbox = SqliteOutbox::open(dir.path()).unwrap();
+        let outbox = SqliteOutbox::open(dir.path()).await.unwrap();
         let links: Vec<String> = outbox
             .claim_stale(10)
             .await
@@ -529,7 +592,7 @@ mod tests {
     #[tokio::test]
     async fn prune_removes_only_records_closed_long_enough_ago() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = SqliteOutbox::open(dir.path()).unwrap();
+        let outbox = SqliteOutbox::open(dir.path()).await.unwrap();
         let expires = SystemTime::now() + Duration::from_secs(600);
         let closed = claim(
             outbox
@@ -560,13 +623,13 @@ mod tests {
             )
             .unwrap();
         }
-        let outbox = SqliteOutbox::open(dir.path()).unwrap();
+        let outbox = SqliteOutbox::open(dir.path()).await.unwrap();
         let stale = outbox.claim_stale(10).await.unwrap();
         assert_eq!(stale.len(), 1);
         assert_eq!(stale[0].claim.token, 1);
         assert_eq!(stale[0].request_id, None);
         drop(outbox);
         // Opening again applies nothing twice.
-        SqliteOutbox::open(dir.path()).unwrap();
+        SqliteOutbox::open(dir.path()).await.unwrap();
     }
 }

@@ -506,6 +506,13 @@ impl Backend {
     /// Without one, the test is skipped with a message, except in CI
     /// (`OPTECH_REQUIRE_POSTGRES`), where that is a failure.
     pub async fn postgres() -> Option<Backend> {
+        let base = Self::postgres_available()?;
+        Some(Backend::Postgres(fresh_database(&base).await))
+    }
+
+    /// `OPTECH_TEST_POSTGRES`, or `None` (skipped with a message) where it is
+    /// not set, except in CI (`OPTECH_REQUIRE_POSTGRES`), where that is a failure.
+    pub fn postgres_available() -> Option<String> {
         let Ok(base) = std::env::var("OPTECH_TEST_POSTGRES") else {
             assert!(
                 std::env::var_os("OPTECH_REQUIRE_POSTGRES").is_none(),
@@ -516,7 +523,7 @@ impl Backend {
             );
             return None;
         };
-        Some(Backend::Postgres(fresh_database(&base).await))
+        Some(base)
     }
 
     /// What a config's `[server]` table needs for this backend.
@@ -526,6 +533,78 @@ impl Backend {
             Backend::Postgres(url) => format!("outbox = {url:?}\noutbox_lease = \"2s\"\n"),
         }
     }
+}
+
+/// A PostgreSQL server of the test's own (`.ci/postgres`), which it may crash
+/// and restart without disturbing the tests that share `OPTECH_TEST_POSTGRES`.
+/// Stopped and removed on drop.
+pub struct PrivateCluster {
+    pub url: String,
+    dir: String,
+}
+
+impl PrivateCluster {
+    /// Starts one where PostgreSQL is available (`OPTECH_TEST_POSTGRES` is
+    /// set); `None`, skipping, where it is not (a failure in CI).
+    pub fn start() -> Option<PrivateCluster> {
+        Backend::postgres_available()?;
+        let out = std::process::Command::new(repo_root().join(".ci/postgres"))
+            .output()
+            .expect("running .ci/postgres");
+        assert!(
+            out.status.success(),
+            ".ci/postgres failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("no {name} from .ci/postgres: {text}"))
+                .to_string()
+        };
+        Some(PrivateCluster {
+            url: value("OPTECH_TEST_POSTGRES"),
+            dir: value("OPTECH_PG_DIR"),
+        })
+    }
+
+    fn ctl(&self, action: &str) {
+        let out = std::process::Command::new(repo_root().join(".ci/postgres"))
+            .args([action, &self.dir])
+            .output()
+            .expect("running .ci/postgres");
+        assert!(
+            out.status.success(),
+            ".ci/postgres {action} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server at once, without a checkpoint, as a crash would.
+    pub fn crash(&self) {
+        self.ctl("crash");
+    }
+
+    /// Starts it again after [`PrivateCluster::crash`], on the same port.
+    pub fn restart(&self) {
+        self.ctl("restart");
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo_root().join(".ci/postgres"))
+            .args(["stop", &self.dir])
+            .output();
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the host crate is in the workspace")
+        .to_path_buf()
 }
 
 /// Creates an empty database on the server at `base` and returns its URL.

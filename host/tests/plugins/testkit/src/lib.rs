@@ -97,6 +97,20 @@ fn handle(request: Request) -> Result<Data, Error> {
             }
             Ok(Data::new().with("logged", lines))
         }
+        "say" => {
+            // Says `text` (plus the value of config `secret`, if named) in the
+            // log and on stdout; with `fail`, also as its error.
+            let mut text = inputs.require("text")?.to_string();
+            if let Some(name) = inputs.get("secret") {
+                text.push_str(&config(name).unwrap_or_default());
+            }
+            log::info(&text);
+            println!("{text}");
+            if inputs.get("fail").is_some() {
+                return Err(Error::failed(text));
+            }
+            Ok(Data::new().with("said", text.len()))
+        }
         "snoop" => {
             // Everything here must fail inside the sandbox.
             let file = std::fs::read_to_string("/etc/passwd")
