@@ -82,6 +82,10 @@ pub struct Metrics {
     pub outbox_open: Gauge,
     /// Age of the oldest open record, in seconds (set when scraped).
     pub outbox_oldest_age: Gauge<f64, AtomicU64>,
+    /// Claims on outbox records this host holds now (set when scraped).
+    pub outbox_claims_held: Gauge,
+    /// 1 while the outbox can record, 0 while it cannot (set when scraped).
+    pub outbox_up: Gauge,
     /// Reloads of the config and plugin files, by result: `ok`, `failed`.
     pub reloads: Family<OutcomeLabels, Counter>,
     /// Reloads of the TLS certificate and key, by result: `ok`, `failed` (a
@@ -163,6 +167,18 @@ impl Metrics {
             Unit::Seconds,
             outbox_oldest_age.clone(),
         );
+        let outbox_claims_held = Gauge::default();
+        registry.register(
+            "outbox_claims_held",
+            "Claims on outbox records this host holds now (running, recording or delivering)",
+            outbox_claims_held.clone(),
+        );
+        let outbox_up = Gauge::default();
+        registry.register(
+            "outbox_up",
+            "1 while the outbox can record, 0 while it cannot (async requests get 503)",
+            outbox_up.clone(),
+        );
         let reloads = Family::default();
         registry.register(
             "reloads",
@@ -218,6 +234,8 @@ impl Metrics {
             delivery_attempts,
             outbox_open,
             outbox_oldest_age,
+            outbox_claims_held,
+            outbox_up,
             reloads,
             tls_reloads,
             in_flight,

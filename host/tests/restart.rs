@@ -195,10 +195,17 @@ async fn a_host_over_ten_thousand_open_records_listens_at_once_and_resumes_withi
     let spawned = Instant::now();
     let process = start(&config);
     let listening = spawned.elapsed();
-    eprintln!("listening {listening:?} after the process started, over {N} open records");
+    // It listens first and resumes after: when it says it listens, almost
+    // the whole backlog is still open (a count, not a time, so a busy
+    // machine cannot fail it).
+    let open_when_listening = common::open_records(&data);
+    eprintln!(
+        "listening {listening:?} after the process started, over {N} open records \
+         ({open_when_listening} still open then)"
+    );
     assert!(
-        listening < Duration::from_secs(1),
-        "listening after {listening:?}"
+        open_when_listening + 500 >= N,
+        "only {open_when_listening} of {N} open when it listened: it resumed first"
     );
 
     // While it resumes: never more than the plugin's cap at once, memory bounded.

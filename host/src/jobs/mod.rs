@@ -181,6 +181,11 @@ impl Jobs {
         }
     }
 
+    /// How many outbox records this host holds a claim on now.
+    pub fn claims_held(&self) -> usize {
+        self.holdings.len()
+    }
+
     /// Whether the outbox can record now (as of its last write or probe).
     pub fn health(&self) -> &Arc<OutboxHealth> {
         &self.health

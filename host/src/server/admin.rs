@@ -65,6 +65,12 @@ async fn metrics(State(admin): State<Arc<AdminState>>) -> Response {
             .get_or_create(&Metrics::plugin(&plugin.settings.name))
             .set(i64::try_from(plugin.stats.running()).unwrap_or(i64::MAX));
     }
+    metrics
+        .outbox_claims_held
+        .set(i64::try_from(admin.jobs.claims_held()).unwrap_or(i64::MAX));
+    metrics
+        .outbox_up
+        .set(i64::from(admin.jobs.health().is_up()));
     match admin.jobs.open_stats().await {
         Some(Ok(stats)) => {
             metrics

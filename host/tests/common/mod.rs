@@ -165,6 +165,8 @@ pub struct Delivery {
     pub headers: axum::http::HeaderMap,
     pub body: Vec<u8>,
     pub at: std::time::Instant,
+    /// What the receiver answered.
+    pub status: u16,
 }
 
 impl Delivery {
@@ -211,18 +213,19 @@ impl Receiver {
             move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                 let (d, s) = (d.clone(), s.clone());
                 async move {
+                    let (status, reply_headers) =
+                        s.lock().unwrap().pop_front().unwrap_or((200, Vec::new()));
                     d.lock().unwrap().push(Delivery {
                         path: uri.path().to_string(),
                         headers,
                         body: body.to_vec(),
                         at: std::time::Instant::now(),
+                        status,
                     });
-                    let (status, headers) =
-                        s.lock().unwrap().pop_front().unwrap_or((200, Vec::new()));
                     let mut response = axum::http::StatusCode::from_u16(status)
                         .unwrap()
                         .into_response();
-                    for (name, value) in headers {
+                    for (name, value) in reply_headers {
                         let name = axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
                         response.headers_mut().insert(name, value.parse().unwrap());
                     }
@@ -675,8 +678,21 @@ pub async fn scrape(admin: &str) -> prometheus_parse::Scrape {
         .unwrap_or_else(|e| panic!("not the Prometheus text format ({e}): {text}"))
 }
 
-/// The value of one series, or 0 if it is not there yet.
+/// The value of one series; a series that is not there fails the test (the
+/// host creates every series with a fixed set of labels at start, at zero).
 pub fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    find(scrape, metric, labels)
+        .unwrap_or_else(|| panic!("no series {metric}{labels:?} in the scrape"))
+}
+
+/// A counter labelled with a key or plugin from the config: prometheus-client
+/// writes such a series from its first increment on, so until then it is
+/// absent, and counts 0. Anything else is read with [`value`].
+pub fn counter(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    find(scrape, metric, labels).unwrap_or(0.0)
+}
+
+fn find(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
     scrape
         .samples
         .iter()
@@ -691,5 +707,4 @@ pub fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &
             }
             prometheus_parse::Value::Summary(_) => f64::NAN,
         })
-        .unwrap_or(0.0)
 }
