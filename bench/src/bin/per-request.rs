@@ -87,6 +87,12 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As `optech serve` does: errors made and handled inside wasmtime (a full
+    // pool slot, say) must not walk the stack.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let args = Args::parse();
     if args.log {
         tracing_subscriber::fmt()
