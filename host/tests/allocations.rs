@@ -141,6 +141,12 @@ fn per_request(before: (u64, u64), after: (u64, u64)) -> (f64, f64) {
 
 fn check(what: &str, (allocations, bytes): (f64, f64), budget: &Budget) {
     println!("{what}: {allocations:.1} allocations, {bytes:.0} bytes per request");
+    if cfg!(debug_assertions) {
+        // The budgets were measured on the release build the README's test
+        // command makes, and are meant for it only.
+        println!("(a debug build: budgets not checked)");
+        return;
+    }
     assert!(
         allocations <= budget.allocations,
         "{what}: {allocations:.1} allocations per request, over its budget of {}. \
