@@ -65,6 +65,12 @@ impl Drop for Running {
     }
 }
 
+/// The log filter of every contender built on the host's pipeline: the
+/// request span is on, as it is by default.
+fn log_as_optech() -> Vec<(String, String)> {
+    vec![("OPTECH_LOG".into(), "warn,optech=info".into())]
+}
+
 fn release_binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = crate::root().join("target/release").join(name);
     if !path.exists() {
@@ -135,7 +141,7 @@ impl Contender {
                 "--config".into(),
                 config.display().to_string(),
             ],
-            env: vec![("OPTECH_LOG".into(), "warn,optech=info".into())],
+            env: log_as_optech(),
             workload: Workload::Echo,
         })
     }
@@ -187,7 +193,7 @@ impl Contender {
                 "--handler".into(),
                 "orders".into(),
             ],
-            env: vec![],
+            env: log_as_optech(),
             workload: Workload::Orders,
         })
     }
@@ -199,7 +205,7 @@ impl Contender {
             name: "b. same pipeline, native echo".into(),
             program: release_binary("native-host")?,
             args: vec!["--config".into(), config.display().to_string()],
-            env: vec![],
+            env: log_as_optech(),
             workload: Workload::Echo,
         })
     }

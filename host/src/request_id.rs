@@ -61,7 +61,8 @@ impl fmt::Debug for RequestId {
     }
 }
 
-/// The span every log line of one request sits in.
+/// The span every log line of one request sits in; its `key` and `plugin`
+/// are recorded once known.
 pub fn span(id: &RequestId) -> tracing::Span {
     tracing::info_span!(
         "request",
@@ -69,6 +70,13 @@ pub fn span(id: &RequestId) -> tracing::Span {
         key = tracing::field::Empty,
         plugin = tracing::field::Empty
     )
+}
+
+/// The same span for a request already routed, made with all its fields at
+/// once: a formatting subscriber then formats them once, instead of again
+/// for each field recorded later.
+pub fn routed_span(id: &RequestId, key: &str, plugin: &str) -> tracing::Span {
+    tracing::info_span!("request", id = %id, key, plugin)
 }
 
 #[cfg(test)]

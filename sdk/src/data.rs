@@ -2,6 +2,9 @@ use std::collections::HashMap;
 
 use crate::Inputs;
 
+/// Up to this many fields, a name is found by a scan; past it, by an index.
+const SCAN_MAX: usize = 16;
+
 /// The `data` of an answer: names to string values, in insertion order.
 ///
 /// Setting a name again replaces its value in place. Every operation is
@@ -9,8 +12,10 @@ use crate::Inputs;
 #[derive(Debug, Clone, Default)]
 pub struct Data {
     pairs: Vec<(String, String)>,
-    /// Where each name sits in `pairs`.
-    index: HashMap<String, usize>,
+    /// Where each name sits in `pairs`, once there are more than [`SCAN_MAX`]:
+    /// a short answer (most of them) pays for no hash map, no copied names and
+    /// no random seed per call; a long one still costs linear time.
+    index: Option<HashMap<String, usize>>,
 }
 
 impl PartialEq for Data {
@@ -35,20 +40,34 @@ impl Data {
 
     /// Sets a field; a name set twice keeps its last value.
     pub fn insert(&mut self, name: impl Into<String>, value: impl ToString) {
-        let name = name.into();
-        let value = value.to_string();
-        match self.index.get(&name) {
-            Some(&at) => self.pairs[at].1 = value,
-            None => {
-                self.index.insert(name.clone(), self.pairs.len());
-                self.pairs.push((name, value));
-            }
+        self.set(name.into(), value.to_string());
+    }
+
+    fn set(&mut self, name: String, value: String) {
+        if let Some(at) = self.position(&name) {
+            self.pairs[at].1 = value;
+            return;
+        }
+        if let Some(index) = &mut self.index {
+            index.insert(name.clone(), self.pairs.len());
+        }
+        self.pairs.push((name, value));
+        if self.index.is_none() && self.pairs.len() > SCAN_MAX {
+            let index = self.pairs.iter().enumerate();
+            self.index = Some(index.map(|(at, (name, _))| (name.clone(), at)).collect());
+        }
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(name).copied(),
+            None => self.pairs.iter().position(|(n, _)| n == name),
         }
     }
 
     /// The value set for `name`, if any.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.index.get(name).map(|&at| self.pairs[at].1.as_str())
+        self.position(name).map(|at| self.pairs[at].1.as_str())
     }
 
     /// How many fields are set.
@@ -70,7 +89,11 @@ impl Data {
 impl From<Inputs> for Data {
     /// Echoes inputs back as data, unchanged.
     fn from(inputs: Inputs) -> Self {
-        inputs.into_pairs().into_iter().collect()
+        let mut data = Data::new();
+        for (name, value) in inputs.into_pairs() {
+            data.set(name, value);
+        }
+        data
     }
 }
 
@@ -116,6 +139,26 @@ mod tests {
         let data = Data::from(Inputs::from_pairs([("a", "1"), ("b", "2"), ("a", "3")]));
         assert_eq!(data.get("a"), Some("3"));
         assert_eq!(data.len(), 2);
+    }
+
+    #[test]
+    fn names_are_found_before_and_after_the_index_is_built() {
+        let mut data = Data::new();
+        for i in 0..40 {
+            data.insert(format!("f{i}"), i);
+        }
+        data.insert("f3", "again");
+        data.insert("f30", "again");
+        assert_eq!(data.len(), 40);
+        assert_eq!(
+            (data.get("f3"), data.get("f30")),
+            (Some("again"), Some("again"))
+        );
+        assert_eq!(data.get("f39"), Some("39"));
+        assert_eq!(data.get("f40"), None);
+        let pairs = data.into_pairs();
+        assert_eq!(pairs[3], ("f3".into(), "again".into()));
+        assert_eq!(pairs[39], ("f39".into(), "39".into()));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! every plugin: an echo (b), or the `orders` plugin's GET to its back end
 //! through the host's own pooled outbound client (e). Everything but the
 //! sandbox, so `optech / native-host` is the price of WebAssembly. Uses
-//! `Host::start_with_plugins`, the dispatch seam.
+//! `Host::start_with_plugins`, the dispatch seam, and logs as `optech serve`
+//! does.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -103,6 +104,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Logs as `optech serve` does (the same variable, default and format), so
+    // the request span costs this pipeline what it costs the host's: then
+    // only the sandbox differs between the contenders.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPTECH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
     let config = Config::load(&args.config)?;
     let secret =
         std::env::var("OPTECH_CLIENT_SECRET").context("OPTECH_CLIENT_SECRET is not set")?;

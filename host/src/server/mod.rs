@@ -32,6 +32,7 @@ use crate::jobs::{Acceptance, AutoAnswer, Jobs, Work};
 use crate::link::LinkTag;
 use crate::metrics::SharedMetrics;
 use crate::outbox::OutboxError;
+use crate::protocol::DataRequest;
 use crate::request_id::{self, REQUEST_ID_HEADER, RequestId};
 use crate::router::Router;
 use crate::signature::{SIGNATURE_HEADER, Signer};
@@ -81,21 +82,25 @@ async fn data_request(
     body: Body,
 ) -> Response {
     let id = RequestId::from_header(headers.get(REQUEST_ID_HEADER).map(HeaderValue::as_bytes));
-    let span = request_id::span(&id);
-    let mut key = None;
-    let handled = handle_data_request(&app, &id, method, &headers, body, &mut key)
-        .instrument(span.clone())
-        .await;
+    let mut routed = None;
+    let handled = handle_data_request(&app, &id, method, &headers, body, &mut routed).await;
     let mut response = match handled {
         Ok(response) => response,
         Err(mut error) => {
-            tracing::debug!(
-                parent: &span,
-                status = error.status.as_u16(),
-                code = error.code,
-                "{}",
-                error.message
-            );
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                // Refused before routing: a span with the id only.
+                let span = match &routed {
+                    Some(Routed { span, .. }) => span.clone(),
+                    None => request_id::span(&id),
+                };
+                tracing::debug!(
+                    parent: &span,
+                    status = error.status.as_u16(),
+                    code = error.code,
+                    "{}",
+                    error.message
+                );
+            }
             error.request_id = Some(id.clone());
             error.into_response()
         }
@@ -103,9 +108,18 @@ async fn data_request(
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    app.metrics
-        .request(key.as_deref(), response.status().as_u16());
+    app.metrics.request(
+        routed.as_ref().map(|r| r.key.as_str()),
+        response.status().as_u16(),
+    );
     response
+}
+
+/// What a request that found its plugin carries back out: its key (for the
+/// metrics) and its span (for a line about how it ended).
+struct Routed {
+    key: String,
+    span: tracing::Span,
 }
 
 async fn handle_data_request(
@@ -114,15 +128,28 @@ async fn handle_data_request(
     method: Method,
     headers: &HeaderMap,
     body: Body,
-    routed_key: &mut Option<String>,
+    routed: &mut Option<Routed>,
 ) -> Result<Response, ApiError> {
     checks::check_method(&method)?;
     let bytes = checks::read_body(headers, body, app.max_body).await?;
     let (request, plugin) = check_request(&app.router, &app.signer, headers, &bytes)?;
-    *routed_key = Some(request.key.clone());
-    let span = tracing::Span::current();
-    span.record("key", request.key.as_str());
-    span.record("plugin", plugin.settings.name.as_str());
+    // Nothing before this point logs: the span is made once its fields are
+    // known, which costs less than recording them into it afterwards.
+    let span = request_id::routed_span(id, &request.key, &plugin.settings.name);
+    *routed = Some(Routed {
+        key: request.key.clone(),
+        span: span.clone(),
+    });
+    run_routed(app, id, request, plugin).instrument(span).await
+}
+
+/// Admits a routed request and runs it in its plugin's mode.
+async fn run_routed(
+    app: &AppState,
+    id: &RequestId,
+    request: DataRequest,
+    plugin: Arc<Plugin>,
+) -> Result<Response, ApiError> {
     let slots = Slots::try_take(&app.in_flight, &plugin).map_err(|overloaded| {
         app.metrics.unavailable(match overloaded {
             Overloaded::Host => "host",
@@ -143,20 +170,19 @@ async fn handle_data_request(
             drop(slots);
             answer_now(app, &plugin, result)
         }
+        // The outbox's futures are large (opening it, SQL); boxed, they take
+        // room only in the requests that use them: every request's future is
+        // allocated and moved whole, at its largest branch's size.
         Mode::Async => {
             let link = LinkTag::new(&work.link);
-            let accepted = app
-                .jobs
-                .accept(plugin, work, slots)
+            let accepted = Box::pin(app.jobs.accept(plugin, work, slots))
                 .await
                 .map_err(|e| store_error(app, e))?;
             Ok(accepted_response(&link, accepted))
         }
         Mode::Auto => {
             let link = LinkTag::new(&work.link);
-            match app
-                .jobs
-                .auto(plugin.clone(), work, has_link, slots)
+            match Box::pin(app.jobs.auto(plugin.clone(), work, has_link, slots))
                 .await
                 .map_err(|e| store_error(app, e))?
             {
