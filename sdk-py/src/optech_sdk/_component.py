@@ -42,6 +42,13 @@ _METHODS: dict[str, wasi.Method] = {
     "PATCH": wasi.Method_Patch(),
 }
 
+# A component has no files at run time: what was not imported when it was
+# built cannot be imported on a request.
+_IMPORT_HINT = (
+    "a plugin's modules are imported when it is built, not on a request: "
+    "import it at the top of app.py"
+)
+
 # Bytes per write: a blocking write may take at most 4096 (wasi:io).
 _WRITE_CHUNK = 4096
 _READ_CHUNK = 64 * 1024
@@ -59,7 +66,12 @@ class WitWorld:
             raise Err(Error_InvalidInput(str(error))) from None
         except (Exception, SystemExit) as error:
             message = failure_message(error, (http.Error,))
-            _log(Level.DEBUG, format_traceback(error))
+            if isinstance(error, ImportError):
+                message += f" ({_IMPORT_HINT})"
+            try:
+                _log(Level.DEBUG, format_traceback(error))
+            except Exception:  # the answer matters more than its traceback
+                pass
             raise Err(Error_Failed(message)) from None
 
 
