@@ -363,7 +363,7 @@ fn which(name: &str) -> Option<PathBuf> {
 
 /// Builds `bench/peer` (a wasi:http component) and returns its path.
 fn build_peer(root: &Path) -> anyhow::Result<PathBuf> {
-    optech_host::plugin_build::ensure_target()?;
+    optech_host::build::rust::ensure_target()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target = root.join("target/peer");
     let status = Command::new(cargo)
@@ -371,7 +371,7 @@ fn build_peer(root: &Path) -> anyhow::Result<PathBuf> {
             "build",
             "--release",
             "--target",
-            optech_host::plugin_build::TARGET,
+            optech_host::build::rust::TARGET,
             "--manifest-path",
         ])
         .arg(root.join("bench/peer/Cargo.toml"))
@@ -383,7 +383,7 @@ fn build_peer(root: &Path) -> anyhow::Result<PathBuf> {
         bail!("building bench/peer failed");
     }
     let dir = target
-        .join(optech_host::plugin_build::TARGET)
+        .join(optech_host::build::rust::TARGET)
         .join("release");
     std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))

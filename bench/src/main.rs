@@ -70,7 +70,10 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     load::check_wrk()?;
     let root = root();
-    optech_host::plugin_build::build_all(&root.join("plugins"), &root.join("target/plugins"))?;
+    optech_host::build::build_all(
+        &root.join("plugins"),
+        &optech_host::build::BuildDirs::with_target(root.join("target/plugins")),
+    )?;
     let work = tempfile::tempdir()?;
     let options = LoadOptions {
         duration: Duration::from_secs(args.duration),

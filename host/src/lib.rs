@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the map of these modules.
 
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod credentials;
@@ -15,7 +16,6 @@ pub mod loader;
 pub mod metrics;
 pub mod outbound;
 pub mod outbox;
-pub mod plugin_build;
 pub mod protocol;
 pub mod reload;
 pub mod request_id;

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use optech_host::build::BuildDirs;
 use optech_host::config::Config;
 use optech_host::credentials::{self, Credentials, CredentialsError};
 use optech_host::signature::{self, Signer};
-use optech_host::{Host, Identity, cli, plugin_build};
+use optech_host::{Host, Identity, cli};
 use tracing_subscriber::EnvFilter;
 
 /// Serve OpTech data requests with sandboxed WebAssembly plugins.
@@ -38,7 +39,7 @@ enum LogFormat {
 enum Command {
     /// Serve data requests with the plugins mapped in the config.
     Serve(ServeArgs),
-    /// Build every plugin crate under the plugins directory into `<name>.wasm`.
+    /// Build every plugin folder under the plugins directory into `<name>.wasm`.
     Build {
         #[arg(long, default_value = "optech.toml")]
         config: PathBuf,
@@ -140,9 +141,8 @@ async fn run() -> anyhow::Result<()> {
             let config = Config::load(&args.config)?;
             build(&config).await?;
             let credentials = dev_credentials("optech dev")?;
-            let target_dir = plugin_target_dir(&config);
-            let _sources =
-                optech_host::dev_watch::watch_sources(&config.server.plugins_dir, target_dir)?;
+            let dirs = BuildDirs::beside(&config.server.plugins_dir);
+            let _sources = optech_host::dev_watch::watch_sources(&config.server.plugins_dir, dirs)?;
             serve(args, credentials, true).await
         }
         Command::New { name, dir, config } => new_plugin(&name, dir, &config),
@@ -283,61 +283,11 @@ fn new_plugin(name: &str, dir: Option<PathBuf>, config_path: &Path) -> anyhow::R
     Ok(())
 }
 
-/// Builds every plugin crate, one at a time, saying which and how long; the
-/// compiler's own output shows through, and a failure does not stop the others.
+/// Builds every plugin under the plugins folder (see `cli::build`).
 async fn build(config: &Config) -> anyhow::Result<()> {
     let dir = config.server.plugins_dir.clone();
-    let target_dir = plugin_target_dir(config);
-    tokio::task::spawn_blocking(move || {
-        plugin_build::ensure_target()?;
-        let crates = plugin_build::discover(&dir)?;
-        if crates.is_empty() {
-            anyhow::bail!(
-                "no plugin crates (folders with a Cargo.toml) under {}",
-                dir.display()
-            );
-        }
-        let mut failed = Vec::new();
-        for krate in &crates {
-            eprintln!("building plugin `{}` ({})", krate.name, krate.dir.display());
-            let started = std::time::Instant::now();
-            match plugin_build::build(krate, &target_dir, &dir) {
-                Ok(path) => eprintln!(
-                    "built `{}` in {:.1}s -> {}",
-                    krate.name,
-                    started.elapsed().as_secs_f64(),
-                    path.display()
-                ),
-                Err(e) => {
-                    eprintln!("plugin `{}` failed to build: {e:#}", krate.name);
-                    failed.push(krate.name.clone());
-                }
-            }
-        }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            anyhow::bail!(
-                "{} of {} plugin(s) failed to build: {}",
-                failed.len(),
-                crates.len(),
-                failed.join(", ")
-            )
-        }
-    })
-    .await?
-}
-
-/// Where plugin builds go: `target/plugins` beside the plugins folder, shared by
-/// all plugins and by every config that builds the same folder.
-fn plugin_target_dir(config: &Config) -> std::path::PathBuf {
-    config
-        .server
-        .plugins_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join("target/plugins")
+    tokio::task::spawn_blocking(move || cli::build::build_all(&dir, &BuildDirs::beside(&dir)))
+        .await?
 }
 
 async fn serve(args: ServeArgs, credentials: Credentials, print_curl: bool) -> anyhow::Result<()> {
