@@ -46,10 +46,13 @@ enum Command {
     },
     /// Build the plugins, then serve; without a secret, use a printed dev secret.
     Dev(ServeArgs),
-    /// Write a new plugin crate (default `plugins/NAME`) and map key NAME to it.
+    /// Write a new plugin (default `plugins/NAME`) and map key NAME to it.
     New {
         /// The plugin's name: lowercase letters, digits, `-` and `_`.
         name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: cli::new::Lang,
         /// Where to put the crate instead of `<plugins_dir>/NAME`.
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -145,7 +148,12 @@ async fn run() -> anyhow::Result<()> {
             let _sources = optech_host::dev_watch::watch_sources(&config.server.plugins_dir, dirs)?;
             serve(args, credentials, true).await
         }
-        Command::New { name, dir, config } => new_plugin(&name, dir, &config),
+        Command::New {
+            name,
+            lang,
+            dir,
+            config,
+        } => new_plugin(&name, lang, dir, &config),
         Command::Send {
             key,
             inputs,
@@ -237,12 +245,17 @@ fn lenient_config(path: &Path) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn new_plugin(name: &str, dir: Option<PathBuf>, config_path: &Path) -> anyhow::Result<()> {
+fn new_plugin(
+    name: &str,
+    lang: cli::new::Lang,
+    dir: Option<PathBuf>,
+    config_path: &Path,
+) -> anyhow::Result<()> {
     let plugins_dir = lenient_config(config_path)
         .map(|c| c.server.plugins_dir)
         .unwrap_or_else(|_| PathBuf::from("plugins"));
     let dir = dir.unwrap_or_else(|| plugins_dir.join(name));
-    let created = cli::new::create(name, &dir, config_path)?;
+    let created = cli::new::create(name, &dir, config_path, lang)?;
     println!(
         "created plugin `{name}` in {} (optech-sdk = {})",
         created.dir.display(),
@@ -252,14 +265,36 @@ fn new_plugin(name: &str, dir: Option<PathBuf>, config_path: &Path) -> anyhow::R
         println!("mapped key \"{name}\" to it in {}", config_path.display());
     }
     println!("\nnext:");
-    println!(
-        "  (cd {} && cargo test)          # the handler's unit tests",
-        created.dir.display()
-    );
     let inside = std::path::absolute(&created.dir)
         .ok()
         .zip(std::path::absolute(&plugins_dir).ok())
         .is_some_and(|(d, p)| d.parent() == Some(p.as_path()));
+    if created.lang == cli::new::Lang::Python {
+        println!(
+            "  (cd {} && pytest)               # the handler's unit tests (pip install optech-sdk pytest)",
+            created.dir.display()
+        );
+        if inside {
+            println!(
+                "  optech build                         # -> {}",
+                plugins_dir.join(format!("{name}.wasm")).display()
+            );
+        } else {
+            println!(
+                "  move {} into {}, then optech build",
+                created.dir.display(),
+                plugins_dir.display()
+            );
+        }
+        println!(
+            "  optech send {name} name=Ada            # against a running `optech serve` or `optech dev`"
+        );
+        return Ok(());
+    }
+    println!(
+        "  (cd {} && cargo test)          # the handler's unit tests",
+        created.dir.display()
+    );
     if inside {
         println!(
             "  optech build                         # -> {}",

@@ -114,7 +114,10 @@ impl Builder for Python {
         let sources = sources(&plugin.dir)?;
         let fingerprint = fingerprint(&toolchain, &requirements, &plugin.dir, &sources)?;
         let cached = toolchain.build_cache(&plugin.dir);
-        if std::fs::read_to_string(cached.join("fingerprint")).ok().as_deref() == Some(&fingerprint)
+        if std::fs::read_to_string(cached.join("fingerprint"))
+            .ok()
+            .as_deref()
+            == Some(&fingerprint)
             && std::fs::copy(cached.join("component.wasm"), staging).is_ok()
         {
             tracing::info!(plugin = %plugin.name, "unchanged since its last build");
@@ -179,7 +182,11 @@ fn counts(relative: &Path) -> bool {
         return false;
     };
     let skipped_dir = |d: &&str| {
-        d.starts_with('.') || *d == "__pycache__" || *d == "tests" || *d == "node_modules"
+        d.starts_with('.')
+            || matches!(
+                *d,
+                "__pycache__" | "tests" | "node_modules" | "target" | "venv"
+            )
     };
     !parts.iter().any(skipped_dir)
         && !file.ends_with(".pyc")
@@ -187,6 +194,8 @@ fn counts(relative: &Path) -> bool {
         && !(file.starts_with("test_") && file.ends_with(".py"))
         && !file.ends_with("_test.py")
         && *file != "conftest.py"
+        // A host config beside the plugin (as in plugins/orders-py) is not built in.
+        && *file != "optech.toml"
 }
 
 /// The plugin's source files (relative, sorted), for the build's fingerprint.
@@ -224,7 +233,12 @@ fn fingerprint(
     sources: &[PathBuf],
 ) -> anyhow::Result<String> {
     let mut hash = Sha256::new();
-    for part in [COMPONENTIZE_PY, &toolchain.sdk_hash, ENTRY, &requirements.key()] {
+    for part in [
+        COMPONENTIZE_PY,
+        &toolchain.sdk_hash,
+        ENTRY,
+        &requirements.key(),
+    ] {
         hash.update(part.as_bytes());
         hash.update([0]);
     }
@@ -309,7 +323,8 @@ impl Toolchain {
         if std::fs::read_to_string(&entry).ok().as_deref() != Some(ENTRY) {
             std::fs::create_dir_all(&self.entry)
                 .with_context(|| format!("creating {}", self.entry.display()))?;
-            std::fs::write(&entry, ENTRY).with_context(|| format!("writing {}", entry.display()))?;
+            std::fs::write(&entry, ENTRY)
+                .with_context(|| format!("writing {}", entry.display()))?;
         }
         let site = self.empty_env.join("lib/python/site-packages");
         std::fs::create_dir_all(&site).with_context(|| format!("creating {}", site.display()))?;
@@ -325,7 +340,11 @@ impl Toolchain {
 
     /// The folder with the plugin's dependencies installed, once per distinct
     /// list; `None` when it lists none.
-    fn dependencies(&self, requirements: &Requirements, plugin_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    fn dependencies(
+        &self,
+        requirements: &Requirements,
+        plugin_dir: &Path,
+    ) -> anyhow::Result<Option<PathBuf>> {
         if requirements.lines.is_empty() {
             return Ok(None);
         }
@@ -334,17 +353,40 @@ impl Toolchain {
         if deps.is_dir() {
             return Ok(Some(deps));
         }
-        let staging = self.root.join("deps").join(format!(".{}.{}.tmp", &key[..16], std::process::id()));
+        let staging =
+            self.root
+                .join("deps")
+                .join(format!(".{}.{}.tmp", &key[..16], std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+        std::fs::create_dir_all(&staging)
+            .with_context(|| format!("creating {}", staging.display()))?;
         let list = staging.join("optech-requirements.txt");
-        std::fs::write(&list, requirements.key()).with_context(|| format!("writing {}", list.display()))?;
-        tracing::info!("installing the dependencies of {} (pure-Python wheels)", plugin_dir.display());
+        std::fs::write(&list, requirements.key())
+            .with_context(|| format!("writing {}", list.display()))?;
+        tracing::info!(
+            "installing the dependencies of {} (pure-Python wheels)",
+            plugin_dir.display()
+        );
         let status = Command::new(&self.venv_python)
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-compile"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "--no-compile",
+            ])
             // Wheels that run anywhere, for the component's CPython: pip
             // refuses a package that has only native wheels or an sdist.
-            .args(["--only-binary=:all:", "--platform", "any", "--implementation", "py", "--abi", "none"])
+            .args([
+                "--only-binary=:all:",
+                "--platform",
+                "any",
+                "--implementation",
+                "py",
+                "--abi",
+                "none",
+            ])
             .args(["--python-version", TARGET_PYTHON, "--target"])
             .arg(&staging)
             .arg("-r")
@@ -366,7 +408,9 @@ impl Toolchain {
             Err(_) if deps.is_dir() => {
                 let _ = std::fs::remove_dir_all(&staging);
             }
-            Err(e) => return Err(e).with_context(|| format!("moving {} into place", deps.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("moving {} into place", deps.display()));
+            }
         }
         Ok(Some(deps))
     }
@@ -394,7 +438,11 @@ fn install_componentize(venv: &Path) -> anyhow::Result<()> {
     }
     let venv_python = venv
         .join(if cfg!(windows) { "Scripts" } else { "bin" })
-        .join(if cfg!(windows) { "python.exe" } else { "python" });
+        .join(if cfg!(windows) {
+            "python.exe"
+        } else {
+            "python"
+        });
     let status = Command::new(&venv_python)
         .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
         .arg(format!("componentize-py=={COMPONENTIZE_PY}"))
@@ -472,8 +520,8 @@ impl Requirements {
         let mut lines = Vec::new();
         let txt = dir.join("requirements.txt");
         if txt.is_file() {
-            let text =
-                std::fs::read_to_string(&txt).with_context(|| format!("reading {}", txt.display()))?;
+            let text = std::fs::read_to_string(&txt)
+                .with_context(|| format!("reading {}", txt.display()))?;
             for line in text.lines() {
                 let line = match line.find(" #") {
                     Some(at) => &line[..at],
@@ -490,15 +538,21 @@ impl Requirements {
         if pyproject.is_file() {
             let text = std::fs::read_to_string(&pyproject)
                 .with_context(|| format!("reading {}", pyproject.display()))?;
-            let doc: toml::Table =
-                toml::from_str(&text).with_context(|| format!("parsing {}", pyproject.display()))?;
+            let doc: toml::Table = toml::from_str(&text)
+                .with_context(|| format!("parsing {}", pyproject.display()))?;
             if let Some(deps) = doc.get("project").and_then(|p| p.get("dependencies")) {
                 let deps = deps.as_array().with_context(|| {
-                    format!("{}: [project] dependencies is not a list", pyproject.display())
+                    format!(
+                        "{}: [project] dependencies is not a list",
+                        pyproject.display()
+                    )
                 })?;
                 for dep in deps {
                     let dep = dep.as_str().with_context(|| {
-                        format!("{}: a [project] dependency is not a string: {dep}", pyproject.display())
+                        format!(
+                            "{}: a [project] dependency is not a string: {dep}",
+                            pyproject.display()
+                        )
                     })?;
                     lines.push(dep.trim().to_string());
                 }
@@ -556,19 +610,33 @@ mod tests {
                 if path.is_dir() {
                     stack.push(path);
                 } else {
-                    on_disk.push(path.strip_prefix(&root).unwrap().to_string_lossy().to_string());
+                    on_disk.push(
+                        path.strip_prefix(&root)
+                            .unwrap()
+                            .to_string_lossy()
+                            .to_string(),
+                    );
                 }
             }
         }
         on_disk.sort();
         let embedded: Vec<String> = SDK.iter().map(|(p, _)| p.to_string()).collect();
-        assert_eq!(embedded, on_disk, "add the SDK's new files to SDK in build/python.rs");
+        assert_eq!(
+            embedded, on_disk,
+            "add the SDK's new files to SDK in build/python.rs"
+        );
     }
 
     #[test]
     fn sources_are_the_files_a_component_is_built_from() {
         let dir = Path::new("/p/orders");
-        for yes in ["app.py", "lib/util.py", "prices.json", "requirements.txt", "pyproject.toml"] {
+        for yes in [
+            "app.py",
+            "lib/util.py",
+            "prices.json",
+            "requirements.txt",
+            "pyproject.toml",
+        ] {
             assert!(Python.is_source(dir, &dir.join(yes)), "{yes}");
         }
         for no in [
@@ -579,6 +647,9 @@ mod tests {
             "__pycache__/app.cpython-314.pyc",
             ".venv/lib/site.py",
             ".pytest_cache/v",
+            "target/plugins/x",
+            "venv/lib/x.py",
+            "optech.toml",
             "orders.wasm",
             "",
         ] {
@@ -609,7 +680,10 @@ mod tests {
                 "six".to_string(),
             ]
         );
-        assert_eq!(Requirements::read(tempfile::tempdir().unwrap().path()).unwrap(), Requirements::default());
+        assert_eq!(
+            Requirements::read(tempfile::tempdir().unwrap().path()).unwrap(),
+            Requirements::default()
+        );
     }
 
     #[test]

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar, Union, overload
+from typing import Union
 
 from ._errors import InvalidInput
 
 InputsLike = Union[Mapping[str, str], Iterable[tuple[str, str]]]
 """What `Inputs` can be built from: a mapping, or (name, value) pairs."""
 
-T = TypeVar("T")
-
 
 class Inputs(Mapping[str, str]):
     """A request's inputs: names to string values, in the order the request
     gave them.
 
-    It is a read-only mapping, so ``name in req.inputs``, ``req.inputs[name]``,
-    ``dict(req.inputs)`` and iteration (in request order) work as for a dict.
+    It is a read-only mapping, so ``req.inputs.get(name, default=None)``,
+    ``name in req.inputs``, ``req.inputs[name]``, ``dict(req.inputs)`` and
+    iteration (in request order) work as for a dict.
     A value that was not a JSON string in the request (a number, a boolean)
     arrives as its JSON text: ``12`` is ``"12"``. A name given twice keeps its
     last value.
@@ -41,17 +40,6 @@ class Inputs(Mapping[str, str]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._values
-
-    @overload
-    def get(self, name: str, /) -> str | None: ...
-    @overload
-    def get(self, name: str, default: str, /) -> str: ...
-    @overload
-    def get(self, name: str, default: T, /) -> str | T: ...
-    def get(self, name: str, default: object = None, /) -> object:
-        """The value of `name`, or `default` (``None`` unless given) when the
-        request does not have it."""
-        return self._values.get(name, default)
 
     def require(self, name: str) -> str:
         """The value of `name`; when the request does not have it, raises
