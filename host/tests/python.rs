@@ -380,9 +380,7 @@ async fn the_hosts_http_errors_arrive_as_their_classes() {
         .unwrap();
     let (host, _dir) = pykit_host(
         &["classify"],
-        &format!(
-            "allowed_hosts = [\"http://127.0.0.1:*\"]\nmax_http_response = \"16KiB\"\nhttp_timeout = \"10s\"\n"
-        ),
+        "allowed_hosts = [\"http://127.0.0.1:*\"]\nmax_http_response = \"16KiB\"\nhttp_timeout = \"10s\"\n",
     )
     .await;
     let cases = [

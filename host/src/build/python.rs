@@ -178,7 +178,7 @@ impl Builder for Python {
 /// Whether a file at `relative` (to the plugin folder) goes into the component.
 fn counts(relative: &Path) -> bool {
     let parts: Vec<&str> = relative.iter().filter_map(|p| p.to_str()).collect();
-    let Some(file) = parts.last() else {
+    let Some((file, dirs)) = parts.split_last() else {
         return false;
     };
     let skipped_dir = |d: &&str| {
@@ -188,14 +188,13 @@ fn counts(relative: &Path) -> bool {
                 "__pycache__" | "tests" | "node_modules" | "target" | "venv"
             )
     };
-    !parts.iter().any(skipped_dir)
-        && !file.ends_with(".pyc")
-        && !file.ends_with(".wasm")
-        && !(file.starts_with("test_") && file.ends_with(".py"))
-        && !file.ends_with("_test.py")
-        && *file != "conftest.py"
-        // A host config beside the plugin (as in plugins/orders-py) is not built in.
-        && *file != "optech.toml"
+    let test = (file.starts_with("test_") && file.ends_with(".py"))
+        || file.ends_with("_test.py")
+        || *file == "conftest.py";
+    // Bytecode, components, and a host config beside the plugin (as in
+    // plugins/orders-py) are not part of it.
+    let output = file.ends_with(".pyc") || file.ends_with(".wasm") || *file == "optech.toml";
+    !file.starts_with('.') && !dirs.iter().any(skipped_dir) && !test && !output
 }
 
 /// The plugin's source files (relative, sorted), for the build's fingerprint.
