@@ -125,6 +125,17 @@ impl Contender {
         Self::custom("a2. optech + echo.wasm, reused instances", &config)
     }
 
+    /// Any program that prints its `http://` address once it listens.
+    pub fn program(name: &str, program: PathBuf, args: Vec<String>, workload: Workload) -> Self {
+        Self {
+            name: name.into(),
+            program,
+            args,
+            env: vec![],
+            workload,
+        }
+    }
+
     /// `optech serve` with a given config.
     pub fn custom(name: &str, config: &Path) -> anyhow::Result<Self> {
         Ok(Self {
@@ -282,7 +293,8 @@ impl Contender {
         }
         let url = loop {
             let line = rx
-                .recv_timeout(Duration::from_secs(60))
+                // A Python component compiles for about 20 s, more on a busy machine.
+                .recv_timeout(Duration::from_secs(300))
                 .with_context(|| format!("{} did not report its address", self.name))?;
             if let Some(addr) = find_address(&line) {
                 break addr;
