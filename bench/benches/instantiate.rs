@@ -12,8 +12,11 @@ use optech_host::runtime::{Runtime, RuntimeOptions, WasmHandler};
 
 fn instantiate_and_call(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    optech_host::plugin_build::build_all(&root.join("plugins"), &root.join("target/plugins"))
-        .expect("building the plugins");
+    optech_host::build::build_all(
+        &root.join("plugins"),
+        &optech_host::build::BuildDirs::with_target(root.join("target/plugins")),
+    )
+    .expect("building the plugins");
     let config =
         Config::parse("[keys]\necho = \"echo\"\n", &root.join("optech.toml")).expect("config");
     let settings = &config.plugins["echo"];

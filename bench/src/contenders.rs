@@ -131,6 +131,17 @@ impl Contender {
         Self::custom("a2. optech + echo.wasm, reused instances", &config)
     }
 
+    /// Any program that prints its `http://` address once it listens.
+    pub fn program(name: &str, program: PathBuf, args: Vec<String>, workload: Workload) -> Self {
+        Self {
+            name: name.into(),
+            program,
+            args,
+            env: vec![],
+            workload,
+        }
+    }
+
     /// `optech serve` with a given config.
     pub fn custom(name: &str, config: &Path) -> anyhow::Result<Self> {
         Ok(Self {
@@ -288,7 +299,8 @@ impl Contender {
         }
         let url = loop {
             let line = rx
-                .recv_timeout(Duration::from_secs(60))
+                // A Python component compiles for about 20 s, more on a busy machine.
+                .recv_timeout(Duration::from_secs(300))
                 .with_context(|| format!("{} did not report its address", self.name))?;
             if let Some(addr) = find_address(&line) {
                 break addr;
@@ -369,7 +381,7 @@ fn which(name: &str) -> Option<PathBuf> {
 
 /// Builds `bench/peer` (a wasi:http component) and returns its path.
 fn build_peer(root: &Path) -> anyhow::Result<PathBuf> {
-    optech_host::plugin_build::ensure_target()?;
+    optech_host::build::rust::ensure_target()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target = root.join("target/peer");
     let status = Command::new(cargo)
@@ -377,7 +389,7 @@ fn build_peer(root: &Path) -> anyhow::Result<PathBuf> {
             "build",
             "--release",
             "--target",
-            optech_host::plugin_build::TARGET,
+            optech_host::build::rust::TARGET,
             "--manifest-path",
         ])
         .arg(root.join("bench/peer/Cargo.toml"))
@@ -389,7 +401,7 @@ fn build_peer(root: &Path) -> anyhow::Result<PathBuf> {
         bail!("building bench/peer failed");
     }
     let dir = target
-        .join(optech_host::plugin_build::TARGET)
+        .join(optech_host::build::rust::TARGET)
         .join("release");
     std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))

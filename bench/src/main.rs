@@ -9,6 +9,7 @@ mod accepts;
 mod backend;
 mod contenders;
 mod load;
+mod python;
 mod scale;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,9 @@ pub struct Args {
     /// Skip the contenders that call a back end (d, d2, d3, e).
     #[arg(long)]
     pub no_outbound: bool,
+    /// Skip the Python contenders (h, h2, i).
+    #[arg(long)]
+    pub no_python: bool,
     /// Run only these contenders, by letter (`--only a,d,e`).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -70,7 +74,10 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     load::check_wrk()?;
     let root = root();
-    optech_host::plugin_build::build_all(&root.join("plugins"), &root.join("target/plugins"))?;
+    optech_host::build::build_all(
+        &root.join("plugins"),
+        &optech_host::build::BuildDirs::with_target(root.join("target/plugins")),
+    )?;
     let work = tempfile::tempdir()?;
     let options = LoadOptions {
         duration: Duration::from_secs(args.duration),
@@ -114,6 +121,17 @@ fn main() -> anyhow::Result<()> {
         contenders.push(Contender::native_orders(work.path(), &base)?);
         println!(
             "outbound (d, d2, e): \"order status\" requests, each one GET with a bearer token to a back end on loopback (its own process thread) answering a small JSON order\n"
+        );
+    }
+    if args.no_python {
+        println!("(Python contenders skipped)\n");
+    } else {
+        python::build_echo()?;
+        contenders.push(python::fresh(work.path())?);
+        contenders.push(python::reused(work.path())?);
+        contenders.push(python::fastapi()?);
+        println!(
+            "Python (h, h2, i): the same signed echo requests; h and h2 a Python plugin built with componentize-py, i FastAPI on one uvicorn worker (uvloop, httptools) doing the signature check, the echo and the signed answer\n"
         );
     }
     if args.no_wasmtime {

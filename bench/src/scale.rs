@@ -57,7 +57,10 @@ pub fn run(dir: &Path, options: &LoadOptions, scripts: &Scripts) -> anyhow::Resu
 fn async_rss(dir: &Path) -> anyhow::Result<()> {
     let root = crate::root();
     let testkit_dir = root.join("host/tests/plugins");
-    optech_host::plugin_build::build_all(&testkit_dir, &root.join("target/plugins"))?;
+    optech_host::build::build_all(
+        &testkit_dir,
+        &optech_host::build::BuildDirs::with_target(root.join("target/plugins")),
+    )?;
     let work = dir.join("async");
     std::fs::create_dir_all(&work)?;
     let config = work.join("optech.toml");

@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the map of these modules.
 
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod credentials;
@@ -16,7 +17,6 @@ pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod outbox;
-pub mod plugin_build;
 pub mod protocol;
 pub mod redact;
 pub mod reload;

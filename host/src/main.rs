@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use optech_host::build::BuildDirs;
 use optech_host::config::Config;
 use optech_host::credentials::{self, Credentials, CredentialsError};
 use optech_host::signature::{self, Signer};
-use optech_host::{Host, Identity, cli, logging, plugin_build};
+use optech_host::{Host, Identity, cli, logging};
 
 /// Serve OpTech data requests with sandboxed WebAssembly plugins.
 #[derive(Parser)]
@@ -37,17 +38,20 @@ enum LogFormat {
 enum Command {
     /// Serve data requests with the plugins mapped in the config.
     Serve(ServeArgs),
-    /// Build every plugin crate under the plugins directory into `<name>.wasm`.
+    /// Build every plugin folder under the plugins directory into `<name>.wasm`.
     Build {
         #[arg(long, default_value = "optech.toml")]
         config: PathBuf,
     },
     /// Build the plugins, then serve; without a secret, use a printed dev secret.
     Dev(ServeArgs),
-    /// Write a new plugin crate (default `plugins/NAME`) and map key NAME to it.
+    /// Write a new plugin (default `plugins/NAME`) and map key NAME to it.
     New {
         /// The plugin's name: lowercase letters, digits, `-` and `_`.
         name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: cli::new::Lang,
         /// Where to put the crate instead of `<plugins_dir>/NAME`.
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -132,12 +136,16 @@ async fn run() -> anyhow::Result<()> {
             let config = Config::load(&args.config)?;
             build(&config).await?;
             let credentials = dev_credentials("optech dev")?;
-            let target_dir = plugin_target_dir(&config);
-            let _sources =
-                optech_host::dev_watch::watch_sources(&config.server.plugins_dir, target_dir)?;
+            let dirs = BuildDirs::beside(&config.server.plugins_dir);
+            let _sources = optech_host::dev_watch::watch_sources(&config.server.plugins_dir, dirs)?;
             serve(args, credentials, true).await
         }
-        Command::New { name, dir, config } => new_plugin(&name, dir, &config),
+        Command::New {
+            name,
+            lang,
+            dir,
+            config,
+        } => new_plugin(&name, lang, dir, &config),
         Command::Send {
             key,
             inputs,
@@ -229,12 +237,17 @@ fn lenient_config(path: &Path) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn new_plugin(name: &str, dir: Option<PathBuf>, config_path: &Path) -> anyhow::Result<()> {
+fn new_plugin(
+    name: &str,
+    lang: cli::new::Lang,
+    dir: Option<PathBuf>,
+    config_path: &Path,
+) -> anyhow::Result<()> {
     let plugins_dir = lenient_config(config_path)
         .map(|c| c.server.plugins_dir)
         .unwrap_or_else(|_| PathBuf::from("plugins"));
     let dir = dir.unwrap_or_else(|| plugins_dir.join(name));
-    let created = cli::new::create(name, &dir, config_path)?;
+    let created = cli::new::create(name, &dir, config_path, lang)?;
     println!(
         "created plugin `{name}` in {} (optech-sdk = {})",
         created.dir.display(),
@@ -244,14 +257,36 @@ fn new_plugin(name: &str, dir: Option<PathBuf>, config_path: &Path) -> anyhow::R
         println!("mapped key \"{name}\" to it in {}", config_path.display());
     }
     println!("\nnext:");
-    println!(
-        "  (cd {} && cargo test)          # the handler's unit tests",
-        created.dir.display()
-    );
     let inside = std::path::absolute(&created.dir)
         .ok()
         .zip(std::path::absolute(&plugins_dir).ok())
         .is_some_and(|(d, p)| d.parent() == Some(p.as_path()));
+    if created.lang == cli::new::Lang::Python {
+        println!(
+            "  (cd {} && pytest)               # the handler's unit tests (pip install optech-sdk pytest)",
+            created.dir.display()
+        );
+        if inside {
+            println!(
+                "  optech build                         # -> {}",
+                plugins_dir.join(format!("{name}.wasm")).display()
+            );
+        } else {
+            println!(
+                "  move {} into {}, then optech build",
+                created.dir.display(),
+                plugins_dir.display()
+            );
+        }
+        println!(
+            "  optech send {name} name=Ada            # against a running `optech serve` or `optech dev`"
+        );
+        return Ok(());
+    }
+    println!(
+        "  (cd {} && cargo test)          # the handler's unit tests",
+        created.dir.display()
+    );
     if inside {
         println!(
             "  optech build                         # -> {}",
@@ -275,61 +310,11 @@ fn new_plugin(name: &str, dir: Option<PathBuf>, config_path: &Path) -> anyhow::R
     Ok(())
 }
 
-/// Builds every plugin crate, one at a time, saying which and how long; the
-/// compiler's own output shows through, and a failure does not stop the others.
+/// Builds every plugin under the plugins folder (see `cli::build`).
 async fn build(config: &Config) -> anyhow::Result<()> {
     let dir = config.server.plugins_dir.clone();
-    let target_dir = plugin_target_dir(config);
-    tokio::task::spawn_blocking(move || {
-        plugin_build::ensure_target()?;
-        let crates = plugin_build::discover(&dir)?;
-        if crates.is_empty() {
-            anyhow::bail!(
-                "no plugin crates (folders with a Cargo.toml) under {}",
-                dir.display()
-            );
-        }
-        let mut failed = Vec::new();
-        for krate in &crates {
-            eprintln!("building plugin `{}` ({})", krate.name, krate.dir.display());
-            let started = std::time::Instant::now();
-            match plugin_build::build(krate, &target_dir, &dir) {
-                Ok(path) => eprintln!(
-                    "built `{}` in {:.1}s -> {}",
-                    krate.name,
-                    started.elapsed().as_secs_f64(),
-                    path.display()
-                ),
-                Err(e) => {
-                    eprintln!("plugin `{}` failed to build: {e:#}", krate.name);
-                    failed.push(krate.name.clone());
-                }
-            }
-        }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            anyhow::bail!(
-                "{} of {} plugin(s) failed to build: {}",
-                failed.len(),
-                crates.len(),
-                failed.join(", ")
-            )
-        }
-    })
-    .await?
-}
-
-/// Where plugin builds go: `target/plugins` beside the plugins folder, shared by
-/// all plugins and by every config that builds the same folder.
-fn plugin_target_dir(config: &Config) -> std::path::PathBuf {
-    config
-        .server
-        .plugins_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join("target/plugins")
+    tokio::task::spawn_blocking(move || cli::build::build_all(&dir, &BuildDirs::beside(&dir)))
+        .await?
 }
 
 async fn serve(args: ServeArgs, credentials: Credentials, print_curl: bool) -> anyhow::Result<()> {

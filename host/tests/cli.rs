@@ -168,7 +168,7 @@ async fn dev_serves_and_builds_a_crate_created_while_it_runs() {
     // A crate made while it runs is built and served, without a restart.
     let out = optech(dir, &["new", "second"]);
     assert!(out.status.success(), "{}", text(&out));
-    dev.wait_for_log("new plugin crate; building it", Duration::from_secs(30))
+    dev.wait_for_log("new plugin; building it", Duration::from_secs(30))
         .await;
     common::wait_until(
         "the new crate is built",
@@ -298,7 +298,7 @@ fn a_crate_made_outside_the_repository_builds_against_the_packaged_sdk() {
         ),
     )
     .unwrap();
-    optech_host::plugin_build::ensure_target().unwrap();
+    optech_host::build::rust::ensure_target().unwrap();
     for args in [
         &["build", "--release", "--target", "wasm32-wasip2", "--quiet"][..],
         &["test", "--quiet"][..],

@@ -1,27 +1,41 @@
-//! `optech new NAME`: a plugin crate that builds, with a unit test of its
-//! handler, and a key mapped to it in `optech.toml` (comments kept).
+//! `optech new NAME [--lang rust|python]`: a plugin folder that builds, with a
+//! unit test of its handler, and a key mapped to it in `optech.toml`
+//! (comments kept).
 //!
-//! Inside the optech repository the crate depends on the SDK by path, so it
+//! A Rust crate depends on the SDK by path inside the optech repository, so it
 //! builds against the SDK next to it; anywhere else, by version, as a user's
-//! own repository would.
+//! own repository would. A Python folder needs no dependency line: `optech
+//! build` brings the SDK (see `cli::new_python`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+/// The language of a new plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Lang {
+    /// A `cdylib` crate with `optech-sdk`.
+    #[default]
+    Rust,
+    /// An `app.py` with the `optech-sdk` Python package.
+    Python,
+}
+
 /// What `optech new` made.
 #[derive(Debug)]
 pub struct Created {
     pub dir: PathBuf,
-    /// How the crate depends on the SDK, as written in its `Cargo.toml`.
+    pub lang: Lang,
+    /// How the plugin depends on the SDK: as written in a crate's
+    /// `Cargo.toml`, or where a Python plugin's comes from.
     pub sdk: String,
     /// Whether a key was added to the config (false when it was there already).
     pub mapped: bool,
 }
 
-/// Writes the crate `name` into `dir` and maps key `name` to it in `config`
-/// (if that file exists).
-pub fn create(name: &str, dir: &Path, config: &Path) -> anyhow::Result<Created> {
+/// Writes the plugin `name` in `lang` into `dir` and maps key `name` to it in
+/// `config` (if that file exists).
+pub fn create(name: &str, dir: &Path, config: &Path, lang: Lang) -> anyhow::Result<Created> {
     check_name(name)?;
     if dir.exists()
         && dir
@@ -31,12 +45,24 @@ pub fn create(name: &str, dir: &Path, config: &Path) -> anyhow::Result<Created> 
     {
         bail!("{} already exists and is not empty", dir.display());
     }
-    std::fs::create_dir_all(dir.join("src"))
-        .with_context(|| format!("creating {}", dir.display()))?;
-    let sdk = sdk_dependency(dir)?;
-    write(&dir.join("Cargo.toml"), &manifest(name, &sdk))?;
-    write(&dir.join("src/lib.rs"), &handler(name))?;
-    write(&dir.join(".gitignore"), "/target\n")?;
+    let sdk = match lang {
+        Lang::Rust => {
+            std::fs::create_dir_all(dir.join("src"))
+                .with_context(|| format!("creating {}", dir.display()))?;
+            let sdk = sdk_dependency(dir)?;
+            write(&dir.join("Cargo.toml"), &manifest(name, &sdk))?;
+            write(&dir.join("src/lib.rs"), &handler(name))?;
+            write(&dir.join(".gitignore"), "/target\n")?;
+            sdk
+        }
+        Lang::Python => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (file, text) in super::new_python::files(name) {
+                write(&dir.join(file), &text)?;
+            }
+            "built in by optech build".to_string()
+        }
+    };
     let mapped = if config.is_file() {
         map_key(config, name)?
     } else {
@@ -44,6 +70,7 @@ pub fn create(name: &str, dir: &Path, config: &Path) -> anyhow::Result<Created> 
     };
     Ok(Created {
         dir: dir.to_path_buf(),
+        lang,
         sdk,
         mapped,
     })
@@ -203,6 +230,34 @@ mod tests {
         assert!(text.contains("demo = \"demo\""), "{text}");
         let parsed: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(parsed["keys"]["demo"].as_str(), Some("demo"));
+    }
+
+    #[test]
+    fn a_python_plugin_gets_its_files_and_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("optech.toml");
+        std::fs::write(&config, "# mine\n[keys]\n").unwrap();
+        let plugin = dir.path().join("plugins/greeter");
+        let created = create("greeter", &plugin, &config, Lang::Python).unwrap();
+        assert!(created.mapped);
+        for file in ["app.py", "test_app.py", "requirements.txt", ".gitignore"] {
+            assert!(plugin.join(file).is_file(), "{file}");
+        }
+        assert!(!plugin.join("Cargo.toml").exists());
+        let app = std::fs::read_to_string(plugin.join("app.py")).unwrap();
+        assert!(
+            app.contains("@handler") && app.contains("[plugins.greeter.config]"),
+            "{app}"
+        );
+        let tests = std::fs::read_to_string(plugin.join("test_app.py")).unwrap();
+        assert!(tests.contains("key=\"greeter\""), "{tests}");
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(
+            text.contains("# mine") && text.contains("greeter = \"greeter\""),
+            "{text}"
+        );
+        // Not over a folder with something in it.
+        assert!(create("greeter", &plugin, &config, Lang::Python).is_err());
     }
 
     #[test]

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use optech_host::build::{self, BuildDirs};
 use optech_host::config::Config;
-use optech_host::plugin_build;
 use optech_host::signature::Signer;
 use optech_host::{Host, Identity};
 use serde_json::Value;
@@ -23,9 +23,9 @@ fn workspace() -> PathBuf {
 pub fn build_plugins() -> &'static Result<(), String> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let target = workspace().join("target/plugins");
+        let dirs = BuildDirs::with_target(workspace().join("target/plugins"));
         for dir in [examples_dir(), testkit_dir()] {
-            plugin_build::build_all(&dir, &target).map_err(|e| format!("{e:#}"))?;
+            build::build_all(&dir, &dirs).map_err(|e| format!("{e:#}"))?;
         }
         Ok(())
     })

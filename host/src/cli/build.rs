@@ -1,0 +1,49 @@
+//! `optech build`: every plugin folder under the plugins directory, one at a
+//! time, saying which (and in which language) and how long; the toolchain's own
+//! output shows through, and one plugin's failure does not stop the others.
+
+use std::path::Path;
+
+use anyhow::bail;
+
+use crate::build::{self, BuildDirs};
+
+/// Builds every plugin under `plugins_dir`, printing progress on stderr.
+pub fn build_all(plugins_dir: &Path, dirs: &BuildDirs) -> anyhow::Result<()> {
+    let plugins = build::discover(plugins_dir)?;
+    if plugins.is_empty() {
+        bail!("{}", build::nothing_to_build(plugins_dir));
+    }
+    let mut failed = Vec::new();
+    for plugin in &plugins {
+        eprintln!(
+            "building plugin `{}` ({}, {})",
+            plugin.name,
+            plugin.language(),
+            plugin.dir.display()
+        );
+        let started = std::time::Instant::now();
+        match build::build(plugin, dirs, plugins_dir) {
+            Ok(path) => eprintln!(
+                "built `{}` in {:.1}s -> {}",
+                plugin.name,
+                started.elapsed().as_secs_f64(),
+                path.display()
+            ),
+            Err(e) => {
+                eprintln!("plugin `{}` failed to build: {e:#}", plugin.name);
+                failed.push(plugin.name.clone());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "{} of {} plugin(s) failed to build: {}",
+            failed.len(),
+            plugins.len(),
+            failed.join(", ")
+        )
+    }
+}
