@@ -28,6 +28,13 @@ pub const DEFAULT_COMPILE_CACHE_MAX: u64 = 1 << 30;
 pub const DEFAULT_OUTBOX_LEASE: Duration = Duration::from_secs(30);
 /// Overrides `[server] outbox`, so a password can stay out of the file.
 pub const OUTBOX_URL_ENV: &str = "OPTECH_OUTBOX_URL";
+/// Requests the console remembers by default.
+pub const DEFAULT_CONSOLE_REQUESTS: usize = 1_000;
+/// The most the console may be asked to remember (each entry is a few hundred
+/// bytes, up to about 10 KiB with log lines).
+pub const MAX_CONSOLE_REQUESTS: usize = 100_000;
+/// A token shorter than this is too easy to guess.
+pub const MIN_ADMIN_TOKEN: usize = 16;
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// The seed: a link is valid for 10 minutes after the request. Only tests shorten it.
@@ -131,6 +138,52 @@ pub struct ServerConfig {
     pub outbox_lease: Duration,
     /// TLS on the public listener; `None` for plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// The admin listener's access and the console's memory.
+    pub admin: AdminSettings,
+}
+
+/// `[server] admin_token`, `console_requests` and `console_payloads`: who may
+/// use the admin listener, and what its console keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// When set, every admin route needs `authorization: Bearer <token>` (or
+    /// the console's cookie made from it).
+    pub token: Option<AdminToken>,
+    /// Requests the console remembers (a ring: the oldest goes first); 0 keeps none.
+    pub console_requests: usize,
+    /// Keep each request's inputs and data (known secret values redacted).
+    pub console_payloads: bool,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            token: None,
+            console_requests: DEFAULT_CONSOLE_REQUESTS,
+            console_payloads: false,
+        }
+    }
+}
+
+/// The admin token, from the environment: never formatted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself, to compare a caller's with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<admin token>")
+    }
 }
 
 /// A `postgres://` URL, which may hold a password: never formatted whole.
@@ -168,6 +221,17 @@ pub struct PluginConfig {
     pub egress: EgressSettings,
     /// What the plugin reads with `config(name)`.
     pub config: BTreeMap<String, ConfigValue>,
+}
+
+impl PluginConfig {
+    /// The values of this plugin's secrets, for redacting text it produces.
+    pub fn secret_values(&self) -> std::sync::Arc<[Box<str>]> {
+        self.config
+            .values()
+            .filter(|v| v.is_secret())
+            .map(|v| v.expose().into())
+            .collect()
+    }
 }
 
 /// A value of a plugin's `[plugins.<name>.config]`: as written, or a secret
@@ -244,6 +308,9 @@ struct RawServer {
     outbox_lease: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    admin_token: Option<toml::Value>,
+    console_requests: Option<usize>,
+    console_payloads: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -430,6 +497,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, env: &Environment) -> (Con
             None
         }
     };
+    let admin = admin_settings(&raw.server, env, &mut problem);
     let outbox = match env
         .get(OUTBOX_URL_ENV)
         .or_else(|| raw.server.outbox.clone())
@@ -588,11 +656,66 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, env: &Environment) -> (Con
             outbox,
             outbox_lease,
             tls,
+            admin,
         },
         keys: raw.keys,
         plugins,
     };
     (config, problems)
+}
+
+/// `admin_token` (only `{ env = "NAME" }`, so the token stays out of the
+/// file), `console_requests` and `console_payloads`.
+fn admin_settings(
+    raw: &RawServer,
+    env: &Environment,
+    problem: &mut impl FnMut(String, String),
+) -> AdminSettings {
+    let token = match &raw.admin_token {
+        None => None,
+        Some(value) => match config_value(value, env) {
+            Ok(value) if !value.is_secret() => {
+                problem(
+                    "server.admin_token".into(),
+                    "must be { env = \"NAME\" }: keep the token out of the file".into(),
+                );
+                None
+            }
+            Ok(value) if value.expose().len() < MIN_ADMIN_TOKEN => {
+                problem(
+                    "server.admin_token".into(),
+                    format!("is shorter than {MIN_ADMIN_TOKEN} characters: too easy to guess"),
+                );
+                None
+            }
+            Ok(value) => Some(AdminToken::new(value.expose())),
+            Err(message) => {
+                problem("server.admin_token".into(), message);
+                None
+            }
+        },
+    };
+    let console_requests = raw
+        .console_requests
+        .unwrap_or(DEFAULT_CONSOLE_REQUESTS);
+    if console_requests > MAX_CONSOLE_REQUESTS {
+        problem(
+            "server.console_requests".into(),
+            format!("must be at most {MAX_CONSOLE_REQUESTS} (0 keeps none)"),
+        );
+    }
+    AdminSettings {
+        token,
+        console_requests: console_requests.min(MAX_CONSOLE_REQUESTS),
+        console_payloads: raw.console_payloads.unwrap_or(false),
+    }
+}
+
+impl ServerConfig {
+    /// Whether the admin listener is reachable from beyond this machine.
+    pub fn admin_beyond_loopback(&self) -> bool {
+        self.admin_listen.is_some_and(|a| !a.ip().is_loopback())
+    }
 }
 
 /// An address, or none for the empty string (a listener turned off).
@@ -839,6 +962,50 @@ mod tests {
         ] {
             assert!(keys.contains(&expected), "{expected} missing in {keys:?}");
         }
+    }
+
+    #[test]
+    fn admin_token_comes_from_the_environment_and_console_settings_are_checked() {
+        let env = Environment::from_pairs([
+            ("ADMIN_TOKEN", "0123456789abcdef-token"),
+            ("SHORT", "abc"),
+        ]);
+        let path = Path::new("/srv/optech.toml");
+        let config = Config::parse_with(
+            "[server]\nadmin_token = { env = \"ADMIN_TOKEN\" }\nconsole_requests = 50\nconsole_payloads = true\n",
+            path,
+            &env,
+        )
+        .unwrap();
+        let admin = &config.server.admin;
+        assert_eq!(
+            admin.token.as_ref().map(AdminToken::expose),
+            Some("0123456789abcdef-token")
+        );
+        assert_eq!((admin.console_requests, admin.console_payloads), (50, true));
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+        let defaults = Config::parse_with("", path, &env).unwrap();
+        assert_eq!(defaults.server.admin, AdminSettings::default());
+        assert!(!defaults.server.admin_beyond_loopback());
+
+        let err = Config::parse_with(
+            "[server]\nadmin_token = \"in-the-file-0123456789\"\nconsole_requests = 1000000\n",
+            path,
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.admin_token") && err.contains("env"), "{err}");
+        assert!(!err.contains("in-the-file"), "{err}");
+        assert!(err.contains("server.console_requests"), "{err}");
+        for (token, expected) in [("SHORT", "shorter"), ("UNSET", "UNSET")] {
+            let text = format!("[server]\nadmin_token = {{ env = \"{token}\" }}\n");
+            let err = Config::parse_with(&text, path, &env).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+        let open = Config::parse_with("[server]\nadmin_listen = \"0.0.0.0:9091\"\n", path, &env)
+            .unwrap();
+        assert!(open.server.admin_beyond_loopback());
     }
 
     #[test]

@@ -117,9 +117,15 @@ impl Host {
             None
         };
         let in_flight = Arc::new(Semaphore::new(config.server.max_in_flight));
-        let deliverer =
-            Deliverer::new(identity.signer.clone(), &identity.client_id, identity.retry)?;
         let metrics = runtime_metrics.clone();
+        let admin_settings = &config.server.admin;
+        metrics.recent.configure(
+            admin_settings.console_requests,
+            admin_settings.console_payloads,
+        );
+        let deliverer =
+            Deliverer::new(identity.signer.clone(), &identity.client_id, identity.retry.clone())?
+                .observed_by(metrics.recent.clone());
         let jobs = Arc::new(Jobs::new(
             JobsOptions {
                 outbox: match &config.server.outbox {

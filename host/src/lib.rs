@@ -17,6 +17,7 @@ pub mod outbound;
 pub mod outbox;
 pub mod plugin_build;
 pub mod protocol;
+pub mod recent;
 pub mod reload;
 pub mod request_id;
 pub mod router;

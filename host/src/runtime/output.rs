@@ -10,6 +10,8 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use crate::recent::{Recent, Ticket};
+
 /// Bytes of output kept per stream and request; the rest is counted and dropped.
 pub const MAX_OUTPUT_PER_REQUEST: usize = 16 * 1024;
 /// A line longer than this is logged in pieces.
@@ -19,19 +21,36 @@ const MAX_LINE: usize = 4096;
 #[derive(Clone)]
 pub struct PluginOutput(Arc<Mutex<LineLog>>);
 
+/// Where the console keeps a plugin's output lines, and what it redacts in them.
+#[derive(Clone, Default)]
+pub struct ConsoleSink {
+    pub recent: Arc<Recent>,
+    pub secrets: Arc<[Box<str>]>,
+}
+
 struct LineLog {
     plugin: Arc<str>,
+    console: ConsoleSink,
     stream: &'static str,
+    /// The console's entry of the current call.
+    trace: Option<Ticket>,
     pending: Vec<u8>,
     kept: usize,
     dropped: usize,
 }
 
 impl PluginOutput {
-    pub fn new(plugin: Arc<str>, stream: &'static str) -> Self {
+    pub fn new(
+        plugin: Arc<str>,
+        stream: &'static str,
+        console: ConsoleSink,
+        trace: Option<Ticket>,
+    ) -> Self {
         Self(Arc::new(Mutex::new(LineLog {
             plugin,
+            console,
             stream,
+            trace,
             pending: Vec::new(),
             kept: 0,
             dropped: 0,
@@ -40,6 +59,11 @@ impl PluginOutput {
 
     fn push(&self, bytes: &[u8]) {
         self.lock().push(bytes);
+    }
+
+    /// The console entry that the next call's lines go to.
+    pub fn set_trace(&self, trace: Option<Ticket>) {
+        self.lock().trace = trace;
     }
 
     /// Ends the current call's output (logs a partial last line and what was
@@ -75,6 +99,8 @@ impl LineLog {
         let line = String::from_utf8_lossy(&self.pending);
         let line = line.trim_end_matches('\r');
         tracing::info!(target: "plugin", plugin = %self.plugin, stream = self.stream, "{line}");
+        let console = &self.console;
+        console.recent.log(self.trace, self.stream, line, &console.secrets);
         self.pending.clear();
     }
 }
@@ -162,7 +188,7 @@ mod tests {
 
     #[test]
     fn output_is_capped_and_split_into_lines() {
-        let out = PluginOutput::new("p".into(), "stdout");
+        let out = PluginOutput::new("p".into(), "stdout", ConsoleSink::default(), None);
         out.push(b"one\ntwo\r\nthr");
         out.push(b"ee\n");
         {
@@ -182,7 +208,7 @@ mod tests {
 
     #[test]
     fn each_call_of_a_reused_stream_has_its_own_cap() {
-        let out = PluginOutput::new("p".into(), "stdout");
+        let out = PluginOutput::new("p".into(), "stdout", ConsoleSink::default(), None);
         out.push(&vec![b'x'; MAX_OUTPUT_PER_REQUEST + 10]);
         out.finish_call();
         let log = out.0.lock().unwrap();

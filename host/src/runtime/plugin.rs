@@ -15,6 +15,7 @@ use crate::dispatch::{Call, Handler, HandlerError, HandlerFuture};
 use crate::metrics::Metrics;
 use crate::outbound::PluginEgress;
 use crate::protocol::Fields;
+use crate::recent::{Recent, Ticket};
 
 /// Why a component cannot serve as a plugin.
 #[derive(Debug, Error)]
@@ -39,6 +40,9 @@ pub(super) struct PluginInfo {
     pub config: BTreeMap<String, ConfigValue>,
     pub memory: u64,
     pub egress: Arc<PluginEgress>,
+    /// Where each call's log lines are kept for the console, redacted with these secrets.
+    pub recent: Arc<Recent>,
+    pub secrets: Arc<[Box<str>]>,
 }
 
 /// A compiled plugin, ready to instantiate once per call (or, with
@@ -104,6 +108,8 @@ impl WasmHandler {
                 config: settings.config.clone(),
                 memory: settings.memory,
                 egress,
+                recent: runtime.metrics().recent.clone(),
+                secrets: settings.secret_values(),
             }),
             timeout: settings.timeout,
             requests_per_instance: settings.requests_per_instance,
@@ -115,11 +121,11 @@ impl WasmHandler {
         let mut instance = match self.take_idle() {
             Some(mut instance) => {
                 // A kept instance takes this call's deadline, log tags and caps.
-                instance.store.data_mut().begin(call.deadline);
+                instance.store.data_mut().begin(call.deadline, call.trace);
                 instance.store.set_epoch_deadline(1);
                 instance
             }
-            None => self.instantiate(call.deadline).await?,
+            None => self.instantiate(call.deadline, call.trace).await?,
         };
         // A trap, a timeout or a cancelled call leaves the instance in an unknown
         // state: it is dropped with this future and never reused.
@@ -138,10 +144,14 @@ impl WasmHandler {
         }
     }
 
-    async fn instantiate(&self, deadline: Instant) -> Result<Instance, HandlerError> {
+    async fn instantiate(
+        &self,
+        deadline: Instant,
+        trace: Option<Ticket>,
+    ) -> Result<Instance, HandlerError> {
         let mut store = Store::new(
             &self.runtime.engine,
-            PluginState::new(self.info.clone(), deadline),
+            PluginState::new(self.info.clone(), deadline, trace),
         );
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
@@ -159,7 +169,9 @@ impl WasmHandler {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| self.classify(e))?;
-        self.instantiation.observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.instantiation.observe(took.as_secs_f64());
+        self.info.recent.instantiated(trace, took);
         Ok(Instance {
             store,
             plugin,
