@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod credentials;
 pub mod delivery;
 pub mod dev_watch;

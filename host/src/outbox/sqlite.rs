@@ -275,7 +275,7 @@ impl Outbox for SqliteOutbox {
     async fn console_listing(&self, limit: usize) -> Result<Listing, OutboxError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with_db(move |db, _| {
-            let mut list = |sql: &str| -> Result<Vec<RecordSummary>, OutboxError> {
+            let list = |sql: &str| -> Result<Vec<RecordSummary>, OutboxError> {
                 let mut stmt = db.prepare(sql)?;
                 let rows = stmt.query_map([limit], |row| {
                     Ok(RecordSummary {
