@@ -349,7 +349,7 @@ async fn login(
     let access = &console.access;
     match access.set_cookie() {
         Some(cookie) if access.is_token(form.token.trim()) => {
-            let mut response = StatusCode::NO_CONTENT.into_response();
+            let mut response = StatusCode::OK.into_response();
             let headers = response.headers_mut();
             if let Ok(cookie) = HeaderValue::from_str(&cookie) {
                 headers.insert(header::SET_COOKIE, cookie);

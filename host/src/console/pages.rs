@@ -141,6 +141,10 @@ fn mode(mode: Option<Mode>) -> &'static str {
     }
 }
 
+fn status_text(status: Option<u16>) -> String {
+    status.map_or_else(|| "running".into(), |s| s.to_string())
+}
+
 fn status_class(status: Option<u16>) -> &'static str {
     match status {
         None => "s-running",
@@ -203,9 +207,7 @@ pub fn request_rows(entries: &[Entry], version: u64) -> Markup {
                     td { (e.key.as_deref().unwrap_or("")) }
                     td { (e.plugin.as_deref().unwrap_or("")) }
                     td { (mode(e.mode)) @if e.resumed { " (resumed)" } }
-                    td class=(status_class(e.status)) {
-                        @match e.status { Some(s) => (s), None => "running" }
-                    }
+                    td class=(status_class(e.status)) { (status_text(e.status)) }
                     td.num { @if let Some(total) = e.timings.total { (millis(total)) } }
                     td.code { (e.code.unwrap_or("")) }
                 }
@@ -235,12 +237,12 @@ pub fn request_detail(entry: Option<&Entry>, id: &str) -> Markup {
                 "requests only; older ones have been replaced)." }
         };
     };
-    let settled = e.status.is_some()
-        && (e.status != Some(202)
-            || e.attempts
-                .last()
-                .is_some_and(|a| a.outcome != "retry")
-            || (e.timings.total.is_some() && e.code.is_some() && e.attempt_count > 0));
+    // Refreshed until answered, and for a 202 until its delivery ended.
+    let settled = match e.status {
+        None => false,
+        Some(202) => e.attempts.last().is_some_and(|a| a.outcome != "retry"),
+        Some(_) => true,
+    };
     let Timings {
         queue,
         instantiate,
@@ -255,9 +257,7 @@ pub fn request_detail(entry: Option<&Entry>, id: &str) -> Markup {
                 dt { "Key" } dd { (e.key.as_deref().unwrap_or("–")) }
                 dt { "Plugin" } dd { (e.plugin.as_deref().unwrap_or("–")) }
                 dt { "Mode" } dd { (mode(e.mode)) @if e.resumed { " (resumed from the outbox)" } }
-                dt { "Status" } dd class=(status_class(e.status)) {
-                    @match e.status { Some(s) => (s), None => "running" }
-                }
+                dt { "Status" } dd class=(status_class(e.status)) { (status_text(e.status)) }
                 @if let Some(code) = e.code {
                     dt { "Error" } dd.code { (code) }
                 }
@@ -342,6 +342,15 @@ pub fn deliveries_page(table: Markup) -> Markup {
     layout("Deliveries", Nav::Deliveries, body)
 }
 
+/// When a record's next attempt is due, as far as this host knows.
+fn next_attempt(r: &RecordSummary, next: Option<SystemTime>) -> String {
+    match (r.state, next) {
+        (Some(State::Accepted), _) => "after the handler".into(),
+        (Some(State::Answered), Some(at)) => clock(at),
+        _ => "–".into(),
+    }
+}
+
 fn record_state(state: Option<State>) -> &'static str {
     state.map(State::as_str).unwrap_or("?")
 }
@@ -358,7 +367,7 @@ pub fn deliveries_table(
     html! {
         div #deliveries hx-get="/deliveries/table" hx-trigger="every 2s" hx-swap="outerHTML" {
             @match listing {
-                Err(message) => p.note { (message) },
+                Err(message) => { p.note { (message) } }
                 Ok(listing) => {
                     h2 { "Open or retrying" }
                     @if listing.open.is_empty() {
@@ -375,10 +384,7 @@ pub fn deliveries_table(
                                 td { (r.key) }
                                 td { (record_state(r.state)) }
                                 td.num { (r.attempts) }
-                                td { @match next(r) {
-                                    Some(at) if r.state == Some(State::Answered) => (clock(at)),
-                                    _ => @if r.state == Some(State::Accepted) { "after the handler" } @else { "–" },
-                                } }
+                                td { (next_attempt(r, next(r))) }
                                 td { (r.last_outcome.as_deref().unwrap_or("")) }
                                 td.num { (ago(r.accepted_at)) }
                                 td { (r.owner.as_deref().unwrap_or("")) }
@@ -549,13 +555,10 @@ pub fn try_result(outcome: &TryOutcome<'_>) -> Markup {
                     p.note { @if outcome.signed { "Signature verified." } @else { "The signature does not check out." } }
                 }
             }
-            @match &outcome.delivery {
-                TryDelivery::None => {},
-                TryDelivery::Waiting { poll } => {
-                    div #try-delivery hx-get=(poll) hx-trigger="every 500ms" hx-swap="outerHTML" {
-                        p.note { "Accepted; waiting for the answer at the link…" }
-                    }
-                },
+            @if let TryDelivery::Waiting { poll } = &outcome.delivery {
+                div #try-delivery hx-get=(poll) hx-trigger="every 500ms" hx-swap="outerHTML" {
+                    p.note { "Accepted; waiting for the answer at the link…" }
+                }
             }
         }
     }

@@ -242,7 +242,7 @@ impl Charts {
         let errors = CODES
             .iter()
             .enumerate()
-            .map(|(i, code)| ErrorChart {
+            .map(|(i, &code)| ErrorChart {
                 code,
                 counts: buckets
                     .iter()

@@ -357,10 +357,10 @@ impl Recent {
         let key = entry.key.clone().unwrap_or(none);
         charts.count(&key, entry.at, latency);
         // A 202's handler error counts when the handler ends, unless it already has.
-        if status != 202 || entry.call_done_at.is_some() {
-            if let Some(code) = entry.code {
-                charts.error(code, SystemTime::now());
-            }
+        if (status != 202 || entry.call_done_at.is_some())
+            && let Some(code) = entry.code
+        {
+            charts.error(code, SystemTime::now());
         }
         drop(inner);
         self.changed();
