@@ -695,9 +695,7 @@ fn admin_settings(
             }
         },
     };
-    let console_requests = raw
-        .console_requests
-        .unwrap_or(DEFAULT_CONSOLE_REQUESTS);
+    let console_requests = raw.console_requests.unwrap_or(DEFAULT_CONSOLE_REQUESTS);
     if console_requests > MAX_CONSOLE_REQUESTS {
         problem(
             "server.console_requests".into(),
@@ -966,10 +964,8 @@ mod tests {
 
     #[test]
     fn admin_token_comes_from_the_environment_and_console_settings_are_checked() {
-        let env = Environment::from_pairs([
-            ("ADMIN_TOKEN", "0123456789abcdef-token"),
-            ("SHORT", "abc"),
-        ]);
+        let env =
+            Environment::from_pairs([("ADMIN_TOKEN", "0123456789abcdef-token"), ("SHORT", "abc")]);
         let path = Path::new("/srv/optech.toml");
         let config = Config::parse_with(
             "[server]\nadmin_token = { env = \"ADMIN_TOKEN\" }\nconsole_requests = 50\nconsole_payloads = true\n",
@@ -995,16 +991,21 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("server.admin_token") && err.contains("env"), "{err}");
+        assert!(
+            err.contains("server.admin_token") && err.contains("env"),
+            "{err}"
+        );
         assert!(!err.contains("in-the-file"), "{err}");
         assert!(err.contains("server.console_requests"), "{err}");
         for (token, expected) in [("SHORT", "shorter"), ("UNSET", "UNSET")] {
             let text = format!("[server]\nadmin_token = {{ env = \"{token}\" }}\n");
-            let err = Config::parse_with(&text, path, &env).unwrap_err().to_string();
+            let err = Config::parse_with(&text, path, &env)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(expected), "{err}");
         }
-        let open = Config::parse_with("[server]\nadmin_listen = \"0.0.0.0:9091\"\n", path, &env)
-            .unwrap();
+        let open =
+            Config::parse_with("[server]\nadmin_listen = \"0.0.0.0:9091\"\n", path, &env).unwrap();
         assert!(open.server.admin_beyond_loopback());
     }
 

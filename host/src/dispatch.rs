@@ -206,12 +206,10 @@ impl Plugin {
         let timeout = self.settings.timeout;
         let deadline = Instant::now() + timeout;
         let console = &self.console;
-        let trace = console.recent.call_started(
-            &request_id,
-            &key,
-            &console.name,
-            self.settings.mode,
-        );
+        let trace =
+            console
+                .recent
+                .call_started(&request_id, &key, &console.name, self.settings.mode);
         console.recent.inputs(trace, &inputs, &console.secrets);
         let call = Call {
             request_id,

@@ -124,9 +124,12 @@ impl Host {
             admin_settings.console_requests,
             admin_settings.console_payloads,
         );
-        let deliverer =
-            Deliverer::new(identity.signer.clone(), &identity.client_id, identity.retry.clone())?
-                .observed_by(metrics.recent.clone());
+        let deliverer = Deliverer::new(
+            identity.signer.clone(),
+            &identity.client_id,
+            identity.retry.clone(),
+        )?
+        .observed_by(metrics.recent.clone());
         let jobs = Arc::new(Jobs::new(
             JobsOptions {
                 outbox: match &config.server.outbox {

@@ -250,7 +250,10 @@ fn check_lists_every_problem_at_once() {
     };
     for (token, warned) in [
         ("", true),
-        ("admin_token = { env = \"CHECK_TEST_ADMIN_TOKEN\" }\n", false),
+        (
+            "admin_token = { env = \"CHECK_TEST_ADMIN_TOKEN\" }\n",
+            false,
+        ),
     ] {
         std::fs::write(dir.path().join("optech.toml"), exposed(token)).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_optech"))

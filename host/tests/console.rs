@@ -123,11 +123,7 @@ async fn the_public_port_serves_no_console_path() {
 
 #[tokio::test]
 async fn with_a_token_only_the_form_shows_and_every_data_route_answers_401() {
-    let host = start(
-        &format!("admin_token = {{ env = \"{TOKEN_ENV}\" }}"),
-        KEYS,
-    )
-    .await;
+    let host = start(&format!("admin_token = {{ env = \"{TOKEN_ENV}\" }}"), KEYS).await;
     let admin = host.admin_url();
     let client = &host.client;
 
@@ -139,13 +135,19 @@ async fn with_a_token_only_the_form_shows_and_every_data_route_answers_401() {
         .await
         .unwrap();
     assert_eq!(page.status(), 401);
-    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let form = page.text().await.unwrap();
     assert!(form.contains(r#"name="token""#), "{form}");
     for hidden in ["Requests", "Deliveries", "<table", "testkit"] {
         assert!(!form.contains(hidden), "{hidden} in {form}");
     }
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
 
     // Every data route, and the monitoring ones.
     let data_routes = CONSOLE_PATHS
@@ -260,7 +262,12 @@ async fn requests_are_recorded_with_timings_logs_errors_and_deliveries() {
     let admin = host.admin_url();
     let receiver = Receiver::start().await;
     assert_eq!(
-        ask(&host, "req-log-1", json!({"key": "log", "inputs": {"lines": "2"}})).await,
+        ask(
+            &host,
+            "req-log-1",
+            json!({"key": "log", "inputs": {"lines": "2"}})
+        )
+        .await,
         200
     );
     assert_eq!(
@@ -277,7 +284,12 @@ async fn requests_are_recorded_with_timings_logs_errors_and_deliveries() {
         202
     );
     assert_eq!(
-        ask(&host, "req-secret-1", json!({"key": "config", "inputs": {"name": "token"}})).await,
+        ask(
+            &host,
+            "req-secret-1",
+            json!({"key": "config", "inputs": {"name": "token"}})
+        )
+        .await,
         200
     );
     receiver.wait_for(1, Duration::from_secs(10)).await;
@@ -292,7 +304,10 @@ async fn requests_are_recorded_with_timings_logs_errors_and_deliveries() {
         assert!(all.contains(id), "{id} missing in {all}");
     }
     let by_key = rows("?key=invalid").await;
-    assert!(by_key.contains("req-bad-1") && !by_key.contains("req-log-1"), "{by_key}");
+    assert!(
+        by_key.contains("req-bad-1") && !by_key.contains("req-log-1"),
+        "{by_key}"
+    );
     let by_status = rows("?status=4xx").await;
     assert!(by_status.contains("req-bad-1") && !by_status.contains("req-async-1"));
     let by_id = rows("?id=async").await;
@@ -319,18 +334,33 @@ async fn requests_are_recorded_with_timings_logs_errors_and_deliveries() {
         async move { get(&client, &url).await.1 }
     };
     let log = detail("req-log-1").await;
-    for needle in ["log line 0", "log line 1", "stdout line 1", "stderr line 0", "Instantiate", "Handler"] {
+    for needle in [
+        "log line 0",
+        "log line 1",
+        "stdout line 1",
+        "stderr line 0",
+        "Instantiate",
+        "Handler",
+    ] {
         assert!(log.contains(needle), "{needle} missing in {log}");
     }
-    assert!(log.contains("lines"), "inputs are kept with console_payloads: {log}");
+    assert!(
+        log.contains("lines"),
+        "inputs are kept with console_payloads: {log}"
+    );
     let bad = detail("req-bad-1").await;
-    assert!(bad.contains("invalid_input") && bad.contains("must be positive"), "{bad}");
+    assert!(
+        bad.contains("invalid_input") && bad.contains("must be positive"),
+        "{bad}"
+    );
     let secret = detail("req-secret-1").await;
     assert!(!secret.contains(PLUGIN_SECRET), "{secret}");
     assert!(secret.contains("[redacted]"), "{secret}");
-    wait_until("the async delivery is shown", Duration::from_secs(10), || async {
-        detail("req-async-1").await.contains("delivered")
-    })
+    wait_until(
+        "the async delivery is shown",
+        Duration::from_secs(10),
+        || async { detail("req-async-1").await.contains("delivered") },
+    )
     .await;
 
     let (_, charts, _) = get(&host.client, &format!("{admin}/charts/data")).await;
@@ -341,13 +371,23 @@ async fn requests_are_recorded_with_timings_logs_errors_and_deliveries() {
         .iter()
         .map(|k| k["key"].as_str().unwrap())
         .collect();
-    assert!(keys.contains(&"log") && keys.contains(&"echo.async"), "{charts}");
     assert!(
-        charts["errors"].as_array().unwrap().iter().any(|e| e["code"] == "invalid_input"),
+        keys.contains(&"log") && keys.contains(&"echo.async"),
+        "{charts}"
+    );
+    assert!(
+        charts["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["code"] == "invalid_input"),
         "{charts}"
     );
     let (_, plugins, _) = get(&host.client, &format!("{admin}/plugins")).await;
-    assert!(plugins.contains("testkit-async") && plugins.contains("echo.async"), "{plugins}");
+    assert!(
+        plugins.contains("testkit-async") && plugins.contains("echo.async"),
+        "{plugins}"
+    );
     let (status, deliveries, _) = get(&host.client, &format!("{admin}/deliveries")).await;
     assert_eq!(status, 200);
     assert!(deliveries.contains("<h1>Deliveries</h1>"), "{deliveries}");
@@ -380,7 +420,9 @@ async fn the_console_memory_is_bounded() {
                     let mut i = from + w;
                     while i < to {
                         // Distinct ids, log lines and inputs: each entry holds all it may.
-                        let body = json!({"key": "log", "inputs": {"lines": "3", "pad": "x".repeat(64)}}).to_string();
+                        let body =
+                            json!({"key": "log", "inputs": {"lines": "3", "pad": "x".repeat(64)}})
+                                .to_string();
                         let response = common::try_post_signed(&client, &url, body).await;
                         assert_eq!(response.map(|r| r.status().as_u16()).ok(), Some(200));
                         i += workers;
@@ -403,6 +445,10 @@ async fn the_console_memory_is_bounded() {
     );
     // And the console still shows the newest ones.
     let admin = process.admin.clone().unwrap();
-    let rows = client.get(format!("{admin}/requests/rows")).send().await.unwrap();
+    let rows = client
+        .get(format!("{admin}/requests/rows"))
+        .send()
+        .await
+        .unwrap();
     assert!(rows.text().await.unwrap().contains("testkit"));
 }

@@ -108,7 +108,12 @@ async fn screenshot(browser: &Client, name: &str) {
 
 /// The text of the first element matching `css`, waiting up to `limit` for
 /// `check` to hold of it (the page updates itself: no reload here).
-async fn wait_text(browser: &Client, css: &str, limit: Duration, check: impl Fn(&str) -> bool) -> String {
+async fn wait_text(
+    browser: &Client,
+    css: &str,
+    limit: Duration,
+    check: impl Fn(&str) -> bool,
+) -> String {
     let start = std::time::Instant::now();
     loop {
         if let Ok(element) = browser.find(Locator::Css(css)).await
@@ -204,31 +209,73 @@ async fn the_console_in_chromium() {
     // Requests: three signed requests with known ids appear without a reload.
     browser.goto(&format!("{admin}/")).await.unwrap();
     wait_text(&browser, "h1", Duration::from_secs(10), |t| t == "Requests").await;
-    assert_eq!(ask(&host, "browser-ok-1", json!({"key": "log", "inputs": {"lines": "2"}})).await, 200);
-    assert_eq!(ask(&host, "browser-bad-1", json!({"key": "invalid", "inputs": {}})).await, 400);
-    assert_eq!(ask(&host, "browser-ok-2", json!({"key": "log", "inputs": {"lines": "1"}})).await, 200);
+    assert_eq!(
+        ask(
+            &host,
+            "browser-ok-1",
+            json!({"key": "log", "inputs": {"lines": "2"}})
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        ask(
+            &host,
+            "browser-bad-1",
+            json!({"key": "invalid", "inputs": {}})
+        )
+        .await,
+        400
+    );
+    assert_eq!(
+        ask(
+            &host,
+            "browser-ok-2",
+            json!({"key": "log", "inputs": {"lines": "1"}})
+        )
+        .await,
+        200
+    );
     wait_rows(&browser, "three rows appear", |ids| {
         ["browser-ok-1", "browser-bad-1", "browser-ok-2"]
             .iter()
             .all(|id| ids.iter().any(|i| i == id))
     })
     .await;
-    for (id, status) in [("browser-ok-1", "200"), ("browser-bad-1", "400"), ("browser-ok-2", "200")] {
+    for (id, status) in [
+        ("browser-ok-1", "200"),
+        ("browser-bad-1", "400"),
+        ("browser-ok-2", "200"),
+    ] {
         let css = format!("tr[data-request-id=\"{id}\"] td:nth-child(6)");
         wait_text(&browser, &css, Duration::from_secs(5), |t| t == status).await;
     }
     // Deliveries: one that keeps retrying (nothing listens at its link), one that failed for good.
     let gone = Receiver::start().await;
     gone.script(&[(410, None)]);
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     assert_eq!(
-        ask(&host, "browser-retrying", json!({"key": "echo.async", "inputs": {"a": "1"},
-            "link": format!("http://127.0.0.1:{closed_port}/ingest/x")})).await,
+        ask(
+            &host,
+            "browser-retrying",
+            json!({"key": "echo.async", "inputs": {"a": "1"},
+            "link": format!("http://127.0.0.1:{closed_port}/ingest/x")})
+        )
+        .await,
         202
     );
     assert_eq!(
-        ask(&host, "browser-gone", json!({"key": "echo.async", "inputs": {"a": "2"},
-            "link": gone.link("gone")})).await,
+        ask(
+            &host,
+            "browser-gone",
+            json!({"key": "echo.async", "inputs": {"a": "2"},
+            "link": gone.link("gone")})
+        )
+        .await,
         202
     );
     screenshot(&browser, "requests").await;
@@ -238,7 +285,10 @@ async fn the_console_in_chromium() {
     wait_rows(&browser, "filtered by key", |ids| ids == ["browser-bad-1"]).await;
     type_into(&browser, "#f-key", "").await;
     type_into(&browser, "#f-id", "browser-ok-2").await;
-    wait_rows(&browser, "filtered by request id", |ids| ids == ["browser-ok-2"]).await;
+    wait_rows(&browser, "filtered by request id", |ids| {
+        ids == ["browser-ok-2"]
+    })
+    .await;
     type_into(&browser, "#f-id", "").await;
     wait_rows(&browser, "unfiltered", |ids| ids.len() >= 5).await;
 
@@ -254,7 +304,13 @@ async fn the_console_in_chromium() {
         t.contains("log line 0") && t.contains("stdout line 1")
     })
     .await;
-    wait_text(&browser, "table.timings tbody", Duration::from_secs(5), |t| t.contains("ms")).await;
+    wait_text(
+        &browser,
+        "table.timings tbody",
+        Duration::from_secs(5),
+        |t| t.contains("ms"),
+    )
+    .await;
     screenshot(&browser, "request").await;
 
     // Try it: an async key, and the answer delivered to the link the host served.
@@ -275,7 +331,13 @@ async fn the_console_in_chromium() {
         .click()
         .await
         .unwrap();
-    wait_text(&browser, ".try-result .status", Duration::from_secs(10), |t| t.contains("202")).await;
+    wait_text(
+        &browser,
+        ".try-result .status",
+        Duration::from_secs(10),
+        |t| t.contains("202"),
+    )
+    .await;
     wait_text(&browser, "#try-delivered", Duration::from_secs(20), |t| {
         t.contains("from the browser")
     })
@@ -299,9 +361,12 @@ async fn the_console_in_chromium() {
     let broken = plugins.path().join(".breakable.tmp");
     std::fs::write(&broken, b"this is not a component").unwrap();
     std::fs::rename(&broken, plugins.path().join("breakable.wasm")).unwrap();
-    wait_text(&browser, "tr[data-plugin=\"breakable\"]", Duration::from_secs(20), |t| {
-        t.contains("not a WebAssembly component")
-    })
+    wait_text(
+        &browser,
+        "tr[data-plugin=\"breakable\"]",
+        Duration::from_secs(20),
+        |t| t.contains("not a WebAssembly component"),
+    )
     .await;
     screenshot(&browser, "plugins").await;
 
@@ -319,7 +384,10 @@ async fn the_console_in_chromium() {
         .for_element(Locator::Css("#chart-errors canvas"))
         .await
         .expect("the errors chart is drawn");
-    let legend = wait_text(&browser, "#chart-rps", Duration::from_secs(10), |t| t.contains("log")).await;
+    let legend = wait_text(&browser, "#chart-rps", Duration::from_secs(10), |t| {
+        t.contains("log")
+    })
+    .await;
     assert!(legend.contains("echo.async"), "{legend}");
     screenshot(&browser, "charts").await;
 
@@ -364,19 +432,43 @@ async fn the_token_form_in_chromium() {
     let browser = browser(&driver, &chromium, profile.path()).await;
 
     browser.goto(&format!("{admin}/plugins")).await.unwrap();
-    wait_text(&browser, "h1", Duration::from_secs(10), |t| t == "Admin token").await;
-    assert!(browser.find(Locator::Css("table")).await.is_err(), "data shown without the token");
+    wait_text(&browser, "h1", Duration::from_secs(10), |t| {
+        t == "Admin token"
+    })
+    .await;
+    assert!(
+        browser.find(Locator::Css("table")).await.is_err(),
+        "data shown without the token"
+    );
     screenshot(&browser, "token").await;
     type_into(&browser, "#token", "wrong-token").await;
-    browser.find(Locator::Css("form button")).await.unwrap().click().await.unwrap();
-    wait_text(&browser, "#login-error", Duration::from_secs(10), |t| t.contains("not the admin token")).await;
+    browser
+        .find(Locator::Css("form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&browser, "#login-error", Duration::from_secs(10), |t| {
+        t.contains("not the admin token")
+    })
+    .await;
     type_into(&browser, "#token", token).await;
-    browser.find(Locator::Css("form button")).await.unwrap().click().await.unwrap();
+    browser
+        .find(Locator::Css("form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&browser, "h1", Duration::from_secs(10), |t| t == "Requests").await;
     // The cookie keeps it open, and scripts cannot read it (HttpOnly).
     browser.goto(&format!("{admin}/plugins")).await.unwrap();
     wait_text(&browser, "h1", Duration::from_secs(10), |t| t == "Plugins").await;
-    let visible = browser.execute("return document.cookie", vec![]).await.unwrap();
+    let visible = browser
+        .execute("return document.cookie", vec![])
+        .await
+        .unwrap();
     assert_eq!(visible, json!(""), "the cookie is readable by scripts");
     browser.close().await.unwrap();
     drop(driver);

@@ -173,7 +173,9 @@ fn the_admin_port_is_reachable_only_from_the_monitoring_namespace() {
         .filter(|r| port_of(r).iter().any(|p| p == "admin" || p == "9091"))
         .collect();
     assert_eq!(admin_rules.len(), 1, "{rules:?}");
-    let from = admin_rules[0]["from"].as_vec().expect("the admin port needs a `from`");
+    let from = admin_rules[0]["from"]
+        .as_vec()
+        .expect("the admin port needs a `from`");
     assert_eq!(from.len(), 1);
     assert_eq!(
         from[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str(),
@@ -181,7 +183,11 @@ fn the_admin_port_is_reachable_only_from_the_monitoring_namespace() {
     );
     assert!(from[0]["podSelector"].is_badvalue(), "{from:?}");
     // The data port stays open; no other rule opens the admin port.
-    assert!(rules.iter().any(|r| port_of(r) == ["http"] && r["from"].is_badvalue()));
+    assert!(
+        rules
+            .iter()
+            .any(|r| port_of(r) == ["http"] && r["from"].is_badvalue())
+    );
     // The container's ports carry the names the policy uses, and the probes
     // use the data port (the admin port needs the token).
     let container = &manifests["Deployment"]["spec"]["template"]["spec"]["containers"][0];
@@ -193,7 +199,11 @@ fn the_admin_port_is_reachable_only_from_the_monitoring_namespace() {
         .collect();
     assert_eq!(names, ["http", "admin"]);
     for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(container[probe]["httpGet"]["port"].as_str(), Some("http"), "{probe}");
+        assert_eq!(
+            container[probe]["httpGet"]["port"].as_str(),
+            Some("http"),
+            "{probe}"
+        );
     }
 }
 

@@ -126,8 +126,17 @@ async fn front_door_statuses() {
     let signed = |body: &str| host.signer.sign(body.as_bytes());
 
     // 404: a GET reads nothing here (the console is on the admin listener only).
-    for path in ["/", "/requests", "/charts", "/try", "/assets/htmx.min.js", "/login"] {
-        let get = host.send(host.client.get(format!("{}{path}", host.url))).await;
+    for path in [
+        "/",
+        "/requests",
+        "/charts",
+        "/try",
+        "/assets/htmx.min.js",
+        "/login",
+    ] {
+        let get = host
+            .send(host.client.get(format!("{}{path}", host.url)))
+            .await;
         assert_error(&get, 404, "not_found");
     }
     // 405: any other method but POST.

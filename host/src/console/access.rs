@@ -171,7 +171,12 @@ fn host_is_an_address(headers: &HeaderMap) -> bool {
         return true;
     };
     let name = match host.strip_prefix('[') {
-        Some(rest) => return rest.split(']').next().is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        Some(rest) => {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
@@ -236,7 +241,10 @@ mod tests {
         assert_eq!(access.console(&with_cookie), Verdict::Allowed);
         assert_eq!(access.monitoring(&with_cookie), Verdict::Allowed);
         let set = access.set_cookie().unwrap();
-        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
         assert!(access.made_up_token().is_none());
     }
 
@@ -245,11 +253,24 @@ mod tests {
         let access = Access::new(None, false);
         assert!(!access.console_needs_token());
         assert_eq!(access.monitoring(&headers(&[])), Verdict::Allowed);
-        for host in ["127.0.0.1:9091", "localhost:9091", "[::1]:9091", "LOCALHOST"] {
-            assert_eq!(access.console(&headers(&[("host", host)])), Verdict::Allowed, "{host}");
+        for host in [
+            "127.0.0.1:9091",
+            "localhost:9091",
+            "[::1]:9091",
+            "LOCALHOST",
+        ] {
+            assert_eq!(
+                access.console(&headers(&[("host", host)])),
+                Verdict::Allowed,
+                "{host}"
+            );
         }
         for host in ["evil.example:9091", "rebind.example"] {
-            assert_eq!(access.console(&headers(&[("host", host)])), Verdict::WrongHost, "{host}");
+            assert_eq!(
+                access.console(&headers(&[("host", host)])),
+                Verdict::WrongHost,
+                "{host}"
+            );
         }
     }
 
@@ -258,7 +279,10 @@ mod tests {
         let access = Access::new(None, true);
         let made_up = access.made_up_token().unwrap().to_string();
         assert_eq!(access.monitoring(&headers(&[])), Verdict::Allowed);
-        assert_eq!(access.console(&headers(&[("host", "10.0.0.1:9091")])), Verdict::Unauthorized);
+        assert_eq!(
+            access.console(&headers(&[("host", "10.0.0.1:9091")])),
+            Verdict::Unauthorized
+        );
         assert!(access.is_token(&made_up));
     }
 

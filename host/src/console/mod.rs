@@ -86,7 +86,10 @@ pub fn secure(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers
         .entry(header::CACHE_CONTROL)
@@ -200,7 +203,9 @@ async fn deliveries_table(State(console): State<Arc<Console>>) -> Response {
 async fn deliveries(console: &Console) -> Markup {
     if !console.answers_later && !console.jobs.has_records() {
         return pages::deliveries_table(
-            Err("No plugin answers later (every key is in sync mode), so nothing is delivered to a link."),
+            Err(
+                "No plugin answers later (every key is in sync mode), so nothing is delivered to a link.",
+            ),
             &|_| None,
         );
     }
@@ -342,10 +347,7 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(
-    State(console): State<Arc<Console>>,
-    Form(form): Form<LoginForm>,
-) -> Response {
+async fn login(State(console): State<Arc<Console>>, Form(form): Form<LoginForm>) -> Response {
     let access = &console.access;
     match access.set_cookie() {
         Some(cookie) if access.is_token(form.token.trim()) => {

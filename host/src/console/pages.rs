@@ -28,7 +28,11 @@ pub enum Nav {
 const HTMX_CONFIG: &str = r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"historyCacheSize":0,"refreshOnHistoryMiss":true}"#;
 
 /// Characters left as they are in a path segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// The detail page of a request id.
 pub fn request_href(id: &str) -> String {
@@ -154,12 +158,7 @@ fn status_class(status: Option<u16>) -> &'static str {
     }
 }
 
-pub fn requests_page(
-    rows: Markup,
-    filter: &Filter,
-    keys: &[String],
-    capacity: usize,
-) -> Markup {
+pub fn requests_page(rows: Markup, filter: &Filter, keys: &[String], capacity: usize) -> Markup {
     let body = html! {
         h1 { "Requests" }
         @if capacity == 0 {

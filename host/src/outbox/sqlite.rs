@@ -533,14 +533,27 @@ mod tests {
                 .unwrap(),
         );
         outbox.attempted(&open, "retry: 503").await.unwrap();
-        let failed = claim(outbox.accept(&rec("http://l/f", &vec![], expires)).await.unwrap());
+        let failed = claim(
+            outbox
+                .accept(&rec("http://l/f", &vec![], expires))
+                .await
+                .unwrap(),
+        );
         outbox.close(&failed, State::Failed).await.unwrap();
-        let done = claim(outbox.accept(&rec("http://l/d", &vec![], expires)).await.unwrap());
+        let done = claim(
+            outbox
+                .accept(&rec("http://l/d", &vec![], expires))
+                .await
+                .unwrap(),
+        );
         outbox.close(&done, State::Delivered).await.unwrap();
         let listing = outbox.console_listing(10).await.unwrap();
         assert_eq!(listing.open.len(), 1);
         let first = &listing.open[0];
-        assert_eq!((first.attempts, first.last_outcome.as_deref()), (1, Some("retry: 503")));
+        assert_eq!(
+            (first.attempts, first.last_outcome.as_deref()),
+            (1, Some("retry: 503"))
+        );
         assert_eq!(first.request_id.as_deref(), Some("r-1"));
         assert!(!first.link.to_string().contains("s3cr3t"));
         assert_eq!(listing.failed.len(), 1);

@@ -94,7 +94,12 @@ impl Filter {
         {
             return false;
         }
-        match self.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        match self
+            .status
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             None => true,
             Some("running") => entry.status.is_none(),
             Some(class) if class.len() == 3 && class.ends_with("xx") => entry
@@ -232,7 +237,13 @@ impl Recent {
     }
 
     /// A line the plugin logged (`level`) or printed (`stdout`, `stderr`).
-    pub fn log(&self, ticket: Option<Ticket>, level: &'static str, text: &str, secrets: &[Box<str>]) {
+    pub fn log(
+        &self,
+        ticket: Option<Ticket>,
+        level: &'static str,
+        text: &str,
+        secrets: &[Box<str>],
+    ) {
         let Some(ticket) = ticket else { return };
         let text = redact(text, secrets);
         if let Some(entry) = self.lock().ring.get_mut(ticket) {
@@ -242,7 +253,12 @@ impl Recent {
     }
 
     /// The request's inputs, when payloads are kept.
-    pub fn inputs(&self, ticket: Option<Ticket>, inputs: &[(String, String)], secrets: &[Box<str>]) {
+    pub fn inputs(
+        &self,
+        ticket: Option<Ticket>,
+        inputs: &[(String, String)],
+        secrets: &[Box<str>],
+    ) {
         let Some(ticket) = ticket.filter(|_| self.payloads()) else {
             return;
         };
@@ -279,7 +295,8 @@ impl Recent {
         let Some(entry) = ring.get_mut(ticket) else {
             return;
         };
-        entry.timings.handler = Some(took.saturating_sub(entry.timings.instantiate.unwrap_or_default()));
+        entry.timings.handler =
+            Some(took.saturating_sub(entry.timings.instantiate.unwrap_or_default()));
         if let Err((code, _)) = result {
             entry.code = Some(code);
             entry.message = message.map(String::into_boxed_str);
@@ -459,7 +476,12 @@ mod tests {
         let call = recent.call_started(&id("r1"), "echo", "echo", Mode::Sync);
         assert_eq!(ticket, call);
         recent.instantiated(call, Duration::from_millis(2));
-        recent.log(call, "info", "token is s3cr3t-value", &["s3cr3t-value".into()]);
+        recent.log(
+            call,
+            "info",
+            "token is s3cr3t-value",
+            &["s3cr3t-value".into()],
+        );
         recent.call_finished(call, Duration::from_millis(5), Ok(b"{}"), &[]);
         recent.answered(ticket, &id("r1"), arrived, 200, None);
         let entry = recent.get("r1").unwrap();
@@ -470,7 +492,10 @@ mod tests {
         assert_eq!(entry.timings.handler, Some(Duration::from_millis(3)));
         assert!(entry.timings.queue.is_some() && entry.timings.total.is_some());
         assert_eq!(&*entry.logs[0].text, "token is [redacted]");
-        assert!(entry.inputs.is_none() && entry.data.is_none(), "payloads are off");
+        assert!(
+            entry.inputs.is_none() && entry.data.is_none(),
+            "payloads are off"
+        );
         let charts = recent.charts();
         assert_eq!(charts.keys[0].key, "echo");
     }
@@ -484,11 +509,24 @@ mod tests {
         let call = recent.call_started(&id("a1"), "slow", "testkit", Mode::Async);
         recent.inputs(call, &[("x".into(), "1".into())], &[]);
         let failure = "the back end is down";
-        recent.call_finished(call, Duration::from_millis(1), Err(("plugin_error", &failure)), &[]);
-        recent.delivery(&id("a1"), "retry", Some("503"), Some(Duration::from_secs(1)));
+        recent.call_finished(
+            call,
+            Duration::from_millis(1),
+            Err(("plugin_error", &failure)),
+            &[],
+        );
+        recent.delivery(
+            &id("a1"),
+            "retry",
+            Some("503"),
+            Some(Duration::from_secs(1)),
+        );
         recent.delivery(&id("a1"), "delivered", None, None);
         let entry = recent.get("a1").unwrap();
-        assert_eq!((entry.status, entry.code), (Some(202), Some("plugin_error")));
+        assert_eq!(
+            (entry.status, entry.code),
+            (Some(202), Some("plugin_error"))
+        );
         assert_eq!(entry.message.as_deref(), Some(failure));
         assert_eq!(entry.inputs.as_deref(), Some(r#"[["x","1"]]"#));
         assert_eq!(entry.attempts.len(), 2);
@@ -503,7 +541,13 @@ mod tests {
         let recent = Recent::new(10, false);
         let call = recent.call_started(&id("old"), "k", "p", Mode::Async);
         recent.call_finished(call, Duration::from_millis(1), Ok(b"{}"), &[]);
-        recent.answered(None, &id("bad"), Instant::now(), 401, Some(("invalid_signature", "no")));
+        recent.answered(
+            None,
+            &id("bad"),
+            Instant::now(),
+            401,
+            Some(("invalid_signature", "no")),
+        );
         assert!(recent.get("old").unwrap().resumed);
         let refused = recent.get("bad").unwrap();
         assert_eq!((refused.status, refused.key.as_deref()), (Some(401), None));
@@ -532,8 +576,16 @@ mod tests {
         let recent = Recent::new(0, true);
         assert!(!recent.enabled() && !recent.payloads());
         let arrived = Instant::now();
-        assert!(recent.admitted(&id("r"), arrived, "k", "p", Mode::Sync).is_none());
-        assert!(recent.call_started(&id("r"), "k", "p", Mode::Sync).is_none());
+        assert!(
+            recent
+                .admitted(&id("r"), arrived, "k", "p", Mode::Sync)
+                .is_none()
+        );
+        assert!(
+            recent
+                .call_started(&id("r"), "k", "p", Mode::Sync)
+                .is_none()
+        );
         recent.answered(None, &id("r"), arrived, 200, None);
         assert!(recent.get("r").is_none());
         assert_eq!(recent.version(), 0);

@@ -267,7 +267,10 @@ mod tests {
         assert_eq!((ring.len(), ring.index_len()), (3, 3));
         assert!(ring.by_id("r6").is_none());
         assert_eq!(ring.by_id("r8").map(|e| e.seq), Some(8));
-        assert!(ring.get_mut(Ticket(2)).is_none(), "a stale ticket names nothing");
+        assert!(
+            ring.get_mut(Ticket(2)).is_none(),
+            "a stale ticket names nothing"
+        );
         assert!(ring.get_mut(Ticket(9)).is_some());
         // A repeated id points at its latest entry, and survives the older one's eviction.
         ring.push(&id("r9"), Instant::now());

@@ -100,7 +100,9 @@ impl LineLog {
         let line = line.trim_end_matches('\r');
         tracing::info!(target: "plugin", plugin = %self.plugin, stream = self.stream, "{line}");
         let console = &self.console;
-        console.recent.log(self.trace, self.stream, line, &console.secrets);
+        console
+            .recent
+            .log(self.trace, self.stream, line, &console.secrets);
         self.pending.clear();
     }
 }

@@ -21,8 +21,8 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::Readiness;
-use crate::console::{self, Console, access, access::Verdict};
 use crate::config::Mode;
+use crate::console::{self, Console, access, access::Verdict};
 use crate::jobs::Jobs;
 use crate::metrics::{Metrics, SharedMetrics};
 use crate::reload::{ReloadStatus, Reloader};

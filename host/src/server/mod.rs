@@ -186,7 +186,12 @@ async fn handle_data_request(
     }
 }
 
-fn accepted_response(app: &AppState, seen: &Seen, link: &LinkTag, accepted: Acceptance) -> Response {
+fn accepted_response(
+    app: &AppState,
+    seen: &Seen,
+    link: &LinkTag,
+    accepted: Acceptance,
+) -> Response {
     if accepted == Acceptance::Duplicate {
         tracing::debug!(%link, "duplicate request: already accepted");
         app.metrics.recent.no_call(seen.ticket);
