@@ -347,12 +347,13 @@ impl Recent {
         let Inner { ring, charts, .. } = &mut *inner;
         let entry = match ticket {
             Some(ticket) => ring.get_mut(ticket),
-            None => ring.push(id, arrived).map(|e| {
-                e.call_started = true;
-                e
-            }),
+            None => ring.push(id, arrived),
         };
         let Some(entry) = entry else { return };
+        if ticket.is_none() {
+            // Refused before admission: no call will come for it.
+            entry.call_started = true;
+        }
         entry.status = Some(status);
         let took = arrived.elapsed();
         let latency = if status == 202 {
