@@ -49,6 +49,7 @@ fn instantiate_and_call(c: &mut Criterion) {
                     key: "echo".into(),
                     inputs: inputs.clone(),
                     deadline: std::time::Instant::now() + std::time::Duration::from_secs(10),
+                    trace: None,
                 };
                 tokio.block_on(handler.call(call)).expect("echo answers")
             })

@@ -142,6 +142,15 @@ impl Contender {
         }
     }
 
+    /// (a0) as (a), with the console keeping nothing (`console_requests = 0`):
+    /// beside (a), the cost of recording each request for the console.
+    pub fn optech_console_off(dir: &Path) -> anyhow::Result<Self> {
+        let dir = dir.join("console-off");
+        std::fs::create_dir_all(&dir)?;
+        let config = echo_config(&dir, "console_requests = 0")?;
+        Self::custom("a0. optech + echo.wasm, console off", &config)
+    }
+
     /// `optech serve` with a given config.
     pub fn custom(name: &str, config: &Path) -> anyhow::Result<Self> {
         Ok(Self {
@@ -217,6 +226,20 @@ impl Contender {
             program: release_binary("native-host")?,
             args: vec!["--config".into(), config.display().to_string()],
             env: log_as_optech(),
+            workload: Workload::Echo,
+        })
+    }
+
+    /// (b0) as (b), with the console keeping nothing.
+    pub fn native_console_off(dir: &Path) -> anyhow::Result<Self> {
+        let dir = dir.join("native-console-off");
+        std::fs::create_dir_all(&dir)?;
+        let config = echo_config(&dir, "console_requests = 0")?;
+        Ok(Self {
+            name: "b0. same pipeline, native echo, console off".into(),
+            program: release_binary("native-host")?,
+            args: vec!["--config".into(), config.display().to_string()],
+            env: vec![],
             workload: Workload::Echo,
         })
     }

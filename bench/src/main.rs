@@ -104,8 +104,10 @@ fn main() -> anyhow::Result<()> {
     let scripts = Scripts::write(work.path())?;
     let mut contenders = vec![
         Contender::optech(work.path())?,
+        Contender::optech_console_off(work.path())?,
         Contender::optech_reusing(work.path())?,
         Contender::native(work.path())?,
+        Contender::native_console_off(work.path())?,
     ];
     // Kept alive for the whole run: d, d2 and e call it.
     let back_end = if args.no_outbound {

@@ -10,12 +10,14 @@
 //! nothing at its `location`: the attempt failed and is retried at the link);
 //! a link is never logged or recorded whole, only as a [`LinkTag`].
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use tokio_util::sync::CancellationToken;
 
+use crate::recent::Recent;
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 use crate::signature::{SIGNATURE_HEADER, Signer};
 
@@ -87,6 +89,8 @@ pub struct Deliverer {
     signer: Signer,
     authorization: Option<HeaderValue>,
     pub policy: RetryPolicy,
+    /// The console, told of each attempt and when the next one is due.
+    recent: Option<Arc<Recent>>,
 }
 
 impl Deliverer {
@@ -109,7 +113,14 @@ impl Deliverer {
             signer,
             authorization,
             policy,
+            recent: None,
         })
+    }
+
+    /// Tells `recent` (the console) of every attempt from now on.
+    pub fn observed_by(mut self, recent: Arc<Recent>) -> Self {
+        self.recent = Some(recent);
+        self
     }
 
     /// One signed POST of `body` to `link`, carrying the request's id.
@@ -179,12 +190,19 @@ impl Deliverer {
             attempts += 1;
             let attempt = self.attempt(link, body, request_id).await;
             on_attempt(attempt.clone()).await;
+            let wait = match &attempt {
+                Attempt::Retry { after, .. } => {
+                    Some(after.unwrap_or_else(|| self.policy.delay(attempts)))
+                }
+                _ => None,
+            };
+            self.observe(request_id, &attempt, wait);
             let wait = match attempt {
                 Attempt::Delivered => return Outcome::Delivered { attempts },
                 Attempt::Final(reason) => return Outcome::Failed(reason),
-                Attempt::Retry { reason, after } => {
+                Attempt::Retry { reason, .. } => {
                     last = reason;
-                    after.unwrap_or_else(|| self.policy.delay(attempts))
+                    wait.unwrap_or_default()
                 }
             };
             let left = expires_at
@@ -204,6 +222,18 @@ impl Deliverer {
                 _ = lost.cancelled() => return Outcome::Interrupted,
             }
         }
+    }
+}
+
+impl Deliverer {
+    fn observe(&self, request_id: &RequestId, attempt: &Attempt, next: Option<Duration>) {
+        let Some(recent) = &self.recent else { return };
+        let (outcome, reason) = match attempt {
+            Attempt::Delivered => ("delivered", None),
+            Attempt::Retry { reason, .. } => ("retry", Some(reason.as_str())),
+            Attempt::Final(reason) => ("final", Some(reason.as_str())),
+        };
+        recent.delivery(request_id, outcome, reason, next);
     }
 }
 

@@ -24,6 +24,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use crate::config::PluginConfig;
 use crate::metrics::Metrics;
 use crate::protocol::{self, Fields};
+use crate::recent::{Recent, Ticket};
+use crate::redact::Redactor;
 use crate::request_id::RequestId;
 
 /// One call of a handler.
@@ -35,6 +37,9 @@ pub struct Call {
     pub inputs: Fields,
     /// When the call must have returned; past it, it is dropped.
     pub deadline: Instant,
+    /// The console's entry for this request, where the handler's log lines
+    /// and instantiation time go (`None` when the console keeps nothing).
+    pub trace: Option<Ticket>,
 }
 
 /// Why a handler produced no data. Each kind has its own status and error code.
@@ -115,6 +120,15 @@ pub struct Plugin {
     pub stats: Arc<CallStats>,
     /// Time of this plugin's whole calls.
     handler_seconds: Histogram,
+    /// The console's record of recent requests, and what it must never show.
+    console: ConsoleHook,
+}
+
+/// What `Plugin::run` tells the console: shared names and the secrets to redact.
+struct ConsoleHook {
+    recent: Arc<Recent>,
+    name: Arc<str>,
+    redactor: Redactor,
 }
 
 /// Counters of one plugin's calls.
@@ -162,8 +176,14 @@ impl Plugin {
         let handler_seconds = metrics
             .handler_seconds
             .get_or_create_owned(&Metrics::plugin(&settings.name));
+        let console = ConsoleHook {
+            recent: metrics.recent.clone(),
+            name: settings.name.as_str().into(),
+            redactor: Redactor::for_config(&settings.config),
+        };
         Self {
             handler_seconds,
+            console,
             settings,
             handler,
             sha256,
@@ -186,11 +206,18 @@ impl Plugin {
         let started = Instant::now();
         let timeout = self.settings.timeout;
         let deadline = Instant::now() + timeout;
+        let console = &self.console;
+        let trace =
+            console
+                .recent
+                .call_started(&request_id, &key, &console.name, self.settings.mode);
+        console.recent.inputs(trace, &inputs, &console.redactor);
         let call = Call {
             request_id,
             key,
             inputs,
             deadline,
+            trace,
         };
         let limit = self.settings.max_output;
         let work = async {
@@ -201,12 +228,20 @@ impl Plugin {
         let result = tokio::time::timeout_at(deadline.into(), work)
             .await
             .unwrap_or(Err(HandlerError::TimedOut(timeout)));
-        self.handler_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.handler_seconds.observe(took.as_secs_f64());
         // The host's work on the answer counts against the deadline too.
-        if result.is_ok() && Instant::now() > deadline {
-            return Err(HandlerError::TimedOut(timeout));
-        }
+        let result = match result {
+            Ok(_) if Instant::now() > deadline => Err(HandlerError::TimedOut(timeout)),
+            result => result,
+        };
+        let outcome = match &result {
+            Ok(body) => Ok(body.as_slice()),
+            Err(e) => Err((e.code(), e as &dyn std::fmt::Display)),
+        };
+        console
+            .recent
+            .call_finished(trace, took, outcome, &console.redactor);
         result
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Mode};
+use crate::console::{Access, Console, TryIt};
 use crate::delivery::{Deliverer, RetryPolicy};
 use crate::dispatch::Plugin;
 use crate::jobs::{Jobs, JobsOptions};
@@ -117,9 +118,18 @@ impl Host {
             None
         };
         let in_flight = Arc::new(Semaphore::new(config.server.max_in_flight));
-        let deliverer =
-            Deliverer::new(identity.signer.clone(), &identity.client_id, identity.retry)?;
         let metrics = runtime_metrics.clone();
+        let admin_settings = &config.server.admin;
+        metrics.recent.configure(
+            admin_settings.console_requests,
+            admin_settings.console_payloads,
+        );
+        let deliverer = Deliverer::new(
+            identity.signer.clone(),
+            &identity.client_id,
+            identity.retry.clone(),
+        )?
+        .observed_by(metrics.recent.clone());
         let source = match &config.server.outbox {
             Some(url) => OutboxSource::Postgres {
                 url: url.expose().to_string(),
@@ -161,7 +171,7 @@ impl Host {
         let ready = Readiness::new(stop.clone(), router.clone(), jobs.health().clone());
         let state = Arc::new(AppState {
             router: router.clone(),
-            signer: identity.signer,
+            signer: identity.signer.clone(),
             max_body: config.server.max_body,
             in_flight: in_flight.clone(),
             jobs: jobs.clone(),
@@ -182,7 +192,35 @@ impl Host {
                 let admin_addr = listener
                     .local_addr()
                     .context("reading the admin listener's address")?;
+                let admin_settings = &config.server.admin;
+                let access = Access::new(
+                    admin_settings.token.as_ref().map(|t| t.expose()),
+                    config.server.admin_beyond_loopback(),
+                );
+                if let Some(token) = access.made_up_token() {
+                    tracing::warn!(
+                        "the admin listener on {admin_addr} is reachable beyond loopback and \
+                         [server] admin_token is not set: its monitoring routes are open to \
+                         anyone who reaches it, and the console asks for this token, made up \
+                         for this run: {token}"
+                    );
+                }
+                let console = Arc::new(Console {
+                    router: router.clone(),
+                    reloader: reloader.clone(),
+                    jobs: jobs.clone(),
+                    recent: metrics.recent.clone(),
+                    access,
+                    try_it: TryIt::new(
+                        addr,
+                        config.server.tls.is_some(),
+                        identity.signer.clone(),
+                        &identity.client_id,
+                    )?,
+                    answers_later,
+                });
                 let state = Arc::new(AdminState {
+                    console,
                     router,
                     reloader,
                     metrics,

@@ -5,6 +5,7 @@
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod credentials;
 pub mod delivery;
 pub mod dev_watch;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod outbox;
 pub mod protocol;
+pub mod recent;
 pub mod redact;
 pub mod reload;
 pub mod request_id;

@@ -187,6 +187,9 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Check { config } => {
             let report = cli::check::check(&config).await;
+            for warning in &report.warnings {
+                eprintln!("warning: {warning}");
+            }
             if report.problems.is_empty() {
                 println!(
                     "{}: ok: {} key(s), {} plugin(s) loaded and matching the WIT",

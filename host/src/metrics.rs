@@ -17,6 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::recent::Recent;
+
 /// The `key` label of a request that matched no key (refused before routing).
 pub const NO_KEY: &str = "(none)";
 
@@ -97,6 +99,9 @@ pub struct Metrics {
     pub plugin_in_flight: Family<PluginLabels, Gauge>,
     /// Plugins' outbound HTTP requests, by plugin and outcome.
     pub outbound: Family<OutboundLabels, Counter>,
+    /// Not exported: the admin console's memory of recent requests. Kept here
+    /// because everything that counts a request already holds this struct.
+    pub recent: Arc<Recent>,
 }
 
 impl Default for Metrics {
@@ -241,6 +246,7 @@ impl Metrics {
             in_flight,
             plugin_in_flight,
             outbound,
+            recent: Arc::default(),
         }
     }
 

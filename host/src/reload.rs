@@ -266,4 +266,5 @@ fn same_server(a: &Config, b: &Config) -> bool {
         && a.outbox == b.outbox
         && a.outbox_lease == b.outbox_lease
         && a.tls == b.tls
+        && a.admin == b.admin
 }

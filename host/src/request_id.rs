@@ -49,6 +49,13 @@ impl RequestId {
     }
 }
 
+/// Lets maps keyed by id be searched with a `&str` (hash and equality are the text's).
+impl std::borrow::Borrow<str> for RequestId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

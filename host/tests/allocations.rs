@@ -193,6 +193,7 @@ fn direct_calls(handler: WasmHandler) -> (f64, f64) {
                 ("key2".into(), "value2".into()),
             ],
             deadline: Instant::now() + Duration::from_secs(10),
+            trace: None,
         };
         COUNTING_INTO.set(Some(counts));
         for _ in 0..REQUESTS {

@@ -238,6 +238,38 @@ fn check_lists_every_problem_at_once() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("warning"), "{}", text(&out));
+
+    // An admin listener beyond loopback without a token passes, with a warning;
+    // with a token, without one.
+    let exposed = |token: &str| {
+        format!(
+            "[server]\nplugins_dir = {:?}\nadmin_listen = \"0.0.0.0:9091\"\n{token}[keys]\necho = \"echo\"\n",
+            common::examples_dir().display().to_string()
+        )
+    };
+    for (token, warned) in [
+        ("", true),
+        (
+            "admin_token = { env = \"CHECK_TEST_ADMIN_TOKEN\" }\n",
+            false,
+        ),
+    ] {
+        std::fs::write(dir.path().join("optech.toml"), exposed(token)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_optech"))
+            .args(["check"])
+            .current_dir(dir.path())
+            .env("CHECK_TEST_ADMIN_TOKEN", "a-long-enough-admin-token")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.contains("warning:") && stderr.contains("server.admin_token"),
+            warned,
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! Kubernetes manifest is valid YAML of a known kind; the Deployment probes
 //! readiness on `/readyz` and liveness on `/healthz`, runs as non-root and
 //! takes its secrets from the Secret; the ConfigMap's `optech.toml` is a valid
-//! config; the Dockerfile is multi-stage, non-root, and serves.
+//! config with the admin token from the Secret; the NetworkPolicy admits the
+//! admin port only from the monitoring namespace; the Dockerfile is
+//! multi-stage, non-root, and serves.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +56,7 @@ fn every_manifest_parses_and_the_set_is_complete() {
             "ConfigMap",
             "Deployment",
             "HorizontalPodAutoscaler",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "Secret",
             "Service"
@@ -84,6 +87,7 @@ fn the_deployment_probes_readiness_and_liveness_and_runs_as_non_root() {
         "OPTECH_CLIENT_SECRET",
         "OPTECH_CLIENT_ID",
         "OPTECH_OUTBOX_URL",
+        "OPTECH_ADMIN_TOKEN",
     ] {
         assert!(secret[key].as_str().is_some(), "the Secret has no {key}");
     }
@@ -106,16 +110,25 @@ fn the_configmaps_config_is_valid_with_the_secrets_outbox() {
     let text = manifests["ConfigMap"]["data"]["optech.toml"]
         .as_str()
         .unwrap();
-    let env = optech_host::credentials::Environment::from_pairs([(
-        "OPTECH_OUTBOX_URL",
-        "postgres://optech:password@postgres:5432/optech",
-    )]);
+    let env = optech_host::credentials::Environment::from_pairs([
+        (
+            "OPTECH_OUTBOX_URL",
+            "postgres://optech:password@postgres:5432/optech",
+        ),
+        ("OPTECH_ADMIN_TOKEN", "a-token-from-the-secret-0123456789"),
+    ]);
     let config =
         optech_host::config::Config::parse_with(text, Path::new("/srv/optech/optech.toml"), &env)
             .unwrap_or_else(|e| panic!("the ConfigMap's optech.toml: {e}"));
     assert!(
         config.server.outbox.is_some(),
         "the replicas would not share an outbox"
+    );
+    // The admin port listens beyond loopback: the token from the Secret guards it.
+    assert!(config.server.admin_beyond_loopback());
+    assert_eq!(
+        config.server.admin.token.as_ref().map(|t| t.expose()),
+        Some("a-token-from-the-secret-0123456789")
     );
     assert_eq!(config.server.listen.port(), 8080);
     let container_config = std::fs::read_to_string(deploy().join("optech.toml")).unwrap();
@@ -125,6 +138,73 @@ fn the_configmaps_config_is_valid_with_the_secrets_outbox() {
         &env,
     )
     .unwrap_or_else(|e| panic!("deploy/optech.toml: {e}"));
+}
+
+#[test]
+fn the_admin_port_is_reachable_only_from_the_monitoring_namespace() {
+    let manifests = manifests();
+    let policy = &manifests["NetworkPolicy"]["spec"];
+    let pod_labels = &manifests["Deployment"]["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(
+        policy["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str(),
+        pod_labels["app.kubernetes.io/name"].as_str()
+    );
+    let types: Vec<&str> = policy["policyTypes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(types, ["Ingress"]);
+    let port_of = |rule: &Yaml| -> Vec<String> {
+        rule["ports"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(|p| match &p["port"] {
+                Yaml::String(name) => name.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    };
+    let rules = policy["ingress"].as_vec().unwrap();
+    let admin_rules: Vec<&Yaml> = rules
+        .iter()
+        .filter(|r| port_of(r).iter().any(|p| p == "admin" || p == "9091"))
+        .collect();
+    assert_eq!(admin_rules.len(), 1, "{rules:?}");
+    let from = admin_rules[0]["from"]
+        .as_vec()
+        .expect("the admin port needs a `from`");
+    assert_eq!(from.len(), 1);
+    assert_eq!(
+        from[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str(),
+        Some("monitoring")
+    );
+    assert!(from[0]["podSelector"].is_badvalue(), "{from:?}");
+    // The data port stays open; no other rule opens the admin port.
+    assert!(
+        rules
+            .iter()
+            .any(|r| port_of(r) == ["http"] && r["from"].is_badvalue())
+    );
+    // The container's ports carry the names the policy uses, and the probes
+    // use the data port (the admin port needs the token).
+    let container = &manifests["Deployment"]["spec"]["template"]["spec"]["containers"][0];
+    let names: Vec<&str> = container["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["http", "admin"]);
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            container[probe]["httpGet"]["port"].as_str(),
+            Some("http"),
+            "{probe}"
+        );
+    }
 }
 
 #[test]

@@ -125,14 +125,26 @@ async fn front_door_statuses() {
     let host = examples().await;
     let signed = |body: &str| host.signer.sign(body.as_bytes());
 
-    // 405: not a POST.
-    let get = host.send(host.client.get(format!("{}/", host.url))).await;
-    assert_error(&get, 405, "method_not_allowed");
-    assert_eq!(get.headers["allow"], "POST");
+    // 404: a GET reads nothing here (the console is on the admin listener only).
+    for path in [
+        "/",
+        "/requests",
+        "/charts",
+        "/try",
+        "/assets/htmx.min.js",
+        "/login",
+    ] {
+        let get = host
+            .send(host.client.get(format!("{}{path}", host.url)))
+            .await;
+        assert_error(&get, 404, "not_found");
+    }
+    // 405: any other method but POST.
     let put = host
         .send(host.client.put(format!("{}/healthz", host.url)).body("{}"))
         .await;
     assert_error(&put, 405, "method_not_allowed");
+    assert_eq!(put.headers["allow"], "POST");
 
     // 413: over max_body (4KiB here), signed or not.
     let big = format!(

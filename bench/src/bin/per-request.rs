@@ -174,6 +174,7 @@ fn calls(handler: Arc<dyn Handler>, n: u64) -> anyhow::Result<(u64, u64)> {
                     ("key2".into(), "value2".into()),
                 ],
                 deadline: Instant::now() + Duration::from_secs(10),
+                trace: None,
             };
             COUNTED.set(true);
             for _ in 0..n {

@@ -71,92 +71,173 @@ pub fn inputs(
     Ok(inputs)
 }
 
+/// The request as sent and the answer given now; a `202`'s answer comes
+/// later, at the link [`Exchange::delivery`] serves.
+pub struct Exchange {
+    pub status: reqwest::StatusCode,
+    /// The `x-request-id` the host answered with.
+    pub request_id: String,
+    /// The answer's body (empty for a `202`).
+    pub answer: bytes::Bytes,
+    /// Whether a `200`'s signature checks out with the signer.
+    pub signed: bool,
+    /// From sending to the whole answer read.
+    pub took: Duration,
+    started: Instant,
+    /// Where a later answer arrives (served until this is dropped).
+    pub link: String,
+    pub delivery: LinkServer,
+}
+
+/// The local link: it takes the POSTs the host delivers to it.
+pub struct LinkServer {
+    deliveries: mpsc::UnboundedReceiver<(HeaderMap, bytes::Bytes, Instant)>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for LinkServer {
+    fn drop(&mut self) {
+        self.serving.abort();
+    }
+}
+
+/// An answer delivered to the link, checked.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub body: bytes::Bytes,
+    /// From the 202 to the delivery.
+    pub after: Duration,
+    /// Its `x-optech-signature` checks out with the signer.
+    pub signed: bool,
+    /// Its `authorization` is `Basic <client id>` (or no client id is expected).
+    pub authorized: bool,
+}
+
+impl Exchange {
+    /// Signs `{link, key, inputs}` with a link served on a local port, sends
+    /// it to `options.url` through `client`, and reads the answer given now.
+    pub async fn send(options: &SendOptions, client: &reqwest::Client) -> anyhow::Result<Self> {
+        let (deliveries, delivered) =
+            mpsc::unbounded_channel::<(HeaderMap, bytes::Bytes, Instant)>();
+        let link_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("opening a local port for the link")?;
+        let link_addr: SocketAddr = link_listener.local_addr()?;
+        let link = format!(
+            "http://{link_addr}/optech-send/{:016x}",
+            rand::random::<u64>()
+        );
+        let receiver =
+            axum::Router::new().fallback(move |headers: HeaderMap, body: bytes::Bytes| {
+                let deliveries = deliveries.clone();
+                async move {
+                    let _ = deliveries.send((headers, body, Instant::now()));
+                    axum::http::StatusCode::OK
+                }
+            });
+        let serving = tokio::spawn(async move { axum::serve(link_listener, receiver).await });
+        let delivery = LinkServer {
+            deliveries: delivered,
+            serving,
+        };
+
+        let body = serde_json::json!({"link": link, "key": options.key, "inputs": options.inputs})
+            .to_string();
+        let started = Instant::now();
+        let response = client
+            .post(&options.url)
+            .header("content-type", "application/json")
+            .header(SIGNATURE_HEADER, options.signer.sign(body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("sending to {}", options.url))?;
+        let status = response.status();
+        let request_id = response
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        let signature = response.headers().get(SIGNATURE_HEADER).cloned();
+        let answer = response.bytes().await.context("reading the answer")?;
+        let signed = options
+            .signer
+            .verify(signature.as_ref().map(|v| v.as_bytes()), &answer)
+            .is_ok();
+        Ok(Self {
+            status,
+            request_id,
+            answer,
+            signed,
+            took: started.elapsed(),
+            started,
+            link,
+            delivery,
+        })
+    }
+
+    /// Waits up to `wait` for the answer at the link, and checks it.
+    pub async fn delivered(&mut self, options: &SendOptions, wait: Duration) -> Option<Delivered> {
+        let (headers, body, at) = tokio::time::timeout(wait, self.delivery.deliveries.recv())
+            .await
+            .ok()
+            .flatten()?;
+        let expected_auth = format!("Basic {}", options.client_id);
+        let authorized = options.client_id.is_empty()
+            || headers.get("authorization").and_then(|v| v.to_str().ok())
+                == Some(expected_auth.as_str());
+        let signed = options
+            .signer
+            .verify(headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()), &body)
+            .is_ok();
+        Some(Delivered {
+            body,
+            after: at.duration_since(self.started).saturating_sub(self.took),
+            signed,
+            authorized,
+        })
+    }
+}
+
 /// Sends the request and reports on stdout (the answer) and stderr (how it went).
 pub async fn send(options: SendOptions) -> anyhow::Result<Verdict> {
-    let (deliveries, mut delivered) =
-        mpsc::unbounded_channel::<(HeaderMap, bytes::Bytes, Instant)>();
-    let link_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("opening a local port for the link")?;
-    let link_addr: SocketAddr = link_listener.local_addr()?;
-    let link = format!(
-        "http://{link_addr}/optech-send/{:016x}",
-        rand::random::<u64>()
+    let mut exchange = Exchange::send(&options, &reqwest::Client::new()).await?;
+    let status = exchange.status;
+    eprintln!(
+        "{status} in {} (request id {})",
+        millis(exchange.took),
+        exchange.request_id
     );
-    let receiver = axum::Router::new().fallback(move |headers: HeaderMap, body: bytes::Bytes| {
-        let deliveries = deliveries.clone();
-        async move {
-            let _ = deliveries.send((headers, body, Instant::now()));
-            axum::http::StatusCode::OK
-        }
-    });
-    let serving = tokio::spawn(async move { axum::serve(link_listener, receiver).await });
-
-    let body =
-        serde_json::json!({"link": link, "key": options.key, "inputs": options.inputs}).to_string();
-    let started = Instant::now();
-    let response = reqwest::Client::new()
-        .post(&options.url)
-        .header("content-type", "application/json")
-        .header(SIGNATURE_HEADER, options.signer.sign(body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .with_context(|| format!("sending to {}", options.url))?;
-    let answered = started.elapsed();
-    let status = response.status();
-    let id = response
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
-    let signature = response.headers().get(SIGNATURE_HEADER).cloned();
-    let answer = response.bytes().await.context("reading the answer")?;
-    eprintln!("{status} in {} (request id {id})", millis(answered));
-
     let verdict = if status == reqwest::StatusCode::ACCEPTED {
-        eprintln!("waiting up to {:?} for the answer at {link}", options.wait);
-        match tokio::time::timeout(options.wait, delivered.recv()).await {
-            Ok(Some((headers, body, at))) => {
-                eprintln!(
-                    "delivered {} after the 202",
-                    millis(at.duration_since(started) - answered)
-                );
-                let expected_auth = format!("Basic {}", options.client_id);
-                let auth_ok = options.client_id.is_empty()
-                    || headers.get("authorization").and_then(|v| v.to_str().ok())
-                        == Some(expected_auth.as_str());
-                let signed = options
-                    .signer
-                    .verify(headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()), &body)
-                    .is_ok();
+        eprintln!(
+            "waiting up to {:?} for the answer at {}",
+            options.wait, exchange.link
+        );
+        match exchange.delivered(&options, options.wait).await {
+            Some(delivered) => {
+                eprintln!("delivered {} after the 202", millis(delivered.after));
                 report(
-                    &body,
-                    signed && auth_ok,
-                    if auth_ok {
+                    &delivered.body,
+                    delivered.signed && delivered.authorized,
+                    if delivered.authorized {
                         "signature"
                     } else {
                         "authorization"
                     },
                 )
             }
-            Ok(None) | Err(_) => {
+            None => {
                 eprintln!("no answer reached the link within {:?}", options.wait);
                 Verdict::Unverified
             }
         }
     } else if status.is_success() {
-        let signed = options
-            .signer
-            .verify(signature.as_ref().map(|v| v.as_bytes()), &answer)
-            .is_ok();
-        report(&answer, signed, "signature")
+        report(&exchange.answer, exchange.signed, "signature")
     } else {
-        print_json(&answer);
+        print_json(&exchange.answer);
         Verdict::Error
     };
-    serving.abort();
     Ok(verdict)
 }
 

@@ -7,10 +7,11 @@
 //! never depends on the working directory; a `{ env = "NAME" }` value is read
 //! at load and never formatted. A leaf: it imports no runtime module.
 //!
-//! `read.rs` reads a table key by key; `server.rs` is `[server]`,
-//! `plugins.rs` is `[keys]` and `[plugins.NAME]`, `egress.rs` a plugin's
-//! outbound HTTP settings.
+//! `read.rs` reads a table key by key; `server.rs` is `[server]` (its admin
+//! and console keys in `admin.rs`), `plugins.rs` is `[keys]` and
+//! `[plugins.NAME]`, `egress.rs` a plugin's outbound HTTP settings.
 
+mod admin;
 mod egress;
 mod plugins;
 mod read;
@@ -25,6 +26,9 @@ use thiserror::Error;
 use crate::credentials::Environment;
 use read::{Reader, Section};
 
+pub use admin::{
+    AdminSettings, AdminToken, DEFAULT_CONSOLE_REQUESTS, MAX_CONSOLE_REQUESTS, MIN_ADMIN_TOKEN,
+};
 pub use egress::{
     DEFAULT_HTTP_TIMEOUT, DEFAULT_MAX_HTTP_IN_FLIGHT, DEFAULT_MAX_HTTP_RESPONSE, EgressSettings,
 };
@@ -239,6 +243,54 @@ mod tests {
         assert_eq!(echo.timeout, DEFAULT_TIMEOUT);
         assert_eq!(echo.memory, DEFAULT_MEMORY);
         assert_eq!(echo.requests_per_instance, 1);
+    }
+
+    #[test]
+    fn admin_token_comes_from_the_environment_and_console_settings_are_checked() {
+        let env =
+            Environment::from_pairs([("ADMIN_TOKEN", "0123456789abcdef-token"), ("SHORT", "abc")]);
+        let path = Path::new("/srv/optech.toml");
+        let config = Config::parse_with(
+            "[server]\nadmin_token = { env = \"ADMIN_TOKEN\" }\nconsole_requests = 50\nconsole_payloads = true\n",
+            path,
+            &env,
+        )
+        .unwrap();
+        let admin = &config.server.admin;
+        assert_eq!(
+            admin.token.as_ref().map(AdminToken::expose),
+            Some("0123456789abcdef-token")
+        );
+        assert_eq!((admin.console_requests, admin.console_payloads), (50, true));
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+        let defaults = Config::parse_with("", path, &env).unwrap();
+        assert_eq!(defaults.server.admin, AdminSettings::default());
+        assert!(!defaults.server.admin_beyond_loopback());
+
+        let err = Config::parse_with(
+            "[server]\nadmin_token = \"in-the-file-0123456789\"\nconsole_requests = 1000000\n",
+            path,
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("server.admin_token") && err.contains("env"),
+            "{err}"
+        );
+        assert!(!err.contains("in-the-file"), "{err}");
+        assert!(err.contains("server.console_requests"), "{err}");
+        for (token, expected) in [("SHORT", "shorter"), ("UNSET", "UNSET")] {
+            let text = format!("[server]\nadmin_token = {{ env = \"{token}\" }}\n");
+            let err = Config::parse_with(&text, path, &env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{err}");
+            assert!(!err.contains("abc\n"), "{err}");
+        }
+        let open =
+            Config::parse_with("[server]\nadmin_listen = \"0.0.0.0:9091\"\n", path, &env).unwrap();
+        assert!(open.server.admin_beyond_loopback());
     }
 
     #[test]

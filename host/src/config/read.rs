@@ -94,7 +94,8 @@ impl<'d> Section<'d> {
             .collect()
     }
 
-    fn get(&self, name: &str) -> Option<(&'d Item, Option<Range<usize>>)> {
+    /// The item at `name` and its span.
+    pub fn get(&self, name: &str) -> Option<(&'d Item, Option<Range<usize>>)> {
         let table = self.table?;
         let (key, item) = table.get_key_value(name)?;
         Some((item, item.span().or_else(|| key.span())))

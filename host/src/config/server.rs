@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::admin::{self, AdminSettings};
 use super::read::{Reader, Section};
 use crate::credentials::Environment;
 
@@ -80,6 +81,15 @@ pub struct ServerConfig {
     pub outbox_max_size: Option<u64>,
     /// TLS on the public listener; `None` for plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// The admin listener's access and the console's memory.
+    pub admin: AdminSettings,
+}
+
+impl ServerConfig {
+    /// Whether the admin listener is reachable from beyond this machine.
+    pub fn admin_beyond_loopback(&self) -> bool {
+        self.admin_listen.is_some_and(|a| !a.ip().is_loopback())
+    }
 }
 
 /// The certificate chain and private key files of the public listener.
@@ -150,7 +160,8 @@ pub(super) fn read(
     base: &Path,
     env: &Environment,
 ) -> ServerConfig {
-    section.unknown_keys(reader, KNOWN);
+    let known: Vec<&str> = KNOWN.iter().chain(admin::KNOWN).copied().collect();
+    section.unknown_keys(reader, &known);
     let listen = match section.string(reader, "listen") {
         None => DEFAULT_LISTEN.parse().ok(),
         Some((text, span)) => text
@@ -277,6 +288,7 @@ pub(super) fn read(
         outbox_lease,
         outbox_max_size,
         tls,
+        admin: admin::read(reader, section, env),
     }
 }
 

@@ -42,7 +42,7 @@ use tracing::Instrument as _;
 use crate::delivery::Deliverer;
 use crate::dispatch::{DataBody, HandlerError, Plugin, Slots};
 use crate::metrics::SharedMetrics;
-use crate::outbox::{Claim, OpenStats, Outbox, OutboxError, OutboxSource, State};
+use crate::outbox::{Claim, Listing, OpenStats, Outbox, OutboxError, OutboxSource, State};
 use crate::protocol::Fields;
 use crate::request_id::RequestId;
 use crate::router::Router;
@@ -207,6 +207,12 @@ impl Jobs {
     /// Whether an earlier run left records to resume.
     pub fn has_records(&self) -> bool {
         self.options.source.exists()
+    }
+
+    /// The newest open and failed records, for the console: read-only, and
+    /// quick to fail while the outbox is down (its health says so first).
+    pub async fn listing(&self, limit: usize) -> Result<Listing, OutboxError> {
+        self.outbox.console_listing(limit).await
     }
 
     /// The state of one link's record, for tests and tools.

@@ -148,6 +148,32 @@ pub struct OpenStats {
     pub oldest: Option<SystemTime>,
 }
 
+/// One record as the console's Deliveries page shows it: never the link
+/// itself, only its [`LinkTag`](crate::link::LinkTag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSummary {
+    pub link: crate::link::LinkTag,
+    pub request_id: Option<String>,
+    pub key: String,
+    pub state: Option<State>,
+    pub attempts: u32,
+    /// The last attempt's outcome (`retry: ...`, `final: ...`), or why it was quarantined.
+    pub last_outcome: Option<String>,
+    pub accepted_at: SystemTime,
+    pub closed_at: Option<SystemTime>,
+    /// Which host holds it (on PostgreSQL, a replica's id).
+    pub owner: Option<String>,
+}
+
+/// What [`Outbox::console_listing`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Open records (no result yet, or being delivered), newest first.
+    pub open: Vec<RecordSummary>,
+    /// Records closed without delivery (failed, expired, quarantined), latest first.
+    pub failed: Vec<RecordSummary>,
+}
+
 /// One backend of the outbox.
 #[async_trait::async_trait]
 pub trait Outbox: Send + Sync + 'static {
@@ -180,6 +206,10 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// How many records are open, and the oldest one's age.
     async fn open_stats(&self) -> Result<OpenStats, OutboxError>;
+
+    /// Read only, for the admin console: up to `limit` open records and up to
+    /// `limit` that closed without delivery; on a shared outbox, every host's.
+    async fn console_listing(&self, limit: usize) -> Result<Listing, OutboxError>;
 
     /// Deletes records closed before `closed_before`; returns how many.
     async fn prune(&self, closed_before: SystemTime) -> Result<usize, OutboxError>;

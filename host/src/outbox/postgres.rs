@@ -23,9 +23,11 @@ use sqlx::{Row, migrate::Migrator};
 use tokio::sync::{Mutex, OnceCell};
 
 use super::{
-    Accepted, Claim, NewRecord, OpenStats, Outbox, OutboxError, Stale, State, from_millis, millis,
+    Accepted, Claim, Listing, NewRecord, OpenStats, Outbox, OutboxError, RecordSummary, Stale,
+    State, from_millis, millis,
 };
 use crate::config::redact_url;
+use crate::link::LinkTag;
 use crate::protocol::Fields;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -286,6 +288,53 @@ impl Outbox for PostgresOutbox {
         Ok(OpenStats {
             open: u64::try_from(open).unwrap_or(0),
             oldest: oldest.map(from_millis),
+        })
+    }
+
+    async fn console_listing(&self, limit: usize) -> Result<Listing, OutboxError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let open = sqlx::query(
+            "SELECT link, request_id, key, state, attempts, last_outcome, accepted_at, closed_at, owner
+             FROM optech_requests WHERE state IN ('accepted', 'answered')
+             ORDER BY accepted_at DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(db)?;
+        let failed = sqlx::query(
+            "SELECT link, request_id, key, state, attempts, last_outcome, accepted_at, closed_at, owner
+             FROM optech_requests
+             WHERE closed_at IS NOT NULL AND state IN ('failed', 'expired', 'quarantined')
+             ORDER BY closed_at DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(db)?;
+        let summary = |row: &PgRow| -> Result<RecordSummary, OutboxError> {
+            Ok(RecordSummary {
+                link: LinkTag::new(&row.try_get::<String, _>("link").map_err(db)?),
+                request_id: row.try_get("request_id").map_err(db)?,
+                key: row.try_get("key").map_err(db)?,
+                state: row
+                    .try_get::<String, _>("state")
+                    .ok()
+                    .and_then(|s| State::parse(&s)),
+                attempts: u32::try_from(row.try_get::<i32, _>("attempts").map_err(db)?)
+                    .unwrap_or(0),
+                last_outcome: row.try_get("last_outcome").map_err(db)?,
+                accepted_at: from_millis(row.try_get("accepted_at").map_err(db)?),
+                closed_at: row
+                    .try_get::<Option<i64>, _>("closed_at")
+                    .map_err(db)?
+                    .map(from_millis),
+                owner: row.try_get("owner").map_err(db)?,
+            })
+        };
+        Ok(Listing {
+            open: open.iter().map(summary).collect::<Result<_, _>>()?,
+            failed: failed.iter().map(summary).collect::<Result<_, _>>()?,
         })
     }
 

@@ -14,8 +14,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::OnceCell;
 
 use super::{
-    Accepted, Claim, NewRecord, OpenStats, Outbox, OutboxError, Stale, State, from_millis, millis,
+    Accepted, Claim, Listing, NewRecord, OpenStats, Outbox, OutboxError, RecordSummary, Stale,
+    State, from_millis, millis,
 };
+use crate::link::LinkTag;
 use crate::protocol::Fields;
 
 /// The database file's name in the data directory.
@@ -331,6 +333,41 @@ impl Outbox for SqliteOutbox {
         .await
     }
 
+    async fn console_listing(&self, limit: usize) -> Result<Listing, OutboxError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_db(move |db, _| {
+            let list = |sql: &str| -> Result<Vec<RecordSummary>, OutboxError> {
+                let mut stmt = db.prepare(sql)?;
+                let rows = stmt.query_map([limit], |row| {
+                    Ok(RecordSummary {
+                        link: LinkTag::new(&row.get::<_, String>(0)?),
+                        request_id: row.get(1)?,
+                        key: row.get(2)?,
+                        state: row.get::<_, String>(3).ok().and_then(|s| State::parse(&s)),
+                        attempts: u32::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
+                        last_outcome: row.get(5)?,
+                        accepted_at: from_millis(row.get(6)?),
+                        closed_at: row.get::<_, Option<i64>>(7)?.map(from_millis),
+                        owner: row.get(8)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            };
+            const COLUMNS: &str = "link, request_id, key, state, attempts, last_outcome, accepted_at, closed_at, owner";
+            let open = list(&format!(
+                "SELECT {COLUMNS} FROM requests WHERE state IN ('accepted', 'answered')
+                 ORDER BY accepted_at DESC LIMIT ?1"
+            ))?;
+            let failed = list(&format!(
+                "SELECT {COLUMNS} FROM requests
+                 WHERE closed_at IS NOT NULL AND state IN ('failed', 'expired', 'quarantined')
+                 ORDER BY closed_at DESC LIMIT ?1"
+            ))?;
+            Ok(Listing { open, failed })
+        })
+        .await
+    }
+
     async fn prune(&self, closed_before: SystemTime) -> Result<usize, OutboxError> {
         let before = millis(closed_before);
         self.with_db(move |db, _| {
@@ -545,6 +582,46 @@ mod tests {
         );
         // A closed record is not answered again.
         assert!(!outbox.answer(&stale[0].claim, b"late").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_console_listing_shows_open_and_failed_records_by_their_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = SqliteOutbox::open(dir.path()).await.unwrap();
+        let expires = SystemTime::now() + Duration::from_secs(600);
+        let open = claim(
+            outbox
+                .accept(&rec("http://l/open?token=s3cr3t", &vec![], expires))
+                .await
+                .unwrap(),
+        );
+        outbox.attempted(&open, "retry: 503").await.unwrap();
+        let failed = claim(
+            outbox
+                .accept(&rec("http://l/f", &vec![], expires))
+                .await
+                .unwrap(),
+        );
+        outbox.close(&failed, State::Failed).await.unwrap();
+        let done = claim(
+            outbox
+                .accept(&rec("http://l/d", &vec![], expires))
+                .await
+                .unwrap(),
+        );
+        outbox.close(&done, State::Delivered).await.unwrap();
+        let listing = outbox.console_listing(10).await.unwrap();
+        assert_eq!(listing.open.len(), 1);
+        let first = &listing.open[0];
+        assert_eq!(
+            (first.attempts, first.last_outcome.as_deref()),
+            (1, Some("retry: 503"))
+        );
+        assert_eq!(first.request_id.as_deref(), Some("r-1"));
+        assert!(!first.link.to_string().contains("s3cr3t"));
+        assert_eq!(listing.failed.len(), 1);
+        assert_eq!(listing.failed[0].state, Some(State::Failed));
+        assert!(listing.failed[0].closed_at.is_some());
     }
 
     #[tokio::test]

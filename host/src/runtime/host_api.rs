@@ -12,9 +12,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::optech::plugin::host::{self, Level};
 use super::bindings::optech::plugin::types;
-use super::output::PluginOutput;
+use super::output::{ConsoleSink, PluginOutput};
 use super::plugin::PluginInfo;
 use crate::outbound::Egress;
+use crate::recent::Ticket;
 
 /// Lines a plugin may log per request; past it, lines are dropped (and counted).
 const MAX_LOG_LINES: u32 = 100;
@@ -35,12 +36,18 @@ pub struct PluginState {
     log_lines: u32,
     stdout: PluginOutput,
     stderr: PluginOutput,
+    /// The console's entry of the current call.
+    trace: Option<Ticket>,
 }
 
 impl PluginState {
-    pub fn new(info: Arc<PluginInfo>, deadline: Instant) -> Self {
-        let stdout = PluginOutput::new(info.name.clone(), "stdout", info.redactor.clone());
-        let stderr = PluginOutput::new(info.name.clone(), "stderr", info.redactor.clone());
+    pub fn new(info: Arc<PluginInfo>, deadline: Instant, trace: Option<Ticket>) -> Self {
+        let console = ConsoleSink {
+            recent: info.recent.clone(),
+            redactor: info.redactor.clone(),
+        };
+        let stdout = PluginOutput::new(info.name.clone(), "stdout", console.clone(), trace);
+        let stderr = PluginOutput::new(info.name.clone(), "stderr", console, trace);
         let mut wasi = WasiCtx::builder();
         // The defaults already give no preopens, no env, no args and closed stdin;
         // sockets are refused outright rather than address by address.
@@ -68,14 +75,19 @@ impl PluginState {
             log_lines: 0,
             stdout,
             stderr,
+            trace,
         }
     }
 
-    /// Starts another call on a kept instance: its deadline and fresh log caps.
-    pub fn begin(&mut self, deadline: Instant) {
+    /// Starts another call on a kept instance: its deadline, fresh log caps,
+    /// and the console entry its lines go to.
+    pub fn begin(&mut self, deadline: Instant, trace: Option<Ticket>) {
         self.deadline = deadline;
         self.egress.set_deadline(deadline);
         self.log_lines = 0;
+        self.trace = trace;
+        self.stdout.set_trace(trace);
+        self.stderr.set_trace(trace);
     }
 
     /// Ends a call that returned: its partial output lines are logged now,
@@ -129,13 +141,29 @@ impl host::Host for PluginState {
         // The request's span (id, key, plugin) is current: the line inherits it.
         // The text log escapes its control characters (`logging`).
         let plugin = &*self.info.name;
-        match level {
-            Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
-            Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
-            Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
-            Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
-            Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
-        }
+        let level = match level {
+            Level::Trace => {
+                tracing::trace!(target: "plugin", plugin, "{message}");
+                "trace"
+            }
+            Level::Debug => {
+                tracing::debug!(target: "plugin", plugin, "{message}");
+                "debug"
+            }
+            Level::Info => {
+                tracing::info!(target: "plugin", plugin, "{message}");
+                "info"
+            }
+            Level::Warn => {
+                tracing::warn!(target: "plugin", plugin, "{message}");
+                "warn"
+            }
+            Level::Error => {
+                tracing::error!(target: "plugin", plugin, "{message}");
+                "error"
+            }
+        };
+        self.info.recent.log(self.trace, level, &message);
     }
 
     fn config(&mut self, name: String) -> Option<String> {

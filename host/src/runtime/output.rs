@@ -8,9 +8,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-
-use crate::redact::Redactor;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use crate::recent::{Recent, Ticket};
+use crate::redact::Redactor;
 
 /// Bytes of output kept per stream and request; the rest is counted and dropped.
 pub const MAX_OUTPUT_PER_REQUEST: usize = 16 * 1024;
@@ -21,21 +22,37 @@ const MAX_LINE: usize = 4096;
 #[derive(Clone)]
 pub struct PluginOutput(Arc<Mutex<LineLog>>);
 
+/// Where the console keeps a plugin's output lines, and the plugin's secrets,
+/// redacted from them and from the host log.
+#[derive(Clone, Default)]
+pub struct ConsoleSink {
+    pub recent: Arc<Recent>,
+    pub redactor: Redactor,
+}
+
 struct LineLog {
     plugin: Arc<str>,
-    redactor: Redactor,
+    console: ConsoleSink,
     stream: &'static str,
+    /// The console's entry of the current call.
+    trace: Option<Ticket>,
     pending: Vec<u8>,
     kept: usize,
     dropped: usize,
 }
 
 impl PluginOutput {
-    pub fn new(plugin: Arc<str>, stream: &'static str, redactor: Redactor) -> Self {
+    pub fn new(
+        plugin: Arc<str>,
+        stream: &'static str,
+        console: ConsoleSink,
+        trace: Option<Ticket>,
+    ) -> Self {
         Self(Arc::new(Mutex::new(LineLog {
             plugin,
-            redactor,
+            console,
             stream,
+            trace,
             pending: Vec::new(),
             kept: 0,
             dropped: 0,
@@ -44,6 +61,11 @@ impl PluginOutput {
 
     fn push(&self, bytes: &[u8]) {
         self.lock().push(bytes);
+    }
+
+    /// The console entry that the next call's lines go to.
+    pub fn set_trace(&self, trace: Option<Ticket>) {
+        self.lock().trace = trace;
     }
 
     /// Ends the current call's output (logs a partial last line and what was
@@ -77,8 +99,10 @@ impl LineLog {
 
     fn emit(&mut self) {
         let line = String::from_utf8_lossy(&self.pending);
-        let line = self.redactor.redact(line.trim_end_matches('\r'));
+        let console = &self.console;
+        let line = console.redactor.redact(line.trim_end_matches('\r'));
         tracing::info!(target: "plugin", plugin = %self.plugin, stream = self.stream, "{line}");
+        console.recent.log(self.trace, self.stream, &line);
         self.pending.clear();
     }
 }
@@ -166,7 +190,7 @@ mod tests {
 
     #[test]
     fn output_is_capped_and_split_into_lines() {
-        let out = PluginOutput::new("p".into(), "stdout", Redactor::default());
+        let out = PluginOutput::new("p".into(), "stdout", ConsoleSink::default(), None);
         out.push(b"one\ntwo\r\nthr");
         out.push(b"ee\n");
         {
@@ -186,7 +210,7 @@ mod tests {
 
     #[test]
     fn each_call_of_a_reused_stream_has_its_own_cap() {
-        let out = PluginOutput::new("p".into(), "stdout", Redactor::default());
+        let out = PluginOutput::new("p".into(), "stdout", ConsoleSink::default(), None);
         out.push(&vec![b'x'; MAX_OUTPUT_PER_REQUEST + 10]);
         out.finish_call();
         let log = out.0.lock().unwrap();

@@ -15,6 +15,7 @@ use crate::dispatch::{Call, Handler, HandlerError, HandlerFuture};
 use crate::metrics::Metrics;
 use crate::outbound::PluginEgress;
 use crate::protocol::Fields;
+use crate::recent::{Recent, Ticket};
 use crate::redact::Redactor;
 
 /// Why a component cannot serve as a plugin.
@@ -40,6 +41,8 @@ pub(super) struct PluginInfo {
     pub egress: Arc<PluginEgress>,
     /// Its secrets, kept out of its log lines, output and error messages.
     pub redactor: Redactor,
+    /// Where each call's log lines are kept for the console.
+    pub recent: Arc<Recent>,
 }
 
 /// A compiled plugin, ready to instantiate once per call (or, with
@@ -105,6 +108,7 @@ impl WasmHandler {
                 memory: settings.memory,
                 egress,
                 redactor: Redactor::for_config(&settings.config),
+                recent: runtime.metrics().recent.clone(),
             }),
             timeout: settings.timeout,
             requests_per_instance: settings.requests_per_instance,
@@ -116,11 +120,11 @@ impl WasmHandler {
         let mut instance = match self.take_idle() {
             Some(mut instance) => {
                 // A kept instance takes this call's deadline, log tags and caps.
-                instance.store.data_mut().begin(call.deadline);
+                instance.store.data_mut().begin(call.deadline, call.trace);
                 instance.store.set_epoch_deadline(1);
                 instance
             }
-            None => self.instantiate(call.deadline).await?,
+            None => self.instantiate(call.deadline, call.trace).await?,
         };
         // A trap, a timeout or a cancelled call leaves the instance in an unknown
         // state: it is dropped with this future and never reused.
@@ -143,10 +147,14 @@ impl WasmHandler {
         }
     }
 
-    async fn instantiate(&self, deadline: Instant) -> Result<Instance, HandlerError> {
+    async fn instantiate(
+        &self,
+        deadline: Instant,
+        trace: Option<Ticket>,
+    ) -> Result<Instance, HandlerError> {
         let mut store = Store::new(
             &self.runtime.engine,
-            PluginState::new(self.info.clone(), deadline),
+            PluginState::new(self.info.clone(), deadline, trace),
         );
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
@@ -164,7 +172,9 @@ impl WasmHandler {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| self.classify(e))?;
-        self.instantiation.observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.instantiation.observe(took.as_secs_f64());
+        self.info.recent.instantiated(trace, took);
         Ok(Instance {
             store,
             plugin,

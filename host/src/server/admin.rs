@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use std::time::SystemTime;
 
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -21,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use super::Readiness;
 use crate::config::Mode;
+use crate::console::{self, Console, access, access::Verdict};
 use crate::jobs::Jobs;
 use crate::metrics::{Metrics, SharedMetrics};
 use crate::reload::{ReloadStatus, Reloader};
@@ -36,14 +38,70 @@ pub struct AdminState {
     pub max_in_flight: usize,
     pub in_flight: Arc<Semaphore>,
     pub ready: Readiness,
+    /// The console's pages, and who may see them and the routes above.
+    pub console: Arc<Console>,
 }
 
+/// The monitoring routes and the console, behind [`guard`].
 pub fn admin_app(state: Arc<AdminState>) -> axum::Router {
+    let console = console::routes().with_state(state.console.clone());
     axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(console)
+        .layer(middleware::from_fn_with_state(state, guard))
+}
+
+/// Applies `console::access` to every admin route: the token (when set) on
+/// the monitoring routes; the token or loopback address, and the cross-site
+/// checks on POSTs, on the console's. Assets (scripts, styles) need nothing.
+async fn guard(State(admin): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let access = &admin.console.access;
+    if console::is_asset(path) {
+        return console::secure(next.run(request).await);
+    }
+    let headers = request.headers();
+    if matches!(path, "/healthz" | "/metrics" | "/readyz") {
+        return match access.monitoring(headers) {
+            Verdict::Allowed => next.run(request).await,
+            _ => unauthorized(),
+        };
+    }
+    let login = path == "/login" && request.method() == Method::POST;
+    match access.console(headers) {
+        Verdict::Allowed => {}
+        Verdict::Unauthorized if login => {}
+        Verdict::Unauthorized if console::wants_page(headers) => {
+            return console::secure(console::login_page());
+        }
+        Verdict::Unauthorized => return console::secure(unauthorized()),
+        Verdict::WrongHost => {
+            return console::secure(
+                (
+                    StatusCode::FORBIDDEN,
+                    "Open the console by this machine's address (http://127.0.0.1:PORT/), \
+                     or set [server] admin_token to reach it by a name.",
+                )
+                    .into_response(),
+            );
+        }
+    }
+    if let Some(reason) = access::cross_site(request.method(), headers) {
+        return console::secure((StatusCode::FORBIDDEN, reason).into_response());
+    }
+    console::secure(next.run(request).await)
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "the admin token is required: authorization: Bearer <token>",
+    )
+        .into_response()
 }
 
 async fn readyz(State(admin): State<Arc<AdminState>>) -> Response {

@@ -18,9 +18,18 @@ use crate::protocol::{self, DataRequest};
 use crate::router::Router;
 use crate::signature::{SIGNATURE_HEADER, SignatureError, Signer};
 
+/// POST, or an error: a `GET` (or `HEAD`) is a `404`, since the public port
+/// serves nothing to read beyond `/healthz` and `/readyz` (the console is on
+/// the admin listener only); any other method is a `405`.
 pub fn check_method(method: &Method) -> Result<(), ApiError> {
     if method == Method::POST {
         Ok(())
+    } else if method == Method::GET || method == Method::HEAD {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "nothing is served here: data requests are POSTed",
+        ))
     } else {
         Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

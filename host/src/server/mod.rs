@@ -12,6 +12,7 @@ mod error;
 mod readiness;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -33,6 +34,7 @@ use crate::link::LinkTag;
 use crate::metrics::SharedMetrics;
 use crate::outbox::OutboxError;
 use crate::protocol::DataRequest;
+use crate::recent::Ticket;
 use crate::request_id::{self, REQUEST_ID_HEADER, RequestId};
 use crate::router::Router;
 use crate::signature::{SIGNATURE_HEADER, Signer};
@@ -81,12 +83,22 @@ async fn data_request(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let mut seen = Seen::new();
     let id = RequestId::from_header(headers.get(REQUEST_ID_HEADER).map(HeaderValue::as_bytes));
     let mut routed = None;
-    let handled = handle_data_request(&app, &id, method, &headers, body, &mut routed).await;
+    let handled =
+        handle_data_request(&app, &id, method, &headers, body, &mut routed, &mut seen).await;
+    let recent = &app.metrics.recent;
     let mut response = match handled {
-        Ok(response) => response,
+        Ok(response) => {
+            let status = response.status().as_u16();
+            recent.answered(seen.ticket, &id, seen.arrived, status, None);
+            response
+        }
         Err(mut error) => {
+            let status = error.status.as_u16();
+            let detail = Some((error.code, error.message.as_str()));
+            recent.answered(seen.ticket, &id, seen.arrived, status, detail);
             if tracing::enabled!(tracing::Level::DEBUG) {
                 // Refused before routing: a span with the id only.
                 let span = match &routed {
@@ -129,6 +141,7 @@ async fn handle_data_request(
     headers: &HeaderMap,
     body: Body,
     routed: &mut Option<Routed>,
+    seen: &mut Seen,
 ) -> Result<Response, ApiError> {
     checks::check_method(&method)?;
     let bytes = checks::read_body(headers, body, app.max_body).await?;
@@ -140,7 +153,9 @@ async fn handle_data_request(
         key: request.key.clone(),
         span: span.clone(),
     });
-    run_routed(app, id, request, plugin).instrument(span).await
+    run_routed(app, id, request, plugin, seen)
+        .instrument(span)
+        .await
 }
 
 /// Admits a routed request and runs it in its plugin's mode.
@@ -149,6 +164,7 @@ async fn run_routed(
     id: &RequestId,
     request: DataRequest,
     plugin: Arc<Plugin>,
+    seen: &mut Seen,
 ) -> Result<Response, ApiError> {
     let slots = Slots::try_take(&app.in_flight, &plugin).map_err(|overloaded| {
         app.metrics.unavailable(match overloaded {
@@ -157,6 +173,13 @@ async fn run_routed(
         });
         ApiError::from(overloaded)
     })?;
+    seen.ticket = app.metrics.recent.admitted(
+        id,
+        seen.arrived,
+        &request.key,
+        &plugin.settings.name,
+        plugin.settings.mode,
+    );
     let has_link = request.link.is_some();
     let work = Work {
         request_id: id.clone(),
@@ -178,7 +201,7 @@ async fn run_routed(
             let accepted = Box::pin(app.jobs.accept(plugin, work, slots))
                 .await
                 .map_err(|e| store_error(app, e))?;
-            Ok(accepted_response(&link, accepted))
+            Ok(accepted_response(app, seen, &link, accepted))
         }
         Mode::Auto => {
             let link = LinkTag::new(&work.link);
@@ -187,15 +210,21 @@ async fn run_routed(
                 .map_err(|e| store_error(app, e))?
             {
                 AutoAnswer::Now(result) => answer_now(app, &plugin, result),
-                AutoAnswer::Later(accepted) => Ok(accepted_response(&link, accepted)),
+                AutoAnswer::Later(accepted) => Ok(accepted_response(app, seen, &link, accepted)),
             }
         }
     }
 }
 
-fn accepted_response(link: &LinkTag, accepted: Acceptance) -> Response {
+fn accepted_response(
+    app: &AppState,
+    seen: &Seen,
+    link: &LinkTag,
+    accepted: Acceptance,
+) -> Response {
     if accepted == Acceptance::Duplicate {
         tracing::debug!(%link, "duplicate request: already accepted");
+        app.metrics.recent.no_call(seen.ticket);
     }
     StatusCode::ACCEPTED.into_response()
 }
@@ -208,6 +237,22 @@ fn store_error(app: &AppState, error: OutboxError) -> ApiError {
         "store_unavailable",
         "the host cannot record the request for an async answer right now",
     )
+}
+
+/// What the console is told about a request: when it arrived, and its entry
+/// once admitted (a request refused before that gets one when answered).
+struct Seen {
+    arrived: Instant,
+    ticket: Option<Ticket>,
+}
+
+impl Seen {
+    fn new() -> Self {
+        Self {
+            arrived: Instant::now(),
+            ticket: None,
+        }
+    }
 }
 
 /// The synchronous answer to a handler's result: 200 with signed data, or its error.

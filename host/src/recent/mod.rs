@@ -1,0 +1,573 @@
+//! What the host saw recently, for the admin console: a ring of the last
+//! requests (each with its timings, the plugin's log lines, its delivery
+//! attempts and, if asked for, its inputs and data) and 15 minutes of chart
+//! buckets. In memory only, one per host, held by [`crate::metrics::Metrics`]
+//! so that the server, `Plugin::run`, the runtime and delivery all reach it.
+//!
+//! Recording is on the request path, so it costs a few short critical sections
+//! and no heap allocation for a request that logs nothing and answers without
+//! error (keys and plugin names are interned, ids are shared).
+//!
+//! Invariants: memory is bounded by `console_requests` and the config, never
+//! by the traffic (see `ring` and `charts`); text kept from a plugin (log
+//! lines, error messages, payloads) has the plugin's known secret values
+//! replaced by `[redacted]`; with `console_requests = 0` nothing is kept and
+//! every hook returns at once.
+
+mod charts;
+mod ring;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+pub use charts::{BUCKET, BUCKETS, CODES, ChartData};
+pub use ring::{
+    Attempt, Entry, LogLine, MAX_ATTEMPTS, MAX_LOG_BYTES, MAX_LOG_LINES, MAX_PAYLOAD, Ticket,
+    Timings,
+};
+
+use crate::config::Mode;
+use crate::metrics::NO_KEY;
+use crate::redact::Redactor;
+use crate::request_id::RequestId;
+use charts::Charts;
+use ring::{Ring, cut};
+
+/// Names interned at most; past it a name is allocated per request instead.
+const MAX_NAMES: usize = 4096;
+
+/// The console's memory of recent requests. Cheap to call when it keeps nothing.
+pub struct Recent {
+    capacity: AtomicUsize,
+    payloads: AtomicBool,
+    /// Bumped on every change, so a page can ask "anything new?".
+    version: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    ring: Ring,
+    charts: Charts,
+    /// Keys and plugin names, shared by every entry that names them.
+    names: HashMap<Box<str>, Arc<str>>,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Self::new(crate::config::DEFAULT_CONSOLE_REQUESTS, false)
+    }
+}
+
+impl std::fmt::Debug for Recent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recent")
+            .field("capacity", &self.capacity.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A filter over the ring, as the Requests page takes it.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// The key, exactly.
+    pub key: Option<String>,
+    /// `2xx`, `4xx`, `5xx`, a status like `400`, or `running`.
+    pub status: Option<String>,
+    /// Part of a request id.
+    pub id: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, entry: &Entry) -> bool {
+        if let Some(key) = self.key.as_deref().filter(|k| !k.is_empty())
+            && entry.key.as_deref() != Some(key)
+        {
+            return false;
+        }
+        if let Some(id) = self.id.as_deref().map(str::trim).filter(|i| !i.is_empty())
+            && !entry.id.as_str().contains(id)
+        {
+            return false;
+        }
+        match self
+            .status
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            None => true,
+            Some("running") => entry.status.is_none(),
+            Some(class) if class.len() == 3 && class.ends_with("xx") => entry
+                .status
+                .is_some_and(|s| s / 100 == u16::from(class.as_bytes()[0].wrapping_sub(b'0'))),
+            Some(exact) => entry.status.is_some_and(|s| exact.parse() == Ok(s)),
+        }
+    }
+}
+
+impl Recent {
+    pub fn new(capacity: usize, payloads: bool) -> Self {
+        Self {
+            capacity: AtomicUsize::new(capacity),
+            payloads: AtomicBool::new(payloads),
+            version: AtomicU64::new(0),
+            inner: Mutex::new(Inner {
+                ring: Ring::new(capacity),
+                charts: Charts::default(),
+                names: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Sets how many requests to keep and whether to keep payloads; called once
+    /// at start-up, before any request (what was kept is dropped).
+    pub fn configure(&self, capacity: usize, payloads: bool) {
+        let mut inner = self.lock();
+        if inner.ring.capacity() != capacity {
+            inner.ring = Ring::new(capacity);
+        }
+        self.capacity.store(capacity, Ordering::Relaxed);
+        self.payloads.store(payloads, Ordering::Relaxed);
+    }
+
+    /// Whether it keeps anything.
+    pub fn enabled(&self) -> bool {
+        self.capacity.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether inputs and data are kept.
+    pub fn payloads(&self) -> bool {
+        self.enabled() && self.payloads.load(Ordering::Relaxed)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Changes since start: equal numbers mean nothing new to show.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn changed(&self) {
+        self.version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The server admitted a request to `plugin` under `key`: it runs next.
+    pub fn admitted(
+        &self,
+        id: &RequestId,
+        arrived: Instant,
+        key: &str,
+        plugin: &str,
+        mode: Mode,
+    ) -> Option<Ticket> {
+        if !self.enabled() {
+            return None;
+        }
+        let mut inner = self.lock();
+        let key = inner.name(key);
+        let plugin = inner.name(plugin);
+        let entry = inner.ring.push(id, arrived)?;
+        entry.key = Some(key);
+        entry.plugin = Some(plugin);
+        entry.mode = Some(mode);
+        let ticket = Ticket(entry.seq);
+        drop(inner);
+        self.changed();
+        Some(ticket)
+    }
+
+    /// An admitted request that will not run: a duplicate of an accepted one.
+    pub fn no_call(&self, ticket: Option<Ticket>) {
+        let Some(ticket) = ticket else { return };
+        if let Some(entry) = self.lock().ring.get_mut(ticket) {
+            entry.call_started = true;
+        }
+    }
+
+    /// A handler call starts (`Plugin::run`, whoever started it): the entry the
+    /// server admitted under this id, or for work resumed from the outbox a new one.
+    pub fn call_started(
+        &self,
+        id: &RequestId,
+        key: &str,
+        plugin: &str,
+        mode: Mode,
+    ) -> Option<Ticket> {
+        if !self.enabled() {
+            return None;
+        }
+        let mut inner = self.lock();
+        if let Some(entry) = inner.ring.by_id_mut(id).filter(|e| !e.call_started) {
+            entry.call_started = true;
+            entry.timings.queue = Some(entry.arrived.elapsed());
+            return Some(Ticket(entry.seq));
+        }
+        let key = inner.name(key);
+        let plugin = inner.name(plugin);
+        let entry = inner.ring.push(id, Instant::now())?;
+        entry.key = Some(key);
+        entry.plugin = Some(plugin);
+        entry.mode = Some(mode);
+        entry.resumed = true;
+        entry.call_started = true;
+        entry.timings.queue = Some(Duration::ZERO);
+        let ticket = Ticket(entry.seq);
+        drop(inner);
+        self.changed();
+        Some(ticket)
+    }
+
+    /// A fresh instance was made for the call, taking `took`.
+    pub fn instantiated(&self, ticket: Option<Ticket>, took: Duration) {
+        let Some(ticket) = ticket else { return };
+        if let Some(entry) = self.lock().ring.get_mut(ticket) {
+            entry.timings.instantiate = Some(took);
+        }
+    }
+
+    /// A line the plugin logged (`level`) or printed (`stdout`, `stderr`),
+    /// already redacted: the same text went to the host log.
+    pub fn log(&self, ticket: Option<Ticket>, level: &'static str, text: &str) {
+        let Some(ticket) = ticket else { return };
+        if let Some(entry) = self.lock().ring.get_mut(ticket) {
+            entry.push_log(level, &text);
+        }
+        self.changed();
+    }
+
+    /// The request's inputs, when payloads are kept.
+    pub fn inputs(&self, ticket: Option<Ticket>, inputs: &[(String, String)], redactor: &Redactor) {
+        let Some(ticket) = ticket.filter(|_| self.payloads()) else {
+            return;
+        };
+        let text = serde_json::to_string(&inputs.iter().collect::<Vec<_>>()).unwrap_or_default();
+        let text = redactor.redact(&text);
+        if let Some(entry) = self.lock().ring.get_mut(ticket) {
+            entry.inputs = Some(cut(&text, MAX_PAYLOAD).into());
+        }
+    }
+
+    /// The call ended after `took` (instantiation included), with its answer's
+    /// body or its error.
+    pub fn call_finished(
+        &self,
+        ticket: Option<Ticket>,
+        took: Duration,
+        result: Result<&[u8], (&'static str, &dyn std::fmt::Display)>,
+        redactor: &Redactor,
+    ) {
+        let Some(ticket) = ticket else { return };
+        let message = match &result {
+            Err((_, error)) => Some(redactor.redact(&error.to_string()).into_owned()),
+            Ok(_) => None,
+        };
+        let data = match result {
+            Ok(body) if self.payloads() => {
+                let text = String::from_utf8_lossy(body);
+                Some(redactor.redact(&text).into_owned())
+            }
+            _ => None,
+        };
+        let mut inner = self.lock();
+        let Inner { ring, charts, .. } = &mut *inner;
+        let Some(entry) = ring.get_mut(ticket) else {
+            return;
+        };
+        entry.timings.handler =
+            Some(took.saturating_sub(entry.timings.instantiate.unwrap_or_default()));
+        if let Err((code, _)) = result {
+            entry.code = Some(code);
+            entry.message = message.map(String::into_boxed_str);
+        }
+        if let Some(data) = data {
+            entry.data = Some(cut(&data, MAX_PAYLOAD).into());
+        }
+        let since_arrival = entry.arrived.elapsed();
+        match entry.status {
+            // Answered 202 already: the result is ready to deliver now.
+            Some(202) => {
+                entry.timings.total = Some(since_arrival);
+                if let Some(key) = &entry.key {
+                    charts.latency(key, entry.at, since_arrival);
+                }
+                if let Some(code) = entry.code {
+                    charts.error(code, SystemTime::now());
+                }
+            }
+            // Not answered yet (auto mode racing its budget, or an async
+            // request whose 202 is still on its way): the answer decides.
+            None if !entry.resumed => entry.call_done_at = Some(since_arrival),
+            _ => {
+                if entry.resumed {
+                    entry.timings.total = Some(since_arrival);
+                }
+            }
+        }
+        drop(inner);
+        self.changed();
+    }
+
+    /// The server answered: `status`, and the error's code and message. A
+    /// request refused before admission (`ticket` is `None`) gets its entry now.
+    pub fn answered(
+        &self,
+        ticket: Option<Ticket>,
+        id: &RequestId,
+        arrived: Instant,
+        status: u16,
+        error: Option<(&'static str, &str)>,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        let mut inner = self.lock();
+        let none = inner.name(NO_KEY);
+        let Inner { ring, charts, .. } = &mut *inner;
+        let entry = match ticket {
+            Some(ticket) => ring.get_mut(ticket),
+            None => ring.push(id, arrived),
+        };
+        let Some(entry) = entry else { return };
+        if ticket.is_none() {
+            // Refused before admission: no call will come for it.
+            entry.call_started = true;
+        }
+        entry.status = Some(status);
+        let took = arrived.elapsed();
+        let latency = if status == 202 {
+            entry.call_done_at
+        } else {
+            Some(took)
+        };
+        if status == 202 {
+            entry.timings.total = entry.call_done_at;
+        } else {
+            entry.timings.total = Some(took);
+        }
+        if let Some((code, message)) = error {
+            entry.code = Some(code);
+            if entry.message.is_none() {
+                entry.message = Some(message.into());
+            }
+        }
+        let key = entry.key.clone().unwrap_or(none);
+        charts.count(&key, entry.at, latency);
+        // A 202's handler error counts when the handler ends, unless it already has.
+        if (status != 202 || entry.call_done_at.is_some())
+            && let Some(code) = entry.code
+        {
+            charts.error(code, SystemTime::now());
+        }
+        drop(inner);
+        self.changed();
+    }
+
+    /// One POST of an async answer to its link; `next` is the wait before the
+    /// next one (retries only).
+    pub fn delivery(
+        &self,
+        id: &RequestId,
+        outcome: &'static str,
+        reason: Option<&str>,
+        next: Option<Duration>,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        let now = SystemTime::now();
+        if let Some(entry) = self.lock().ring.by_id_mut(id) {
+            entry.push_attempt(Attempt {
+                at: now,
+                outcome,
+                reason: reason.map(Into::into),
+                next_at: next.map(|d| now + d),
+            });
+        }
+        self.changed();
+    }
+
+    /// The newest entries that match, at most `limit`, newest first.
+    pub fn list(&self, filter: &Filter, limit: usize) -> Vec<Entry> {
+        self.lock()
+            .ring
+            .newest_first()
+            .filter(|e| filter.matches(e))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// The latest entry with this request id.
+    pub fn get(&self, id: &str) -> Option<Entry> {
+        self.lock().ring.by_id(id).cloned()
+    }
+
+    /// The charts' data for the last 15 minutes.
+    pub fn charts(&self) -> ChartData {
+        self.lock().charts.data(SystemTime::now())
+    }
+
+    /// Entries held, and ids indexed (for tests of the bounds).
+    pub fn held(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.ring.len(), inner.ring.index_len())
+    }
+}
+
+impl Inner {
+    fn name(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = name.into();
+        if self.names.len() < MAX_NAMES {
+            self.names.insert(name.into(), shared.clone());
+        }
+        shared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(text: &str) -> RequestId {
+        RequestId::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_sync_request_is_admitted_run_and_answered() {
+        let recent = Recent::new(10, false);
+        let arrived = Instant::now();
+        let ticket = recent.admitted(&id("r1"), arrived, "echo", "echo", Mode::Sync);
+        let call = recent.call_started(&id("r1"), "echo", "echo", Mode::Sync);
+        assert_eq!(ticket, call);
+        recent.instantiated(call, Duration::from_millis(2));
+        recent.log(call, "info", "token is [redacted]");
+        recent.call_finished(
+            call,
+            Duration::from_millis(5),
+            Ok(b"{}"),
+            &Redactor::default(),
+        );
+        recent.answered(ticket, &id("r1"), arrived, 200, None);
+        let entry = recent.get("r1").unwrap();
+        assert_eq!(entry.status, Some(200));
+        assert_eq!(entry.key.as_deref(), Some("echo"));
+        assert!(!entry.resumed);
+        assert_eq!(entry.timings.instantiate, Some(Duration::from_millis(2)));
+        assert_eq!(entry.timings.handler, Some(Duration::from_millis(3)));
+        assert!(entry.timings.queue.is_some() && entry.timings.total.is_some());
+        assert_eq!(&*entry.logs[0].text, "token is [redacted]");
+        assert!(
+            entry.inputs.is_none() && entry.data.is_none(),
+            "payloads are off"
+        );
+        let charts = recent.charts();
+        assert_eq!(charts.keys[0].key, "echo");
+    }
+
+    #[test]
+    fn an_async_request_keeps_its_handler_error_and_deliveries() {
+        let recent = Recent::new(10, true);
+        let arrived = Instant::now();
+        let ticket = recent.admitted(&id("a1"), arrived, "slow", "testkit", Mode::Async);
+        recent.answered(ticket, &id("a1"), arrived, 202, None);
+        let call = recent.call_started(&id("a1"), "slow", "testkit", Mode::Async);
+        recent.inputs(call, &[("x".into(), "1".into())], &Redactor::default());
+        let failure = "the back end is down";
+        recent.call_finished(
+            call,
+            Duration::from_millis(1),
+            Err(("plugin_error", &failure)),
+            &Redactor::default(),
+        );
+        recent.delivery(
+            &id("a1"),
+            "retry",
+            Some("503"),
+            Some(Duration::from_secs(1)),
+        );
+        recent.delivery(&id("a1"), "delivered", None, None);
+        let entry = recent.get("a1").unwrap();
+        assert_eq!(
+            (entry.status, entry.code),
+            (Some(202), Some("plugin_error"))
+        );
+        assert_eq!(entry.message.as_deref(), Some(failure));
+        assert_eq!(entry.inputs.as_deref(), Some(r#"[["x","1"]]"#));
+        assert_eq!(entry.attempts.len(), 2);
+        assert!(entry.attempts[0].next_at.is_some());
+        assert!(entry.timings.total.is_some());
+        let errors = recent.charts().errors;
+        assert_eq!(errors[0].code, "plugin_error");
+    }
+
+    #[test]
+    fn resumed_work_and_refusals_get_entries_and_filters_find_them() {
+        let recent = Recent::new(10, false);
+        let call = recent.call_started(&id("old"), "k", "p", Mode::Async);
+        recent.call_finished(
+            call,
+            Duration::from_millis(1),
+            Ok(b"{}"),
+            &Redactor::default(),
+        );
+        recent.answered(
+            None,
+            &id("bad"),
+            Instant::now(),
+            401,
+            Some(("invalid_signature", "no")),
+        );
+        assert!(recent.get("old").unwrap().resumed);
+        let refused = recent.get("bad").unwrap();
+        assert_eq!((refused.status, refused.key.as_deref()), (Some(401), None));
+        let find = |key: Option<&str>, status: Option<&str>, id: Option<&str>| {
+            let filter = Filter {
+                key: key.map(Into::into),
+                status: status.map(Into::into),
+                id: id.map(Into::into),
+            };
+            recent
+                .list(&filter, 10)
+                .iter()
+                .map(|e| e.id.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(find(None, None, None), ["bad", "old"]);
+        assert_eq!(find(Some("k"), None, None), ["old"]);
+        assert_eq!(find(None, Some("4xx"), None), ["bad"]);
+        assert_eq!(find(None, Some("401"), None), ["bad"]);
+        assert_eq!(find(None, Some("running"), None), ["old"]);
+        assert_eq!(find(None, None, Some("ol")), ["old"]);
+    }
+
+    #[test]
+    fn off_keeps_nothing() {
+        let recent = Recent::new(0, true);
+        assert!(!recent.enabled() && !recent.payloads());
+        let arrived = Instant::now();
+        assert!(
+            recent
+                .admitted(&id("r"), arrived, "k", "p", Mode::Sync)
+                .is_none()
+        );
+        assert!(
+            recent
+                .call_started(&id("r"), "k", "p", Mode::Sync)
+                .is_none()
+        );
+        recent.answered(None, &id("r"), arrived, 200, None);
+        assert!(recent.get("r").is_none());
+        assert_eq!(recent.version(), 0);
+    }
+}
