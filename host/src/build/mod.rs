@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+pub mod js;
 pub mod rust;
 
 /// One language's way from a plugin folder to a component.
@@ -37,8 +38,8 @@ pub trait Builder: Send + Sync {
 }
 
 /// The builders, in the order they are asked: the first that recognises a folder builds it.
-fn builders() -> [&'static dyn Builder; 1] {
-    [&rust::Rust]
+fn builders() -> [&'static dyn Builder; 2] {
+    [&rust::Rust, &js::Js]
 }
 
 /// Where builds keep what they share between plugins and runs.
@@ -184,7 +185,7 @@ pub fn build_all(dir: &Path, dirs: &BuildDirs) -> anyhow::Result<Vec<PathBuf>> {
 /// The error for a plugins folder without plugins.
 pub fn nothing_to_build(dir: &Path) -> String {
     format!(
-        "no plugin folders under {} (a Rust crate with a Cargo.toml)",
+        "no plugin folders under {} (a Rust crate with a Cargo.toml, or a TypeScript/JavaScript package with a package.json)",
         dir.display()
     )
 }
