@@ -46,11 +46,14 @@ enum Command {
     },
     /// Build the plugins, then serve; without a secret, use a printed dev secret.
     Dev(ServeArgs),
-    /// Write a new plugin crate (default `plugins/NAME`) and map key NAME to it.
+    /// Write a new plugin (default `plugins/NAME`) and map key NAME to it.
     New {
         /// The plugin's name: lowercase letters, digits, `-` and `_`.
         name: String,
-        /// Where to put the crate instead of `<plugins_dir>/NAME`.
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: cli::new::Lang,
+        /// Where to put the plugin instead of `<plugins_dir>/NAME`.
         #[arg(long)]
         dir: Option<PathBuf>,
         #[arg(long, default_value = "optech.toml")]
@@ -139,13 +142,22 @@ async fn run() -> anyhow::Result<()> {
         Command::Build { config } => build(&lenient_config(&config)?).await,
         Command::Dev(args) => {
             let config = Config::load(&args.config)?;
-            build(&config).await?;
+            // One broken plugin (or a language's missing toolchain) must not
+            // stop work on the others: say so, and serve what there is.
+            if let Err(e) = build(&config).await {
+                eprintln!("optech dev: {e:#}; serving the plugins that are built");
+            }
             let credentials = dev_credentials("optech dev")?;
             let dirs = BuildDirs::beside(&config.server.plugins_dir);
             let _sources = optech_host::dev_watch::watch_sources(&config.server.plugins_dir, dirs)?;
             serve(args, credentials, true).await
         }
-        Command::New { name, dir, config } => new_plugin(&name, dir, &config),
+        Command::New {
+            name,
+            lang,
+            dir,
+            config,
+        } => new_plugin(&name, lang, dir, &config),
         Command::Send {
             key,
             inputs,
@@ -237,12 +249,17 @@ fn lenient_config(path: &Path) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn new_plugin(name: &str, dir: Option<PathBuf>, config_path: &Path) -> anyhow::Result<()> {
+fn new_plugin(
+    name: &str,
+    lang: cli::new::Lang,
+    dir: Option<PathBuf>,
+    config_path: &Path,
+) -> anyhow::Result<()> {
     let plugins_dir = lenient_config(config_path)
         .map(|c| c.server.plugins_dir)
         .unwrap_or_else(|_| PathBuf::from("plugins"));
     let dir = dir.unwrap_or_else(|| plugins_dir.join(name));
-    let created = cli::new::create(name, &dir, config_path)?;
+    let created = cli::new::create(name, &dir, config_path, lang)?;
     println!(
         "created plugin `{name}` in {} (optech-sdk = {})",
         created.dir.display(),
@@ -252,30 +269,49 @@ fn new_plugin(name: &str, dir: Option<PathBuf>, config_path: &Path) -> anyhow::R
         println!("mapped key \"{name}\" to it in {}", config_path.display());
     }
     println!("\nnext:");
-    println!(
-        "  (cd {} && cargo test)          # the handler's unit tests",
-        created.dir.display()
-    );
     let inside = std::path::absolute(&created.dir)
         .ok()
         .zip(std::path::absolute(&plugins_dir).ok())
         .is_some_and(|(d, p)| d.parent() == Some(p.as_path()));
-    if inside {
+    if lang != cli::new::Lang::Rust {
         println!(
-            "  optech build                         # -> {}",
-            plugins_dir.join(format!("{name}.wasm")).display()
-        );
-    } else {
-        println!(
-            "  (cd {} && cargo build --release --target wasm32-wasip2)",
+            "  (cd {} && npm install && npm test)   # the handler's unit tests, in Node",
             created.dir.display()
         );
+        if inside {
+            println!(
+                "  optech build                         # -> {} (needs Node.js 20+)",
+                plugins_dir.join(format!("{name}.wasm")).display()
+            );
+        } else {
+            println!(
+                "  move {} into {}, then optech build",
+                created.dir.display(),
+                plugins_dir.display()
+            );
+        }
+    } else {
         println!(
-            "  cp {}/target/wasm32-wasip2/release/{}.wasm {}/",
-            created.dir.display(),
-            name.replace('-', "_"),
-            plugins_dir.display()
+            "  (cd {} && cargo test)          # the handler's unit tests",
+            created.dir.display()
         );
+        if inside {
+            println!(
+                "  optech build                         # -> {}",
+                plugins_dir.join(format!("{name}.wasm")).display()
+            );
+        } else {
+            println!(
+                "  (cd {} && cargo build --release --target wasm32-wasip2)",
+                created.dir.display()
+            );
+            println!(
+                "  cp {}/target/wasm32-wasip2/release/{}.wasm {}/",
+                created.dir.display(),
+                name.replace('-', "_"),
+                plugins_dir.display()
+            );
+        }
     }
     println!(
         "  optech send {name} name=Ada            # against a running `optech serve` or `optech dev`"

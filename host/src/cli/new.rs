@@ -1,27 +1,43 @@
-//! `optech new NAME`: a plugin crate that builds, with a unit test of its
-//! handler, and a key mapped to it in `optech.toml` (comments kept).
+//! `optech new NAME [--lang rust|ts|js]`: a plugin folder that builds, with a
+//! unit test of its handler, and a key mapped to it in `optech.toml`
+//! (comments kept).
 //!
-//! Inside the optech repository the crate depends on the SDK by path, so it
+//! Inside the optech repository the plugin depends on the SDK by path, so it
 //! builds against the SDK next to it; anywhere else, by version, as a user's
-//! own repository would.
+//! own repository would. The TypeScript/JavaScript files are in `cli::new_js`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+/// The language of a new plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Lang {
+    /// A `cdylib` crate with the `optech-sdk` crate.
+    #[default]
+    Rust,
+    /// A TypeScript package with the `optech-sdk` npm package.
+    #[value(alias = "typescript")]
+    Ts,
+    /// A JavaScript package with the `optech-sdk` npm package.
+    #[value(alias = "javascript")]
+    Js,
+}
+
 /// What `optech new` made.
 #[derive(Debug)]
 pub struct Created {
     pub dir: PathBuf,
-    /// How the crate depends on the SDK, as written in its `Cargo.toml`.
+    pub lang: Lang,
+    /// How the plugin depends on the SDK, as written in its manifest.
     pub sdk: String,
     /// Whether a key was added to the config (false when it was there already).
     pub mapped: bool,
 }
 
-/// Writes the crate `name` into `dir` and maps key `name` to it in `config`
-/// (if that file exists).
-pub fn create(name: &str, dir: &Path, config: &Path) -> anyhow::Result<Created> {
+/// Writes the plugin `name` in `lang` into `dir` and maps key `name` to it in
+/// `config` (if that file exists).
+pub fn create(name: &str, dir: &Path, config: &Path, lang: Lang) -> anyhow::Result<Created> {
     check_name(name)?;
     if dir.exists()
         && dir
@@ -33,10 +49,24 @@ pub fn create(name: &str, dir: &Path, config: &Path) -> anyhow::Result<Created> 
     }
     std::fs::create_dir_all(dir.join("src"))
         .with_context(|| format!("creating {}", dir.display()))?;
-    let sdk = sdk_dependency(dir)?;
-    write(&dir.join("Cargo.toml"), &manifest(name, &sdk))?;
-    write(&dir.join("src/lib.rs"), &handler(name))?;
-    write(&dir.join(".gitignore"), "/target\n")?;
+    let sdk = match lang {
+        Lang::Rust => {
+            let sdk = sdk_dependency(dir)?;
+            write(&dir.join("Cargo.toml"), &manifest(name, &sdk))?;
+            write(&dir.join("src/lib.rs"), &handler(name))?;
+            write(&dir.join(".gitignore"), "/target\n")?;
+            sdk
+        }
+        Lang::Ts | Lang::Js => {
+            let sdk = super::new_js::sdk_dependency(dir)?;
+            std::fs::create_dir_all(dir.join("test"))
+                .with_context(|| format!("creating {}", dir.display()))?;
+            for (file, text) in super::new_js::files(name, &sdk, lang == Lang::Ts) {
+                write(&dir.join(file), &text)?;
+            }
+            sdk
+        }
+    };
     let mapped = if config.is_file() {
         map_key(config, name)?
     } else {
@@ -44,6 +74,7 @@ pub fn create(name: &str, dir: &Path, config: &Path) -> anyhow::Result<Created> 
     };
     Ok(Created {
         dir: dir.to_path_buf(),
+        lang,
         sdk,
         mapped,
     })
@@ -203,6 +234,51 @@ mod tests {
         assert!(text.contains("demo = \"demo\""), "{text}");
         let parsed: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(parsed["keys"]["demo"].as_str(), Some("demo"));
+    }
+
+    #[test]
+    fn a_typescript_plugin_gets_its_files_and_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("optech.toml");
+        std::fs::write(&config, "# mine\n[keys]\n").unwrap();
+        let plugin = dir.path().join("plugins/greeter");
+        let created = create("greeter", &plugin, &config, Lang::Ts).unwrap();
+        assert!(created.mapped);
+        assert_eq!(created.sdk, format!("^{}", env!("CARGO_PKG_VERSION")));
+        for file in [
+            "package.json",
+            "tsconfig.json",
+            "src/index.ts",
+            "test/index.test.ts",
+            ".gitignore",
+        ] {
+            assert!(plugin.join(file).is_file(), "{file}");
+        }
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(plugin.join("package.json")).unwrap())
+                .unwrap();
+        assert_eq!(manifest["name"], "greeter");
+        assert_eq!(manifest["dependencies"]["optech-sdk"], created.sdk);
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(
+            text.contains("# mine") && text.contains("greeter = \"greeter\""),
+            "{text}"
+        );
+        // JavaScript: the same handler, no types, no tsconfig.
+        let js = dir.path().join("plugins/plain");
+        create("plain", &js, &config, Lang::Js).unwrap();
+        assert!(js.join("src/index.js").is_file() && !js.join("tsconfig.json").exists());
+        // Not over a folder with something in it.
+        assert!(create("greeter", &plugin, &config, Lang::Ts).is_err());
+    }
+
+    #[test]
+    fn inside_a_checkout_a_js_plugin_links_the_sdk_js_folder() {
+        let inside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/demo");
+        assert_eq!(
+            super::super::new_js::sdk_dependency(&inside).unwrap(),
+            "file:../../sdk-js"
+        );
     }
 
     #[test]
