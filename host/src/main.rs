@@ -273,45 +273,43 @@ fn new_plugin(
         .ok()
         .zip(std::path::absolute(&plugins_dir).ok())
         .is_some_and(|(d, p)| d.parent() == Some(p.as_path()));
-    if lang != cli::new::Lang::Rust {
+    use cli::new::Lang;
+    let (tests, needs) = match lang {
+        Lang::Rust => ("cargo test", ""),
+        Lang::Ts | Lang::Js => ("npm install && npm test", " (needs Node.js 20+)"),
+        Lang::Python => ("pytest", " (needs Python 3)"),
+    };
+    println!(
+        "  (cd {} && {tests})   # the handler's unit tests{}",
+        created.dir.display(),
+        if lang == Lang::Python {
+            " (pip install optech-sdk pytest)"
+        } else {
+            ""
+        }
+    );
+    if inside {
         println!(
-            "  (cd {} && npm install && npm test)   # the handler's unit tests, in Node",
+            "  optech build                         # -> {}{needs}",
+            plugins_dir.join(format!("{name}.wasm")).display()
+        );
+    } else if lang == Lang::Rust {
+        println!(
+            "  (cd {} && cargo build --release --target wasm32-wasip2)",
             created.dir.display()
         );
-        if inside {
-            println!(
-                "  optech build                         # -> {} (needs Node.js 20+)",
-                plugins_dir.join(format!("{name}.wasm")).display()
-            );
-        } else {
-            println!(
-                "  move {} into {}, then optech build",
-                created.dir.display(),
-                plugins_dir.display()
-            );
-        }
+        println!(
+            "  cp {}/target/wasm32-wasip2/release/{}.wasm {}/",
+            created.dir.display(),
+            name.replace('-', "_"),
+            plugins_dir.display()
+        );
     } else {
         println!(
-            "  (cd {} && cargo test)          # the handler's unit tests",
-            created.dir.display()
+            "  move {} into {}, then optech build{needs}",
+            created.dir.display(),
+            plugins_dir.display()
         );
-        if inside {
-            println!(
-                "  optech build                         # -> {}",
-                plugins_dir.join(format!("{name}.wasm")).display()
-            );
-        } else {
-            println!(
-                "  (cd {} && cargo build --release --target wasm32-wasip2)",
-                created.dir.display()
-            );
-            println!(
-                "  cp {}/target/wasm32-wasip2/release/{}.wasm {}/",
-                created.dir.display(),
-                name.replace('-', "_"),
-                plugins_dir.display()
-            );
-        }
     }
     println!(
         "  optech send {name} name=Ada            # against a running `optech serve` or `optech dev`"

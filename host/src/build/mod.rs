@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 pub mod js;
+pub mod python;
 pub mod rust;
 
 /// One language's way from a plugin folder to a component.
@@ -38,8 +39,8 @@ pub trait Builder: Send + Sync {
 }
 
 /// The builders, in the order they are asked: the first that recognises a folder builds it.
-fn builders() -> [&'static dyn Builder; 2] {
-    [&rust::Rust, &js::Js]
+fn builders() -> [&'static dyn Builder; 3] {
+    [&rust::Rust, &js::Js, &python::Python]
 }
 
 /// Where builds keep what they share between plugins and runs.
@@ -55,6 +56,10 @@ impl BuildDirs {
     /// The defaults for the plugins folder `plugins_dir`: `target/plugins` beside
     /// it, and the user's cache directory (see [`default_cache_dir`]).
     pub fn beside(plugins_dir: &Path) -> BuildDirs {
+        // `plugins/orders-py/..` is `plugins`, whose parent is the project, not
+        // `plugins/orders-py`: resolve before looking up.
+        let resolved = std::fs::canonicalize(plugins_dir).ok();
+        let plugins_dir = resolved.as_deref().unwrap_or(plugins_dir);
         let target_dir = plugins_dir
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -185,7 +190,7 @@ pub fn build_all(dir: &Path, dirs: &BuildDirs) -> anyhow::Result<Vec<PathBuf>> {
 /// The error for a plugins folder without plugins.
 pub fn nothing_to_build(dir: &Path) -> String {
     format!(
-        "no plugin folders under {} (a Rust crate with a Cargo.toml, or a TypeScript/JavaScript package with a package.json)",
+        "no plugin folders under {} (a Rust crate with a Cargo.toml, a TypeScript/JavaScript package with a package.json, or a Python folder with an app.py)",
         dir.display()
     )
 }

@@ -7,4 +7,5 @@ pub mod build;
 pub mod check;
 pub mod new;
 pub mod new_js;
+pub mod new_python;
 pub mod send;

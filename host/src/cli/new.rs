@@ -1,10 +1,12 @@
-//! `optech new NAME [--lang rust|ts|js]`: a plugin folder that builds, with a
-//! unit test of its handler, and a key mapped to it in `optech.toml`
+//! `optech new NAME [--lang rust|ts|js|python]`: a plugin folder that builds,
+//! with a unit test of its handler, and a key mapped to it in `optech.toml`
 //! (comments kept).
 //!
-//! Inside the optech repository the plugin depends on the SDK by path, so it
+//! A Rust crate depends on the SDK by path inside the optech repository, so it
 //! builds against the SDK next to it; anywhere else, by version, as a user's
-//! own repository would. The TypeScript/JavaScript files are in `cli::new_js`.
+//! own repository would; so does a TypeScript/JavaScript package (its files are
+//! in `cli::new_js`). A Python folder needs no dependency line: `optech build`
+//! brings the SDK (see `cli::new_python`).
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +24,8 @@ pub enum Lang {
     /// A JavaScript package with the `optech-sdk` npm package.
     #[value(alias = "javascript")]
     Js,
+    /// An `app.py` with the `optech-sdk` Python package.
+    Python,
 }
 
 /// What `optech new` made.
@@ -29,7 +33,8 @@ pub enum Lang {
 pub struct Created {
     pub dir: PathBuf,
     pub lang: Lang,
-    /// How the plugin depends on the SDK, as written in its manifest.
+    /// How the plugin depends on the SDK: as written in its manifest, or
+    /// where a Python plugin's comes from.
     pub sdk: String,
     /// Whether a key was added to the config (false when it was there already).
     pub mapped: bool,
@@ -47,10 +52,10 @@ pub fn create(name: &str, dir: &Path, config: &Path, lang: Lang) -> anyhow::Resu
     {
         bail!("{} already exists and is not empty", dir.display());
     }
-    std::fs::create_dir_all(dir.join("src"))
-        .with_context(|| format!("creating {}", dir.display()))?;
     let sdk = match lang {
         Lang::Rust => {
+            std::fs::create_dir_all(dir.join("src"))
+                .with_context(|| format!("creating {}", dir.display()))?;
             let sdk = sdk_dependency(dir)?;
             write(&dir.join("Cargo.toml"), &manifest(name, &sdk))?;
             write(&dir.join("src/lib.rs"), &handler(name))?;
@@ -59,12 +64,21 @@ pub fn create(name: &str, dir: &Path, config: &Path, lang: Lang) -> anyhow::Resu
         }
         Lang::Ts | Lang::Js => {
             let sdk = super::new_js::sdk_dependency(dir)?;
+            std::fs::create_dir_all(dir.join("src"))
+                .with_context(|| format!("creating {}", dir.display()))?;
             std::fs::create_dir_all(dir.join("test"))
                 .with_context(|| format!("creating {}", dir.display()))?;
             for (file, text) in super::new_js::files(name, &sdk, lang == Lang::Ts) {
                 write(&dir.join(file), &text)?;
             }
             sdk
+        }
+        Lang::Python => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (file, text) in super::new_python::files(name) {
+                write(&dir.join(file), &text)?;
+            }
+            "built in by optech build".to_string()
         }
     };
     let mapped = if config.is_file() {
@@ -234,6 +248,34 @@ mod tests {
         assert!(text.contains("demo = \"demo\""), "{text}");
         let parsed: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(parsed["keys"]["demo"].as_str(), Some("demo"));
+    }
+
+    #[test]
+    fn a_python_plugin_gets_its_files_and_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("optech.toml");
+        std::fs::write(&config, "# mine\n[keys]\n").unwrap();
+        let plugin = dir.path().join("plugins/greeter");
+        let created = create("greeter", &plugin, &config, Lang::Python).unwrap();
+        assert!(created.mapped);
+        for file in ["app.py", "test_app.py", "requirements.txt", ".gitignore"] {
+            assert!(plugin.join(file).is_file(), "{file}");
+        }
+        assert!(!plugin.join("Cargo.toml").exists());
+        let app = std::fs::read_to_string(plugin.join("app.py")).unwrap();
+        assert!(
+            app.contains("@handler") && app.contains("[plugins.greeter.config]"),
+            "{app}"
+        );
+        let tests = std::fs::read_to_string(plugin.join("test_app.py")).unwrap();
+        assert!(tests.contains("key=\"greeter\""), "{tests}");
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(
+            text.contains("# mine") && text.contains("greeter = \"greeter\""),
+            "{text}"
+        );
+        // Not over a folder with something in it.
+        assert!(create("greeter", &plugin, &config, Lang::Python).is_err());
     }
 
     #[test]
