@@ -125,6 +125,22 @@ impl Contender {
         Self::custom("a2. optech + echo.wasm, reused instances", &config)
     }
 
+    /// Any program that prints its `http://` address once it listens.
+    pub fn program(name: &str, program: PathBuf, args: Vec<String>, workload: Workload) -> Self {
+        Self {
+            name: name.into(),
+            program,
+            args,
+            env: vec![],
+            workload,
+        }
+    }
+
+    /// Sets an environment variable of the contender's process.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.push((name.into(), value.into()));
+    }
+
     /// `optech serve` with a given config.
     pub fn custom(name: &str, config: &Path) -> anyhow::Result<Self> {
         Ok(Self {

@@ -8,6 +8,7 @@
 mod accepts;
 mod backend;
 mod contenders;
+mod js;
 mod load;
 mod scale;
 
@@ -50,6 +51,9 @@ pub struct Args {
     /// Skip the contenders that call a back end (d, d2, d3, e).
     #[arg(long)]
     pub no_outbound: bool,
+    /// Skip the JavaScript contenders (f, f2, g), which need Node.js.
+    #[arg(long)]
+    pub no_js: bool,
     /// Run only these contenders, by letter (`--only a,d,e`).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -70,10 +74,13 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     load::check_wrk()?;
     let root = root();
-    optech_host::build::build_all(
-        &root.join("plugins"),
-        &optech_host::build::BuildDirs::with_target(root.join("target/plugins")),
-    )?;
+    // The Rust examples (echo, orders); the other languages' contenders build their own.
+    let dirs = optech_host::build::BuildDirs::with_target(root.join("target/plugins"));
+    for plugin in optech_host::build::discover(&root.join("plugins"))? {
+        if plugin.language() == "rust" {
+            optech_host::build::build(&plugin, &dirs, &root.join("plugins"))?;
+        }
+    }
     let work = tempfile::tempdir()?;
     let options = LoadOptions {
         duration: Duration::from_secs(args.duration),
@@ -118,6 +125,14 @@ fn main() -> anyhow::Result<()> {
         println!(
             "outbound (d, d2, e): \"order status\" requests, each one GET with a bearer token to a back end on loopback (its own process thread) answering a small JSON order\n"
         );
+    }
+    if args.no_js {
+        println!("(JavaScript contenders f, f2, g skipped)\n");
+    } else {
+        js::build_echo()?;
+        contenders.push(js::fresh(work.path())?);
+        contenders.push(js::reused(work.path())?);
+        contenders.push(js::express()?);
     }
     if args.no_wasmtime {
         println!("(wasmtime serve skipped)\n");
@@ -204,6 +219,18 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    if let (Some(f), Some(g)) = (rps("f."), rps("g.")) {
+        println!(
+            "f/g (fresh JS instance per request vs one Node + Express process): {:.2}",
+            f / g
+        );
+    }
+    if let (Some(f2), Some(g)) = (rps("f2."), rps("g.")) {
+        println!(
+            "f2/g (reused JS instances vs Node + Express): {:.2}",
+            f2 / g
+        );
+    }
     if args.scale {
         println!();
         scale::run(work.path(), &options, &scripts)?;
