@@ -151,6 +151,11 @@ impl Contender {
         Self::custom("a0. optech + echo.wasm, console off", &config)
     }
 
+    /// Sets an environment variable of the contender's process.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.push((name.into(), value.into()));
+    }
+
     /// `optech serve` with a given config.
     pub fn custom(name: &str, config: &Path) -> anyhow::Result<Self> {
         Ok(Self {

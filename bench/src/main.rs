@@ -8,6 +8,7 @@
 mod accepts;
 mod backend;
 mod contenders;
+mod js;
 mod load;
 mod python;
 mod scale;
@@ -54,6 +55,9 @@ pub struct Args {
     /// Skip the Python contenders (h, h2, i).
     #[arg(long)]
     pub no_python: bool,
+    /// Skip the JavaScript contenders (f, f2, g), which need Node.js.
+    #[arg(long)]
+    pub no_js: bool,
     /// Run only these contenders, by letter (`--only a,d,e`).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -74,10 +78,13 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     load::check_wrk()?;
     let root = root();
-    optech_host::build::build_all(
-        &root.join("plugins"),
-        &optech_host::build::BuildDirs::with_target(root.join("target/plugins")),
-    )?;
+    // The Rust examples (echo, orders); the other languages' contenders build their own.
+    let dirs = optech_host::build::BuildDirs::with_target(root.join("target/plugins"));
+    for plugin in optech_host::build::discover(&root.join("plugins"))? {
+        if plugin.language() == "rust" {
+            optech_host::build::build(&plugin, &dirs, &root.join("plugins"))?;
+        }
+    }
     let work = tempfile::tempdir()?;
     let options = LoadOptions {
         duration: Duration::from_secs(args.duration),
@@ -135,6 +142,14 @@ fn main() -> anyhow::Result<()> {
         println!(
             "Python (h, h2, i): the same signed echo requests; h and h2 a Python plugin built with componentize-py, i FastAPI on one uvicorn worker (uvloop, httptools) doing the signature check, the echo and the signed answer\n"
         );
+    }
+    if args.no_js {
+        println!("(JavaScript contenders f, f2, g skipped)\n");
+    } else {
+        js::build_echo()?;
+        contenders.push(js::fresh(work.path())?);
+        contenders.push(js::reused(work.path())?);
+        contenders.push(js::express()?);
     }
     if args.no_wasmtime {
         println!("(wasmtime serve skipped)\n");
@@ -221,6 +236,18 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    if let (Some(f), Some(g)) = (rps("f."), rps("g.")) {
+        println!(
+            "f/g (fresh JS instance per request vs one Node + Express process): {:.2}",
+            f / g
+        );
+    }
+    if let (Some(f2), Some(g)) = (rps("f2."), rps("g.")) {
+        println!(
+            "f2/g (reused JS instances vs Node + Express): {:.2}",
+            f2 / g
+        );
+    }
     if args.scale {
         println!();
         scale::run(work.path(), &options, &scripts)?;

@@ -52,7 +52,7 @@ enum Command {
         /// The language to write it in.
         #[arg(long, value_enum, default_value = "rust")]
         lang: cli::new::Lang,
-        /// Where to put the crate instead of `<plugins_dir>/NAME`.
+        /// Where to put the plugin instead of `<plugins_dir>/NAME`.
         #[arg(long)]
         dir: Option<PathBuf>,
         #[arg(long, default_value = "optech.toml")]
@@ -134,7 +134,11 @@ async fn run() -> anyhow::Result<()> {
         Command::Build { config } => build(&lenient_config(&config)?).await,
         Command::Dev(args) => {
             let config = Config::load(&args.config)?;
-            build(&config).await?;
+            // One broken plugin (or a language's missing toolchain) must not
+            // stop work on the others: say so, and serve what there is.
+            if let Err(e) = build(&config).await {
+                eprintln!("optech dev: {e:#}; serving the plugins that are built");
+            }
             let credentials = dev_credentials("optech dev")?;
             let dirs = BuildDirs::beside(&config.server.plugins_dir);
             let _sources = optech_host::dev_watch::watch_sources(&config.server.plugins_dir, dirs)?;
@@ -264,38 +268,27 @@ fn new_plugin(
         .ok()
         .zip(std::path::absolute(&plugins_dir).ok())
         .is_some_and(|(d, p)| d.parent() == Some(p.as_path()));
-    if created.lang == cli::new::Lang::Python {
-        println!(
-            "  (cd {} && pytest)               # the handler's unit tests (pip install optech-sdk pytest)",
-            created.dir.display()
-        );
-        if inside {
-            println!(
-                "  optech build                         # -> {}",
-                plugins_dir.join(format!("{name}.wasm")).display()
-            );
-        } else {
-            println!(
-                "  move {} into {}, then optech build",
-                created.dir.display(),
-                plugins_dir.display()
-            );
-        }
-        println!(
-            "  optech send {name} name=Ada            # against a running `optech serve` or `optech dev`"
-        );
-        return Ok(());
-    }
+    use cli::new::Lang;
+    let (tests, needs) = match lang {
+        Lang::Rust => ("cargo test", ""),
+        Lang::Ts | Lang::Js => ("npm install && npm test", " (needs Node.js 20+)"),
+        Lang::Python => ("pytest", " (needs Python 3)"),
+    };
     println!(
-        "  (cd {} && cargo test)          # the handler's unit tests",
-        created.dir.display()
+        "  (cd {} && {tests})   # the handler's unit tests{}",
+        created.dir.display(),
+        if lang == Lang::Python {
+            " (pip install optech-sdk pytest)"
+        } else {
+            ""
+        }
     );
     if inside {
         println!(
-            "  optech build                         # -> {}",
+            "  optech build                         # -> {}{needs}",
             plugins_dir.join(format!("{name}.wasm")).display()
         );
-    } else {
+    } else if lang == Lang::Rust {
         println!(
             "  (cd {} && cargo build --release --target wasm32-wasip2)",
             created.dir.display()
@@ -304,6 +297,12 @@ fn new_plugin(
             "  cp {}/target/wasm32-wasip2/release/{}.wasm {}/",
             created.dir.display(),
             name.replace('-', "_"),
+            plugins_dir.display()
+        );
+    } else {
+        println!(
+            "  move {} into {}, then optech build{needs}",
+            created.dir.display(),
             plugins_dir.display()
         );
     }

@@ -1,6 +1,7 @@
 //! One contract: the WIT the host links against (`wit/plugin.wit`) and the
 //! copies the published SDKs carry (`sdk/wit/plugin.wit` for Rust,
-//! `sdk-py/src/optech_sdk/wit/plugin.wit` for Python) must never drift apart.
+//! `sdk-py/src/optech_sdk/wit/plugin.wit` for Python, `sdk-js/wit/plugin.wit`
+//! for TypeScript/JavaScript) must never drift apart.
 
 use std::path::Path;
 
@@ -13,6 +14,20 @@ fn the_sdk_carries_the_same_wit_as_the_host() {
         host == sdk,
         "sdk/wit/plugin.wit differs from wit/plugin.wit: copy the contract over (cp wit/plugin.wit sdk/wit/)"
     );
+}
+
+#[test]
+fn the_npm_sdk_carries_the_same_wit_as_the_host() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let host = std::fs::read_to_string(root.join("wit/plugin.wit")).unwrap();
+    let sdk = std::fs::read_to_string(root.join("sdk-js/wit/plugin.wit")).unwrap();
+    assert!(
+        host == sdk,
+        "sdk-js/wit/plugin.wit differs from wit/plugin.wit: copy the contract over (cp wit/plugin.wit sdk-js/wit/)"
+    );
+    // The `js` world is the host's `plugin` world plus imports the host links for every plugin.
+    let js = std::fs::read_to_string(root.join("sdk-js/wit/js.wit")).unwrap();
+    assert!(js.contains("include plugin;"), "{js}");
 }
 
 #[test]

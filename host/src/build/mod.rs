@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+pub mod js;
 pub mod python;
 pub mod rust;
 
@@ -38,8 +39,8 @@ pub trait Builder: Send + Sync {
 }
 
 /// The builders, in the order they are asked: the first that recognises a folder builds it.
-fn builders() -> [&'static dyn Builder; 2] {
-    [&rust::Rust, &python::Python]
+fn builders() -> [&'static dyn Builder; 3] {
+    [&rust::Rust, &js::Js, &python::Python]
 }
 
 /// Where builds keep what they share between plugins and runs.
@@ -189,7 +190,7 @@ pub fn build_all(dir: &Path, dirs: &BuildDirs) -> anyhow::Result<Vec<PathBuf>> {
 /// The error for a plugins folder without plugins.
 pub fn nothing_to_build(dir: &Path) -> String {
     format!(
-        "no plugin folders under {} (a Rust crate with a Cargo.toml, or a Python folder with an app.py)",
+        "no plugin folders under {} (a Rust crate with a Cargo.toml, a TypeScript/JavaScript package with a package.json, or a Python folder with an app.py)",
         dir.display()
     )
 }

@@ -1,11 +1,12 @@
-//! `optech new NAME [--lang rust|python]`: a plugin folder that builds, with a
-//! unit test of its handler, and a key mapped to it in `optech.toml`
+//! `optech new NAME [--lang rust|ts|js|python]`: a plugin folder that builds,
+//! with a unit test of its handler, and a key mapped to it in `optech.toml`
 //! (comments kept).
 //!
 //! A Rust crate depends on the SDK by path inside the optech repository, so it
 //! builds against the SDK next to it; anywhere else, by version, as a user's
-//! own repository would. A Python folder needs no dependency line: `optech
-//! build` brings the SDK (see `cli::new_python`).
+//! own repository would; so does a TypeScript/JavaScript package (its files are
+//! in `cli::new_js`). A Python folder needs no dependency line: `optech build`
+//! brings the SDK (see `cli::new_python`).
 
 use std::path::{Path, PathBuf};
 
@@ -14,9 +15,15 @@ use anyhow::{Context as _, bail};
 /// The language of a new plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Lang {
-    /// A `cdylib` crate with `optech-sdk`.
+    /// A `cdylib` crate with the `optech-sdk` crate.
     #[default]
     Rust,
+    /// A TypeScript package with the `optech-sdk` npm package.
+    #[value(alias = "typescript")]
+    Ts,
+    /// A JavaScript package with the `optech-sdk` npm package.
+    #[value(alias = "javascript")]
+    Js,
     /// An `app.py` with the `optech-sdk` Python package.
     Python,
 }
@@ -26,8 +33,8 @@ pub enum Lang {
 pub struct Created {
     pub dir: PathBuf,
     pub lang: Lang,
-    /// How the plugin depends on the SDK: as written in a crate's
-    /// `Cargo.toml`, or where a Python plugin's comes from.
+    /// How the plugin depends on the SDK: as written in its manifest, or
+    /// where a Python plugin's comes from.
     pub sdk: String,
     /// Whether a key was added to the config (false when it was there already).
     pub mapped: bool,
@@ -53,6 +60,17 @@ pub fn create(name: &str, dir: &Path, config: &Path, lang: Lang) -> anyhow::Resu
             write(&dir.join("Cargo.toml"), &manifest(name, &sdk))?;
             write(&dir.join("src/lib.rs"), &handler(name))?;
             write(&dir.join(".gitignore"), "/target\n")?;
+            sdk
+        }
+        Lang::Ts | Lang::Js => {
+            let sdk = super::new_js::sdk_dependency(dir)?;
+            std::fs::create_dir_all(dir.join("src"))
+                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir.join("test"))
+                .with_context(|| format!("creating {}", dir.display()))?;
+            for (file, text) in super::new_js::files(name, &sdk, lang == Lang::Ts) {
+                write(&dir.join(file), &text)?;
+            }
             sdk
         }
         Lang::Python => {
@@ -258,6 +276,51 @@ mod tests {
         );
         // Not over a folder with something in it.
         assert!(create("greeter", &plugin, &config, Lang::Python).is_err());
+    }
+
+    #[test]
+    fn a_typescript_plugin_gets_its_files_and_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("optech.toml");
+        std::fs::write(&config, "# mine\n[keys]\n").unwrap();
+        let plugin = dir.path().join("plugins/greeter");
+        let created = create("greeter", &plugin, &config, Lang::Ts).unwrap();
+        assert!(created.mapped);
+        assert_eq!(created.sdk, format!("^{}", env!("CARGO_PKG_VERSION")));
+        for file in [
+            "package.json",
+            "tsconfig.json",
+            "src/index.ts",
+            "test/index.test.ts",
+            ".gitignore",
+        ] {
+            assert!(plugin.join(file).is_file(), "{file}");
+        }
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(plugin.join("package.json")).unwrap())
+                .unwrap();
+        assert_eq!(manifest["name"], "greeter");
+        assert_eq!(manifest["dependencies"]["optech-sdk"], created.sdk);
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(
+            text.contains("# mine") && text.contains("greeter = \"greeter\""),
+            "{text}"
+        );
+        // JavaScript: the same handler, no types, no tsconfig.
+        let js = dir.path().join("plugins/plain");
+        create("plain", &js, &config, Lang::Js).unwrap();
+        assert!(js.join("src/index.js").is_file() && !js.join("tsconfig.json").exists());
+        // Not over a folder with something in it.
+        assert!(create("greeter", &plugin, &config, Lang::Ts).is_err());
+    }
+
+    #[test]
+    fn inside_a_checkout_a_js_plugin_links_the_sdk_js_folder() {
+        let inside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/demo");
+        assert_eq!(
+            super::super::new_js::sdk_dependency(&inside).unwrap(),
+            "file:../../sdk-js"
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Compiled components, kept so the same bytes are never compiled twice: in
 //! memory by content hash (a reload that changes only settings, or rolls back,
-//! does not recompile) and on disk (a restart skips Cranelift).
+//! does not recompile) and on disk (a restart skips Cranelift). Beside them,
+//! Cranelift's incremental cache ([`FunctionCache`]): compiled functions by the
+//! hash of their code, so a new component that shares most of its functions
+//! with one compiled before (a JavaScript or Python plugin: the same engine,
+//! another script) compiles only what is new.
 //!
 //! Invariants: a disk entry is named by the content hash and the engine's
 //! compatibility hash, so no engine ever loads another's code; an entry that
@@ -8,13 +12,16 @@
 //! holds more than its cap for long: after each write the least recently used
 //! files (by modification time, refreshed on every hit) are removed.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use wasmtime::Engine;
+use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
+use wasmtime::{CacheStore, Engine};
 
 /// Compiled components no longer live that are kept for a quick rollback.
 pub const RETIRED_KEPT: usize = 8;
@@ -164,6 +171,92 @@ impl DiskCache {
     }
 }
 
+/// Cranelift's incremental cache on disk: `<dir>/<2 hex>/<62 hex>` files, one
+/// per compiled function, named by the hash of Cranelift's key (which covers
+/// the function's IR and the compiler's settings).
+///
+/// Invariant: it never holds much more than its cap: when an insert would pass
+/// it, the folder is emptied and filled again (functions in use are written
+/// back by the next compile). Entries are trusted as the `.cwasm` files are:
+/// they live in the host's own data directory.
+#[derive(Debug)]
+pub(super) struct FunctionCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// Bytes in the folder, counted at start and on every insert.
+    bytes: AtomicU64,
+}
+
+impl FunctionCache {
+    pub(super) fn new(dir: PathBuf, max_bytes: u64) -> Self {
+        let bytes = folder_bytes(&dir);
+        let cache = Self {
+            dir,
+            max_bytes,
+            bytes: AtomicU64::new(bytes),
+        };
+        if bytes > max_bytes {
+            cache.clear();
+        }
+        cache
+    }
+
+    fn path(&self, key: &[u8]) -> PathBuf {
+        let name = hex::encode(Sha256::digest(key));
+        self.dir.join(&name[..2]).join(&name[2..])
+    }
+
+    fn clear(&self) {
+        tracing::debug!(
+            "function cache over its cap: emptying {}",
+            self.dir.display()
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.bytes.store(0, Ordering::Relaxed);
+    }
+}
+
+impl CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        std::fs::read(self.path(key)).ok().map(Cow::Owned)
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let len = value.len() as u64;
+        if self.bytes.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes {
+            self.clear();
+            self.bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        let path = self.path(key);
+        let Some(parent) = path.parent() else {
+            return false;
+        };
+        // Written beside, then renamed: a reader never sees half an entry.
+        let staging = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = std::fs::create_dir_all(parent)
+            .and_then(|()| std::fs::write(&staging, &value))
+            .and_then(|()| std::fs::rename(&staging, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&staging);
+        }
+        written.is_ok()
+    }
+}
+
+/// Bytes of the files under `dir`, one level of subfolders deep.
+fn folder_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_dir(e.path()).ok())
+        .flat_map(|files| files.filter_map(Result::ok))
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Marks a cache file as just used.
 fn touch(path: &Path) {
     if let Ok(file) = std::fs::File::options().write(true).open(path) {
@@ -193,6 +286,23 @@ mod tests {
         let file = std::fs::File::options().write(true).open(path).unwrap();
         file.set_modified(SystemTime::now() - Duration::from_secs(secs_ago))
             .unwrap();
+    }
+
+    #[test]
+    fn the_function_cache_gives_back_what_it_got_and_stays_under_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FunctionCache::new(dir.path().join("functions"), 100);
+        assert!(cache.get(b"k1").is_none());
+        assert!(cache.insert(b"k1", vec![1; 60]));
+        assert_eq!(cache.get(b"k1").as_deref(), Some(&[1u8; 60][..]));
+        // Past the cap, the folder starts over with the new entry.
+        assert!(cache.insert(b"k2", vec![2; 60]));
+        assert!(cache.get(b"k1").is_none());
+        assert_eq!(cache.get(b"k2").as_deref(), Some(&[2u8; 60][..]));
+        // Counted again at start: a lower cap empties it.
+        assert_eq!(folder_bytes(&dir.path().join("functions")), 60);
+        let smaller = FunctionCache::new(dir.path().join("functions"), 10);
+        assert!(smaller.get(b"k2").is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings;
-use super::cache::{ComponentCache, DiskCache};
+use super::cache::{ComponentCache, DiskCache, FunctionCache};
 use super::host_api::PluginState;
 use crate::metrics::SharedMetrics;
 use crate::outbound::Outbound;
@@ -19,7 +19,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Bytes of a freed memory or table slot that stay mapped for the next instance.
 /// Only pages an instance touched are reset and kept, so this caps, rather than
-/// sets, the resident cost per warm slot.
+/// sets, the resident cost per warm slot. More does not help a JavaScript plugin:
+/// its touched pages are scattered, and wasmtime's scan keeps at most 32 runs of
+/// them and decommits the rest (measured: 1, 16 and 64 MiB all left ~70 page
+/// faults per request on a componentize-js echo; BENCHMARKS.md).
 const KEEP_RESIDENT: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
@@ -122,6 +125,17 @@ impl Runtime {
         if std::env::var_os("OPTECH_PROFILE").is_some_and(|v| v == "perfmap") {
             // Names plugins' compiled functions for `perf` (/tmp/perf-<pid>.map).
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        if let Some(dir) = &options.cache_dir {
+            // A new version of a JS or Python plugin is mostly the same engine
+            // (SpiderMonkey, CPython) with another script: Cranelift compiles
+            // only the functions it has not seen, about 20 s down to a few.
+            config
+                .enable_incremental_compilation(Arc::new(FunctionCache::new(
+                    dir.join("functions"),
+                    options.cache_max,
+                )))
+                .map_err(|e| anyhow::anyhow!("enabling incremental compilation: {e:#}"))?;
         }
         config
             .epoch_interruption(true)

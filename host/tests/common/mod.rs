@@ -15,20 +15,78 @@ use serde_json::Value;
 pub const SECRET: &str = "test-secret";
 pub const CLIENT_ID: &str = "test-client";
 
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Builds `plugins/` and `host/tests/plugins/` once per test binary.
+/// Builds the Rust plugins of `plugins/` and `host/tests/plugins/` once per
+/// test binary (the TypeScript ones need Node: [`build_js_plugins`]).
 pub fn build_plugins() -> &'static Result<(), String> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT.get_or_init(|| build_language("rust"))
+}
+
+/// Builds the TypeScript/JavaScript plugins of `plugins/` and
+/// `host/tests/plugins/` once per test binary, against the SDK in `sdk-js/`
+/// built from its source first.
+pub fn build_js_plugins() -> &'static Result<(), String> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let dirs = BuildDirs::with_target(workspace().join("target/plugins"));
-        for dir in [examples_dir(), testkit_dir()] {
-            build::build_all(&dir, &dirs).map_err(|e| format!("{e:#}"))?;
-        }
-        Ok(())
+        build_sdk_js()?;
+        build_language("js")
     })
+}
+
+/// Builds every plugin of one language, through `optech build`'s code.
+fn build_language(language: &str) -> Result<(), String> {
+    let dirs = BuildDirs::with_target(workspace().join("target/plugins"));
+    for dir in [examples_dir(), testkit_dir()] {
+        let plugins = build::discover(&dir).map_err(|e| format!("{e:#}"))?;
+        for plugin in plugins.iter().filter(|p| p.language() == language) {
+            build::build(plugin, &dirs, &dir)
+                .map_err(|e| format!("building {}: {e:#}", plugin.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// `npm ci` and `npm run build` in `sdk-js/`: the plugins in this repository
+/// link the SDK's folder, so its `dist/` must be built from the current source.
+pub fn build_sdk_js() -> Result<(), String> {
+    let sdk = workspace().join("sdk-js");
+    for args in [&["ci", "--no-audit", "--no-fund"][..], &["run", "build"]] {
+        let out = std::process::Command::new("npm")
+            .args(args)
+            .current_dir(&sdk)
+            .output()
+            .map_err(|e| format!("running npm {args:?} in sdk-js: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "npm {args:?} in sdk-js failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether Node.js is installed, for the tests of TypeScript plugins. Without it
+/// they are skipped with a message, except in CI (`OPTECH_REQUIRE_NODE`), where
+/// that is a failure.
+pub fn node_available() -> bool {
+    let found = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("OPTECH_REQUIRE_NODE").is_none(),
+            "node is not installed, and CI requires the TypeScript plugin tests"
+        );
+        eprintln!("skipped: install Node.js 20+ (with npm) to run the TypeScript plugin tests");
+    }
+    found
 }
 
 /// The folder of the example plugins and their built `.wasm` files.
