@@ -49,6 +49,14 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// Signs with the current secret and still accepts the previous one.
+    pub fn signer(&self) -> crate::signature::Signer {
+        crate::signature::Signer::new(
+            self.secret.as_bytes(),
+            self.previous_secret.as_deref().map(str::as_bytes),
+        )
+    }
+
     /// Reads the process environment, then `dotenv` (if it exists) for what the environment lacks.
     pub fn load(dotenv: &Path) -> Result<Self, CredentialsError> {
         Self::from_env(&Environment::load(dotenv)?)

@@ -7,6 +7,14 @@ use std::path::Path;
 use anyhow::bail;
 
 use crate::build::{self, BuildDirs};
+use crate::config::Config;
+
+/// `optech build`: every plugin under the config's plugins folder, built
+/// beside it, off the async runtime's threads.
+pub async fn run(config: &Config) -> anyhow::Result<()> {
+    let dir = config.server.plugins_dir.clone();
+    tokio::task::spawn_blocking(move || build_all(&dir, &BuildDirs::beside(&dir))).await?
+}
 
 /// Builds every plugin under `plugins_dir`, printing progress on stderr.
 pub fn build_all(plugins_dir: &Path, dirs: &BuildDirs) -> anyhow::Result<()> {

@@ -21,6 +21,29 @@ pub struct Report {
     pub keys: usize,
 }
 
+/// `optech check`: the report on stderr (ok on stdout); false when there are problems.
+pub async fn run(config: &Path) -> bool {
+    let report = check(config).await;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if report.problems.is_empty() {
+        println!(
+            "{}: ok: {} key(s), {} plugin(s) loaded and matching the WIT",
+            config.display(),
+            report.keys,
+            report.plugins_ok
+        );
+        true
+    } else {
+        eprintln!("{} problem(s):", report.problems.len());
+        for problem in &report.problems {
+            eprintln!("  {problem}");
+        }
+        false
+    }
+}
+
 /// Checks `config_path`; secrets come from the environment or `.env` in the
 /// working directory, as `serve` reads them.
 pub async fn check(config_path: &Path) -> Report {

@@ -225,6 +225,92 @@ fn map_key(config: &Path, name: &str) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// What `optech new` is told.
+#[derive(Debug, clap::Args)]
+pub struct NewArgs {
+    /// The plugin's name: lowercase letters, digits, `-` and `_`.
+    pub name: String,
+    /// The language to write it in.
+    #[arg(long, value_enum, default_value = "rust")]
+    pub lang: Lang,
+    /// Where to put the plugin instead of `<plugins_dir>/NAME`.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[arg(long, default_value = "optech.toml")]
+    pub config: PathBuf,
+}
+
+/// `optech new`: the plugin's files and its key, then what to do next.
+pub fn run(args: NewArgs) -> anyhow::Result<()> {
+    let NewArgs {
+        name,
+        lang,
+        dir,
+        config: config_path,
+    } = args;
+    let name = name.as_str();
+    let config_path = config_path.as_path();
+    let plugins_dir = super::lenient_config(config_path)
+        .map(|c| c.server.plugins_dir)
+        .unwrap_or_else(|_| PathBuf::from("plugins"));
+    let dir = dir.unwrap_or_else(|| plugins_dir.join(name));
+    let created = create(name, &dir, config_path, lang)?;
+    println!(
+        "created plugin `{name}` in {} (optech-sdk = {})",
+        created.dir.display(),
+        created.sdk
+    );
+    if created.mapped {
+        println!("mapped key \"{name}\" to it in {}", config_path.display());
+    }
+    println!("\nnext:");
+    let inside = std::path::absolute(&created.dir)
+        .ok()
+        .zip(std::path::absolute(&plugins_dir).ok())
+        .is_some_and(|(d, p)| d.parent() == Some(p.as_path()));
+    let (tests, needs) = match lang {
+        Lang::Rust => ("cargo test", ""),
+        Lang::Ts | Lang::Js => ("npm install && npm test", " (needs Node.js 20+)"),
+        Lang::Python => ("pytest", " (needs Python 3)"),
+    };
+    println!(
+        "  (cd {} && {tests})   # the handler's unit tests{}",
+        created.dir.display(),
+        if lang == Lang::Python {
+            " (pip install optech-sdk pytest)"
+        } else {
+            ""
+        }
+    );
+    if inside {
+        println!(
+            "  optech build                         # -> {}{needs}",
+            plugins_dir.join(format!("{name}.wasm")).display()
+        );
+    } else if lang == Lang::Rust {
+        println!(
+            "  (cd {} && cargo build --release --target wasm32-wasip2)",
+            created.dir.display()
+        );
+        println!(
+            "  cp {}/target/wasm32-wasip2/release/{}.wasm {}/",
+            created.dir.display(),
+            name.replace('-', "_"),
+            plugins_dir.display()
+        );
+    } else {
+        println!(
+            "  move {} into {}, then optech build{needs}",
+            created.dir.display(),
+            plugins_dir.display()
+        );
+    }
+    println!(
+        "  optech send {name} name=Ada            # against a running `optech serve` or `optech dev`"
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

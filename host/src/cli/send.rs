@@ -6,6 +6,7 @@
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -15,6 +16,56 @@ use tokio::sync::mpsc;
 
 use crate::request_id::REQUEST_ID_HEADER;
 use crate::signature::{SIGNATURE_HEADER, Signer};
+
+/// What `optech send` is told.
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    /// The request's key.
+    pub key: String,
+    /// Inputs, as name=value.
+    pub inputs: Vec<String>,
+    /// More inputs from a JSON object in a file (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub inputs_json: Option<PathBuf>,
+    /// Where to send it; default: the config's `listen` address.
+    #[arg(long)]
+    pub url: Option<String>,
+    #[arg(long, default_value = "optech.toml")]
+    pub config: PathBuf,
+    /// How long to wait for an answer given later.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+}
+
+/// `optech send`: signs with the configured secret (or the dev secret), sends
+/// to `--url` or the config's `listen` address, and says how it ended.
+pub async fn run(args: SendArgs) -> anyhow::Result<Verdict> {
+    let inputs = inputs(&args.inputs, args.inputs_json.as_deref())?;
+    let url = match args.url {
+        Some(url) => url,
+        None => {
+            let listen = super::lenient_config(&args.config)
+                .map(|c| c.server.listen)
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let ip = if listen.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                listen.ip()
+            };
+            format!("http://{}/", SocketAddr::new(ip, listen.port()))
+        }
+    };
+    let credentials = super::serve::dev_credentials("optech send")?;
+    send(SendOptions {
+        url,
+        key: args.key,
+        inputs,
+        signer: credentials.signer(),
+        client_id: credentials.client_id,
+        wait: args.wait,
+    })
+    .await
+}
 
 /// What to send, and where.
 pub struct SendOptions {

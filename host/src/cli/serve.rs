@@ -1,0 +1,157 @@
+//! `optech serve` and `optech dev`: load the config, bind, start the [`Host`],
+//! and run until SIGINT or SIGTERM. `dev` builds the plugins first, serves with
+//! a dev secret when none is set, rebuilds on save and prints a signed `curl`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::build::BuildDirs;
+use crate::config::{Config, parse_optional_addr};
+use crate::credentials::{self, Credentials, CredentialsError};
+use crate::signature::{self, Signer};
+use crate::{Host, Identity};
+
+/// Used by `optech dev` and `optech send` when no secret is configured. Never
+/// used by `serve`.
+pub const DEV_SECRET: &str = "optech-dev-secret";
+
+/// Where `serve` and `dev` read their config and listen.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The config file; relative paths in it are resolved against its directory.
+    #[arg(long, default_value = "optech.toml")]
+    pub config: PathBuf,
+    /// Address to listen on, overriding `[server] listen`.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Address of the admin listener (health details), overriding
+    /// `[server] admin_listen`; port 0 picks a free port, "" turns it off.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+}
+
+/// `optech serve`: needs the client secret from the environment or `.env`.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let credentials = Credentials::load(Path::new(".env"))?;
+    run(args, credentials, false).await
+}
+
+/// `optech dev`: build, watch the sources, serve (with the dev secret when none
+/// is set), print a signed `curl`.
+pub async fn dev(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    // One broken plugin (or a language's missing toolchain) must not stop
+    // work on the others: say so, and serve what there is.
+    if let Err(e) = super::build::run(&config).await {
+        eprintln!("optech dev: {e:#}; serving the plugins that are built");
+    }
+    let credentials = dev_credentials("optech dev")?;
+    let dirs = BuildDirs::beside(&config.server.plugins_dir);
+    let _sources = crate::dev_watch::watch_sources(&config.server.plugins_dir, dirs)?;
+    run(args, credentials, true).await
+}
+
+/// The secret from the environment or `.env`, or the dev secret when none is
+/// set (what `optech dev` serves with), said on stderr.
+pub fn dev_credentials(command: &str) -> anyhow::Result<Credentials> {
+    match Credentials::load(Path::new(".env")) {
+        Ok(c) => Ok(c),
+        Err(CredentialsError::MissingSecret) => {
+            eprintln!(
+                "{command}: {} is not set; using the dev secret {DEV_SECRET:?}",
+                credentials::CLIENT_SECRET
+            );
+            Ok(Credentials {
+                client_id: "dev".into(),
+                secret: DEV_SECRET.into(),
+                previous_secret: None,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn run(args: ServeArgs, credentials: Credentials, print_curl: bool) -> anyhow::Result<()> {
+    let mut config = Config::load(&args.config)?;
+    if let Some(text) = &args.admin_listen {
+        config.server.admin_listen = parse_optional_addr(text).with_context(|| {
+            format!("--admin-listen {text:?} is not an address like 127.0.0.1:9091, or \"\"")
+        })?;
+    }
+    let listen = args.listen.unwrap_or(config.server.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let signer = credentials.signer();
+    let started = std::time::Instant::now();
+    let host = Host::start(
+        &config,
+        Identity::new(signer.clone(), credentials.client_id.clone()),
+        listener,
+    )
+    .await?;
+    tracing::info!(
+        "optech listening on http://{} with {} plugin(s), {} key(s), ready in {:?}",
+        host.addr(),
+        config.plugins.len(),
+        config.keys.len(),
+        started.elapsed()
+    );
+    match host.admin_addr() {
+        Some(admin) => {
+            tracing::info!("admin listener on http://{admin} (health details; keep it private)")
+        }
+        None => tracing::info!("admin listener is off"),
+    }
+    if print_curl {
+        print_sample_curl(&config, &signer, host.addr());
+    }
+    let stop = host.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = stop.send(true);
+    });
+    host.wait().await
+}
+
+fn print_sample_curl(config: &Config, signer: &Signer, addr: SocketAddr) {
+    let key = if config.keys.contains_key("echo") {
+        "echo".to_string()
+    } else {
+        match config.keys.keys().next() {
+            Some(k) => k.clone(),
+            None => return,
+        }
+    };
+    let body = serde_json::json!({ "key": key, "inputs": { "hello": "world" } }).to_string();
+    let signature = signer.sign(body.as_bytes());
+    println!("\nTry it:\n");
+    println!(
+        "curl -sS http://{addr}/ -H 'content-type: application/json' -H '{}: {signature}' -d '{body}'\n",
+        signature::SIGNATURE_HEADER
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
