@@ -208,6 +208,15 @@ fn main() -> anyhow::Result<()> {
             a / b
         );
     }
+    if let (Some(a0), Some(b0)) = (rps("a0."), rps("b0.")) {
+        println!("a0/b0 (the same, console keeping nothing): {:.2}", a0 / b0);
+    }
+    if let (Some(a), Some(a0)) = (rps("a."), rps("a0.")) {
+        println!("a/a0 (console recording vs not, WASM echo): {:.2}", a / a0);
+    }
+    if let (Some(b), Some(b0)) = (rps("b."), rps("b0.")) {
+        println!("b/b0 (console recording vs not, native echo): {:.2}", b / b0);
+    }
     if let (Some(a), Some(c)) = (rps("a."), rps("c.")) {
         println!("a/c (optech vs wasmtime serve): {:.2}", a / c);
     }
@@ -247,6 +256,15 @@ fn main() -> anyhow::Result<()> {
             "f2/g (reused JS instances vs Node + Express): {:.2}",
             f2 / g
         );
+    }
+    if let (Some(h), Some(i)) = (rps("h."), rps("i.")) {
+        println!(
+            "h/i (fresh Python instance per request vs FastAPI on one uvicorn worker): {:.2}",
+            h / i
+        );
+    }
+    if let (Some(h2), Some(i)) = (rps("h2."), rps("i.")) {
+        println!("h2/i (reused Python instances vs FastAPI): {:.2}", h2 / i);
     }
     if args.scale {
         println!();
