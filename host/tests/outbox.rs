@@ -231,3 +231,36 @@ async fn migrations_run_once_however_many_replicas_start() {
         .unwrap();
     assert_eq!(applied, 1);
 }
+
+#[tokio::test]
+async fn the_console_listing_shows_open_and_failed_records_and_their_holder() {
+    let Some((_, a, b)) = replicas(Duration::from_secs(30)).await else {
+        return;
+    };
+    let inputs = vec![];
+    let open = claim(
+        a.accept(&record("http://l/open?token=s3cr3t", &inputs))
+            .await
+            .unwrap(),
+    );
+    a.attempted(&open, "retry: 503").await.unwrap();
+    let failed = claim(a.accept(&record("http://l/f", &inputs)).await.unwrap());
+    assert!(a.close(&failed, State::Failed).await.unwrap());
+    let done = claim(a.accept(&record("http://l/d", &inputs)).await.unwrap());
+    assert!(a.close(&done, State::Delivered).await.unwrap());
+
+    // Any replica's console sees the shared outbox, with who holds each record.
+    let listing = b.console_listing(10).await.unwrap();
+    assert_eq!(listing.open.len(), 1, "{listing:?}");
+    let first = &listing.open[0];
+    assert_eq!(
+        (first.attempts, first.last_outcome.as_deref()),
+        (1, Some("retry: 503"))
+    );
+    assert_eq!(first.request_id.as_deref(), Some("req-1"));
+    assert_eq!(first.owner.as_deref(), Some(a.owner()));
+    assert!(!first.link.to_string().contains("s3cr3t"));
+    assert_eq!(listing.failed.len(), 1, "{listing:?}");
+    assert_eq!(listing.failed[0].state, Some(State::Failed));
+    assert!(listing.failed[0].closed_at.is_some());
+}
