@@ -293,6 +293,19 @@ async fn requests_are_recorded_with_timings_logs_errors_and_deliveries() {
         200
     );
     receiver.wait_for(1, Duration::from_secs(10)).await;
+    let detail = |id: &'static str| {
+        let url = format!("{admin}/requests/{id}");
+        let client = host.client.clone();
+        async move { get(&client, &url).await.1 }
+    };
+    // The receiver has the delivery before the host has recorded its outcome:
+    // wait for that too, so nothing changes the listing below.
+    wait_until(
+        "the async delivery is shown",
+        Duration::from_secs(10),
+        || async { detail("req-async-1").await.contains("delivered") },
+    )
+    .await;
 
     let rows = |query: &'static str| {
         let url = format!("{admin}/requests/rows{query}");
@@ -328,11 +341,6 @@ async fn requests_are_recorded_with_timings_logs_errors_and_deliveries() {
         .unwrap();
     assert_eq!(unchanged.status(), 204);
 
-    let detail = |id: &'static str| {
-        let url = format!("{admin}/requests/{id}");
-        let client = host.client.clone();
-        async move { get(&client, &url).await.1 }
-    };
     let log = detail("req-log-1").await;
     for needle in [
         "log line 0",
@@ -356,12 +364,6 @@ async fn requests_are_recorded_with_timings_logs_errors_and_deliveries() {
     let secret = detail("req-secret-1").await;
     assert!(!secret.contains(PLUGIN_SECRET), "{secret}");
     assert!(secret.contains("[redacted]"), "{secret}");
-    wait_until(
-        "the async delivery is shown",
-        Duration::from_secs(10),
-        || async { detail("req-async-1").await.contains("delivered") },
-    )
-    .await;
 
     let (_, charts, _) = get(&host.client, &format!("{admin}/charts/data")).await;
     let charts: serde_json::Value = serde_json::from_str(&charts).unwrap();
