@@ -171,7 +171,15 @@ fn main() -> anyhow::Result<()> {
     }
     let mut rounds: Vec<Vec<LoadResult>> = vec![Vec::new(); contenders.len()];
     for round in 1..=args.rounds.max(1) {
-        for (contender, results) in contenders.iter().zip(&mut rounds) {
+        // Every other round runs backwards, so no contender always runs right
+        // after the same neighbour or at the same point of a round: a pair
+        // compared on a few percent (a against a0) must not differ by its order.
+        let mut order: Vec<usize> = (0..contenders.len()).collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for i in order {
+            let (contender, results) = (&contenders[i], &mut rounds[i]);
             let result = contender.measure(&options, &scripts)?;
             eprintln!(
                 "round {round}: {} {:.0} req/s",

@@ -415,7 +415,12 @@ async fn public_healthz_tells_nothing_and_the_admin_listener_has_the_details() {
                 .body(body),
         )
         .await;
-    assert_eq!(answer.status, 403, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        403,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     let answer = host
         .send(
             host.client
@@ -424,7 +429,12 @@ async fn public_healthz_tells_nothing_and_the_admin_listener_has_the_details() {
                 .body(body),
         )
         .await;
-    assert_eq!(answer.status, 405, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        405,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
 }
 
 #[tokio::test]

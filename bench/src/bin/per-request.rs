@@ -84,6 +84,10 @@ struct Args {
     /// Log as `optech serve` does under `optech-bench` (`warn,optech=info`).
     #[arg(long)]
     log: bool,
+    /// The console's ring size (`[server] console_requests`); 0 turns its
+    /// recording off, to count what recording costs a request.
+    #[arg(long, default_value_t = 1000)]
+    console_requests: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -108,9 +112,10 @@ fn main() -> anyhow::Result<()> {
         ""
     };
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\nwatch = false\nadmin_listen = \"\"\n{reuse}[keys]\necho = \"echo\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\nwatch = false\nadmin_listen = \"\"\nconsole_requests = {}\n{reuse}[keys]\necho = \"echo\"\n",
         plugins.display().to_string(),
         dir.path().join("data").display().to_string(),
+        args.console_requests,
     );
     let config = Config::parse(&text, &dir.path().join("optech.toml"))?;
     let settings = &config.plugins["echo"];

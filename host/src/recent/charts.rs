@@ -115,7 +115,7 @@ impl Series {
 
 /// All series, and errors by code.
 pub(super) struct Charts {
-    keys: HashMap<Arc<str>, Series>,
+    keys: HashMap<Arc<str>, Series, foldhash::fast::RandomState>,
     error_ids: Box<[u64; BUCKETS]>,
     errors: Box<[[u32; CODES.len()]; BUCKETS]>,
 }
@@ -123,7 +123,7 @@ pub(super) struct Charts {
 impl Default for Charts {
     fn default() -> Self {
         Self {
-            keys: HashMap::new(),
+            keys: HashMap::default(),
             error_ids: Box::new([u64::MAX; BUCKETS]),
             errors: Box::new([[0; CODES.len()]; BUCKETS]),
         }

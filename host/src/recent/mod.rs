@@ -51,7 +51,7 @@ struct Inner {
     ring: Ring,
     charts: Charts,
     /// Keys and plugin names, shared by every entry that names them.
-    names: HashMap<Box<str>, Arc<str>>,
+    names: HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>,
 }
 
 impl Default for Recent {
@@ -116,7 +116,7 @@ impl Recent {
             inner: Mutex::new(Inner {
                 ring: Ring::new(capacity),
                 charts: Charts::default(),
-                names: HashMap::new(),
+                names: HashMap::default(),
             }),
         }
     }
@@ -329,8 +329,11 @@ impl Recent {
             return;
         }
         let mut inner = self.lock();
-        let none = inner.name(NO_KEY);
-        let Inner { ring, charts, .. } = &mut *inner;
+        let Inner {
+            ring,
+            charts,
+            names,
+        } = &mut *inner;
         let entry = match ticket {
             Some(ticket) => ring.get_mut(ticket),
             None => ring.push(id, arrived),
@@ -358,8 +361,10 @@ impl Recent {
                 entry.message = Some(message.into());
             }
         }
-        let key = entry.key.clone().unwrap_or(none);
-        charts.count(&key, entry.at, latency);
+        match &entry.key {
+            Some(key) => charts.count(key, entry.at, latency),
+            None => charts.count(&name(names, NO_KEY), entry.at, latency),
+        }
         // A 202's handler error counts when the handler ends, unless it already has.
         if (status != 202 || entry.call_done_at.is_some())
             && let Some(code) = entry.code
@@ -423,16 +428,24 @@ impl Recent {
 }
 
 impl Inner {
-    fn name(&mut self, name: &str) -> Arc<str> {
-        if let Some(shared) = self.names.get(name) {
-            return shared.clone();
-        }
-        let shared: Arc<str> = name.into();
-        if self.names.len() < MAX_NAMES {
-            self.names.insert(name.into(), shared.clone());
-        }
-        shared
+    fn name(&mut self, text: &str) -> Arc<str> {
+        name(&mut self.names, text)
     }
+}
+
+/// The shared copy of a key or plugin name (interned up to [`MAX_NAMES`]).
+fn name(
+    names: &mut HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>,
+    text: &str,
+) -> Arc<str> {
+    if let Some(shared) = names.get(text) {
+        return shared.clone();
+    }
+    let shared: Arc<str> = text.into();
+    if names.len() < MAX_NAMES {
+        names.insert(text.into(), shared.clone());
+    }
+    shared
 }
 
 #[cfg(test)]

@@ -96,10 +96,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub(super) fn new(seq: u64, id: RequestId, arrived: Instant) -> Self {
-        let at = SystemTime::now()
-            .checked_sub(arrived.elapsed())
-            .unwrap_or_else(SystemTime::now);
+    pub(super) fn new(seq: u64, id: RequestId, arrived: Instant, at: SystemTime) -> Self {
         Self {
             seq,
             at,
@@ -161,21 +158,60 @@ pub fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// How often the wall clock is read again to date entries: between two
+/// reads, an arrival's wall time is the last read plus the monotonic time since.
+const REANCHOR: Duration = Duration::from_secs(1);
+
+/// An `Instant` and the wall time it was, so dating an entry reads no clock.
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+impl Anchor {
+    fn now() -> Self {
+        Self {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// The wall time of `arrived`; the anchor moves when it is over
+    /// [`REANCHOR`] old, so a changed system clock shows within a second.
+    fn wall_time(&mut self, arrived: Instant) -> SystemTime {
+        if arrived.saturating_duration_since(self.instant) > REANCHOR {
+            *self = Self::now();
+        }
+        match arrived.checked_duration_since(self.instant) {
+            Some(after) => self.wall + after,
+            None => self
+                .wall
+                .checked_sub(self.instant.duration_since(arrived))
+                .unwrap_or(self.wall),
+        }
+    }
+}
+
 /// The entries and the index by request id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Ring {
     capacity: usize,
     /// Slot `seq % capacity` holds entry `seq`; filled up to `capacity`, then reused.
     slots: Vec<Entry>,
     next_seq: u64,
-    by_id: HashMap<RequestId, u64>,
+    by_id: HashMap<RequestId, u64, foldhash::fast::RandomState>,
+    anchor: Anchor,
 }
 
 impl Ring {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            ..Self::default()
+            slots: Vec::new(),
+            next_seq: 0,
+            by_id: HashMap::default(),
+            anchor: Anchor::now(),
         }
     }
 
@@ -190,7 +226,8 @@ impl Ring {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let entry = Entry::new(seq, id.clone(), arrived);
+        let at = self.anchor.wall_time(arrived);
+        let entry = Entry::new(seq, id.clone(), arrived, at);
         let slot = self.slot_of(seq);
         if slot < self.slots.len() {
             let old = std::mem::replace(&mut self.slots[slot], entry);
@@ -257,6 +294,27 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_is_dated_by_the_wall_clock_without_reading_it() {
+        let mut anchor = Anchor::now();
+        let before = anchor.wall;
+        let earlier = anchor.instant.checked_sub(Duration::from_millis(250));
+        if let Some(earlier) = earlier {
+            let at = anchor.wall_time(earlier);
+            assert_eq!(
+                before.duration_since(at).ok(),
+                Some(Duration::from_millis(250))
+            );
+        }
+        let later = anchor.instant + Duration::from_millis(400);
+        assert_eq!(anchor.wall_time(later), before + Duration::from_millis(400));
+        // Past the re-anchoring interval the wall clock is read again, and
+        // the arrival is still dated after the anchor by as much.
+        let much_later = anchor.instant + REANCHOR + Duration::from_millis(1);
+        let at = anchor.wall_time(much_later);
+        assert!(at >= before + REANCHOR, "{at:?} is not after {before:?}");
+    }
+
+    #[test]
     fn the_ring_keeps_the_newest_and_its_index_only_what_it_holds() {
         let mut ring = Ring::new(3);
         for i in 0..10 {
@@ -285,13 +343,13 @@ mod tests {
 
     #[test]
     fn logs_and_attempts_are_capped() {
-        let mut entry = Entry::new(0, id("r"), Instant::now());
+        let mut entry = Entry::new(0, id("r"), Instant::now(), SystemTime::now());
         for _ in 0..(MAX_LOG_LINES + 10) {
             entry.push_log("info", "short line");
         }
         assert_eq!(entry.logs.len(), MAX_LOG_LINES);
         assert_eq!(entry.logs_dropped, 10);
-        let mut entry = Entry::new(0, id("r"), Instant::now());
+        let mut entry = Entry::new(0, id("r"), Instant::now(), SystemTime::now());
         let long = "é".repeat(MAX_LOG_LINE);
         for _ in 0..10 {
             entry.push_log("stdout", &long);
