@@ -223,7 +223,10 @@ fn main() -> anyhow::Result<()> {
         println!("a/a0 (console recording vs not, WASM echo): {:.2}", a / a0);
     }
     if let (Some(b), Some(b0)) = (rps("b."), rps("b0.")) {
-        println!("b/b0 (console recording vs not, native echo): {:.2}", b / b0);
+        println!(
+            "b/b0 (console recording vs not, native echo): {:.2}",
+            b / b0
+        );
     }
     if let (Some(a), Some(c)) = (rps("a."), rps("c.")) {
         println!("a/c (optech vs wasmtime serve): {:.2}", a / c);
