@@ -242,7 +242,7 @@ mod tests {
         // A renewal asked later confirms it again.
         let later = start + Duration::from_secs(3);
         assert_eq!(
-            holdings.renewed(&[hold.claim.clone()], &["a".into()], later),
+            holdings.renewed(std::slice::from_ref(&hold.claim), &["a".into()], later),
             0
         );
         assert!(holdings.may_send(&hold.claim, start + Duration::from_secs(4)));

@@ -238,7 +238,7 @@ impl Recent {
     pub fn log(&self, ticket: Option<Ticket>, level: &'static str, text: &str) {
         let Some(ticket) = ticket else { return };
         if let Some(entry) = self.lock().ring.get_mut(ticket) {
-            entry.push_log(level, &text);
+            entry.push_log(level, text);
         }
         self.changed();
     }
