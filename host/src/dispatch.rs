@@ -201,16 +201,20 @@ impl Plugin {
         request_id: RequestId,
         key: String,
         inputs: Fields,
+        admitted: Option<Ticket>,
     ) -> Result<DataBody, HandlerError> {
         let _running = Running::enter(&self.stats);
         let started = Instant::now();
         let timeout = self.settings.timeout;
         let deadline = Instant::now() + timeout;
         let console = &self.console;
-        let trace =
-            console
-                .recent
-                .call_started(&request_id, &key, &console.name, self.settings.mode);
+        let trace = console.recent.call_started(
+            admitted,
+            &request_id,
+            &key,
+            &console.name,
+            self.settings.mode,
+        );
         console.recent.inputs(trace, &inputs, &console.redactor);
         let call = Call {
             request_id,

@@ -44,6 +44,7 @@ use crate::dispatch::{DataBody, HandlerError, Plugin, Slots};
 use crate::metrics::SharedMetrics;
 use crate::outbox::{Claim, Listing, OpenStats, Outbox, OutboxError, OutboxSource, State};
 use crate::protocol::Fields;
+use crate::recent::Ticket;
 use crate::request_id::RequestId;
 use crate::router::Router;
 
@@ -69,6 +70,9 @@ pub struct Work {
     pub link: String,
     pub key: String,
     pub inputs: Fields,
+    /// The console's entry, when the server admitted it in this process
+    /// (`None` for work resumed from the outbox: the call gets a new one).
+    pub admitted: Option<Ticket>,
 }
 
 /// What [`Jobs::accept`] did with a request; either way the answer is `202`.
@@ -231,7 +235,7 @@ impl Jobs {
     ) -> Running {
         self.tracker.spawn(
             async move {
-                let run = plugin.run(work.request_id, work.key, work.inputs);
+                let run = plugin.run(work.request_id, work.key, work.inputs, work.admitted);
                 let result = match lost {
                     Some(lost) => tokio::select! {
                         result = run => result,

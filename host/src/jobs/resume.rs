@@ -129,6 +129,7 @@ impl Jobs {
                     link: hold.claim.link.clone(),
                     key,
                     inputs,
+                    admitted: None,
                 };
                 let _entered = span.enter();
                 let running = self.spawn_call(plugin, work, slots, Some(hold.lost.clone()));

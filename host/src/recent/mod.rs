@@ -171,15 +171,7 @@ impl Recent {
         if !self.enabled() {
             return None;
         }
-        let mut inner = self.lock();
-        let key = inner.name(key);
-        let plugin = inner.name(plugin);
-        let entry = inner.ring.push(id, arrived)?;
-        entry.key = Some(key);
-        entry.plugin = Some(plugin);
-        entry.mode = Some(mode);
-        let ticket = Ticket(entry.seq);
-        drop(inner);
+        let ticket = self.lock().enter(id, arrived, key, plugin, mode)?.0;
         self.changed();
         Some(ticket)
     }
@@ -192,10 +184,12 @@ impl Recent {
         }
     }
 
-    /// A handler call starts (`Plugin::run`, whoever started it): the entry the
-    /// server admitted under this id, or for work resumed from the outbox a new one.
+    /// A handler call starts (`Plugin::run`, whoever started it): the entry
+    /// the server admitted (`admitted`, its ticket carried with the work), or
+    /// for work resumed from the outbox a new one.
     pub fn call_started(
         &self,
+        admitted: Option<Ticket>,
         id: &RequestId,
         key: &str,
         plugin: &str,
@@ -205,21 +199,18 @@ impl Recent {
             return None;
         }
         let mut inner = self.lock();
-        if let Some(entry) = inner.ring.by_id_mut(id).filter(|e| !e.call_started) {
+        if let Some(entry) = admitted
+            .and_then(|ticket| inner.ring.get_mut(ticket))
+            .filter(|e| !e.call_started)
+        {
             entry.call_started = true;
             entry.timings.queue = Some(entry.arrived.elapsed());
-            return Some(Ticket(entry.seq));
+            return admitted;
         }
-        let key = inner.name(key);
-        let plugin = inner.name(plugin);
-        let entry = inner.ring.push(id, Instant::now())?;
-        entry.key = Some(key);
-        entry.plugin = Some(plugin);
-        entry.mode = Some(mode);
+        let (ticket, entry) = inner.enter(id, Instant::now(), key, plugin, mode)?;
         entry.resumed = true;
         entry.call_started = true;
         entry.timings.queue = Some(Duration::ZERO);
-        let ticket = Ticket(entry.seq);
         drop(inner);
         self.changed();
         Some(ticket)
@@ -431,6 +422,24 @@ impl Inner {
     fn name(&mut self, text: &str) -> Arc<str> {
         name(&mut self.names, text)
     }
+
+    /// A new entry for a request to `plugin` under `key`, and its ticket.
+    fn enter(
+        &mut self,
+        id: &RequestId,
+        arrived: Instant,
+        key: &str,
+        plugin: &str,
+        mode: Mode,
+    ) -> Option<(Ticket, &mut Entry)> {
+        let key = self.name(key);
+        let plugin = self.name(plugin);
+        let entry = self.ring.push(id, arrived)?;
+        entry.key = Some(key);
+        entry.plugin = Some(plugin);
+        entry.mode = Some(mode);
+        Some((Ticket(entry.seq), entry))
+    }
 }
 
 /// The shared copy of a key or plugin name (interned up to [`MAX_NAMES`]).
@@ -461,7 +470,7 @@ mod tests {
         let recent = Recent::new(10, false);
         let arrived = Instant::now();
         let ticket = recent.admitted(&id("r1"), arrived, "echo", "echo", Mode::Sync);
-        let call = recent.call_started(&id("r1"), "echo", "echo", Mode::Sync);
+        let call = recent.call_started(ticket, &id("r1"), "echo", "echo", Mode::Sync);
         assert_eq!(ticket, call);
         recent.instantiated(call, Duration::from_millis(2));
         recent.log(call, "info", "token is [redacted]");
@@ -494,7 +503,7 @@ mod tests {
         let arrived = Instant::now();
         let ticket = recent.admitted(&id("a1"), arrived, "slow", "testkit", Mode::Async);
         recent.answered(ticket, &id("a1"), arrived, 202, None);
-        let call = recent.call_started(&id("a1"), "slow", "testkit", Mode::Async);
+        let call = recent.call_started(ticket, &id("a1"), "slow", "testkit", Mode::Async);
         recent.inputs(call, &[("x".into(), "1".into())], &Redactor::default());
         let failure = "the back end is down";
         recent.call_finished(
@@ -527,7 +536,7 @@ mod tests {
     #[test]
     fn resumed_work_and_refusals_get_entries_and_filters_find_them() {
         let recent = Recent::new(10, false);
-        let call = recent.call_started(&id("old"), "k", "p", Mode::Async);
+        let call = recent.call_started(None, &id("old"), "k", "p", Mode::Async);
         recent.call_finished(
             call,
             Duration::from_millis(1),
@@ -576,7 +585,7 @@ mod tests {
         );
         assert!(
             recent
-                .call_started(&id("r"), "k", "p", Mode::Sync)
+                .call_started(None, &id("r"), "k", "p", Mode::Sync)
                 .is_none()
         );
         recent.answered(None, &id("r"), arrived, 200, None);

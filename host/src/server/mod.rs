@@ -186,10 +186,13 @@ async fn run_routed(
         link: request.link.unwrap_or_default(),
         key: request.key,
         inputs: request.inputs,
+        admitted: seen.ticket,
     };
     match plugin.settings.mode {
         Mode::Sync => {
-            let result = plugin.run(work.request_id, work.key, work.inputs).await;
+            let result = plugin
+                .run(work.request_id, work.key, work.inputs, work.admitted)
+                .await;
             drop(slots);
             answer_now(app, &plugin, result)
         }
