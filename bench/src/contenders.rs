@@ -82,6 +82,36 @@ fn release_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// A config serving `echo` with `plugins_dir/plugin.wasm` (a JavaScript or
+/// Python component). Its compiled component is kept in one folder shared by
+/// every such contender, so each start after the first skips Cranelift (about
+/// 20 s for a 12 or 18 MB component).
+pub fn big_plugin_config(
+    dir: &Path,
+    plugins_dir: &Path,
+    plugin: &str,
+    extra: &str,
+) -> anyhow::Result<PathBuf> {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    let shared = crate::root().join("target/bench-compiled");
+    std::fs::create_dir_all(&shared)?;
+    let compiled = data.join("compiled");
+    if !compiled.exists() {
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&shared, &compiled)?;
+    }
+    let path = dir.join("optech.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\nmax_in_flight = 1024\nwatch = false\nadmin_listen = \"\"\n\
+         [keys]\necho = \"{plugin}\"\n[plugins.{plugin}]\n{extra}\n",
+        plugins_dir.display().to_string(),
+        data.display().to_string(),
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
 /// A config serving `echo` from the example plugin, synchronously, on a free port.
 pub fn echo_config(dir: &Path, extra: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join("optech.toml");

@@ -50,28 +50,9 @@ pub fn build_echo() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A config serving `echo` with `echo-js.wasm`. Its compiled component is kept
-/// in one folder for (f) and (f2), so each start after the first skips
-/// Cranelift (about 20 s for the 12 MB component).
+/// A config serving `echo` with `echo-js.wasm`.
 fn config(dir: &Path, extra: &str) -> anyhow::Result<PathBuf> {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data)?;
-    let shared = crate::root().join("target/bench-compiled");
-    std::fs::create_dir_all(&shared)?;
-    let compiled = data.join("compiled");
-    if !compiled.exists() {
-        #[cfg(unix)]
-        std::os::unix::fs::symlink(&shared, &compiled)?;
-    }
-    let path = dir.join("optech.toml");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\nmax_in_flight = 1024\nwatch = false\nadmin_listen = \"\"\n\
-         [keys]\necho = \"echo-js\"\n[plugins.echo-js]\n{extra}\n",
-        js_dir().display().to_string(),
-        data.display().to_string(),
-    );
-    std::fs::write(&path, text)?;
-    Ok(path)
+    crate::contenders::big_plugin_config(dir, &js_dir(), "echo-js", extra)
 }
 
 /// (f) the host with the TypeScript echo plugin, a fresh instance per request.

@@ -84,21 +84,6 @@ impl BackEnd {
     }
 }
 
-/// A listener that only counts the connections made to it.
-async fn counting_listener() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    let counter = count.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            drop(socket);
-        }
-    });
-    (addr, count)
-}
-
 /// A back end that takes connections and never answers.
 async fn stalling_listener() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -165,7 +150,7 @@ async fn a_typescript_plugin_served_by_the_host() {
         return;
     }
     let back_end = BackEnd::start().await;
-    let (refused, refused_hits) = counting_listener().await;
+    let (refused, refused_hits) = common::counting_listener().await;
     let stall = stalling_listener().await;
     let receiver = Receiver::start().await;
     let work = tempfile::tempdir().unwrap();

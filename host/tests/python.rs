@@ -247,21 +247,6 @@ impl BackEnd {
     }
 }
 
-/// A listener that counts the connections it accepts, and answers none.
-async fn counting_listener() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            seen.fetch_add(1, Ordering::SeqCst);
-            drop(socket);
-        }
-    });
-    (addr, count)
-}
-
 /// A back end that reads a request and never answers; notes when the client hangs up.
 async fn stalling_back_end() -> (SocketAddr, Arc<AtomicBool>) {
     use tokio::io::AsyncReadExt;
@@ -328,7 +313,7 @@ async fn http_reaches_an_allowed_back_end_with_the_bearer_token() {
 #[tokio::test]
 async fn a_refused_host_is_never_reached_and_the_error_says_denied() {
     let allowed = BackEnd::start().await;
-    let (refused, connections) = counting_listener().await;
+    let (refused, connections) = common::counting_listener().await;
     let (host, _dir) = pykit_host(
         &["fetch", "classify"],
         &format!(

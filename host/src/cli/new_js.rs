@@ -4,25 +4,20 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
-
 /// `file:../../sdk-js` when an optech checkout holds `dir` (the SDK beside
 /// it, as the example plugins have it), else the SDK's version from npm.
 pub fn sdk_dependency(dir: &Path) -> anyhow::Result<String> {
-    let dir = std::path::absolute(dir).context("resolving the plugin's folder")?;
-    for ancestor in dir.ancestors().skip(1) {
-        let is_sdk = std::fs::read_to_string(ancestor.join("sdk-js/package.json"))
-            .is_ok_and(|text| text.contains("\"name\": \"optech-sdk\""))
-            && ancestor.join("wit/plugin.wit").is_file();
-        if is_sdk {
-            let depth = dir
-                .strip_prefix(ancestor)
-                .map(|rest| rest.components().count())
-                .unwrap_or(0);
-            return Ok(format!("file:{}sdk-js", "../".repeat(depth)));
-        }
-    }
-    Ok(format!("^{}", env!("CARGO_PKG_VERSION")))
+    Ok(
+        match super::new::sdk_in_checkout(
+            dir,
+            "sdk-js",
+            "package.json",
+            "\"name\": \"optech-sdk\"",
+        )? {
+            Some(path) => format!("file:{path}"),
+            None => format!("^{}", env!("CARGO_PKG_VERSION")),
+        },
+    )
 }
 
 /// The plugin's files: `(path, text)`, for TypeScript or plain JavaScript.

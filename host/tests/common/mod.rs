@@ -766,3 +766,23 @@ fn find(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]
             prometheus_parse::Value::Summary(_) => f64::NAN,
         })
 }
+
+/// A listener on loopback that only counts the connections made to it: where
+/// a refused destination points, to prove nothing reached it.
+pub async fn counting_listener() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    (addr, count)
+}
