@@ -193,6 +193,11 @@ impl Plugin {
         }
     }
 
+    /// The plugin's name as the console keeps it (shared, not copied per request).
+    pub fn console_name(&self) -> &Arc<str> {
+        &self.console.name
+    }
+
     /// Runs one call under the plugin's deadline and output cap, and returns
     /// the body to send. At the deadline the call is dropped, whatever it is
     /// doing (running, or parked in a host call), which frees its instance.
@@ -208,13 +213,15 @@ impl Plugin {
         let timeout = self.settings.timeout;
         let deadline = Instant::now() + timeout;
         let console = &self.console;
-        let trace = console.recent.call_started(
-            admitted,
-            &request_id,
-            &key,
-            &console.name,
-            self.settings.mode,
-        );
+        // An admitted request has its entry; work resumed from the outbox gets one now.
+        let trace = match admitted {
+            Some(ticket) => Some(ticket),
+            None => {
+                console
+                    .recent
+                    .call_started(&request_id, &key, &console.name, self.settings.mode)
+            }
+        };
         console.recent.inputs(trace, &inputs, &console.redactor);
         let call = Call {
             request_id,
@@ -245,7 +252,7 @@ impl Plugin {
         };
         console
             .recent
-            .call_finished(trace, took, outcome, &console.redactor);
+            .call_finished(trace, started, took, outcome, &console.redactor);
         result
     }
 }

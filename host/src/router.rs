@@ -13,7 +13,16 @@ use crate::dispatch::Plugin;
 /// One consistent version of the key -> plugin mapping.
 #[derive(Default)]
 pub struct Routes {
-    by_key: BTreeMap<String, Arc<Plugin>>,
+    /// Keys are shared, so a request carries its key to the metrics and the
+    /// console without copying it.
+    by_key: BTreeMap<Arc<str>, Arc<Plugin>>,
+}
+
+/// Where a key routes: the table's copy of the key, and its plugin.
+#[derive(Clone)]
+pub struct Route {
+    pub key: Arc<str>,
+    pub plugin: Arc<Plugin>,
 }
 
 impl Routes {
@@ -22,7 +31,7 @@ impl Routes {
     pub fn new(keys: &BTreeMap<String, String>, plugins: &BTreeMap<String, Arc<Plugin>>) -> Self {
         let by_key = keys
             .iter()
-            .filter_map(|(key, name)| Some((key.clone(), plugins.get(name)?.clone())))
+            .filter_map(|(key, name)| Some((key.as_str().into(), plugins.get(name)?.clone())))
             .collect();
         Self { by_key }
     }
@@ -32,7 +41,7 @@ impl Routes {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<Plugin>)> {
-        self.by_key.iter().map(|(k, p)| (k.as_str(), p))
+        self.by_key.iter().map(|(k, p)| (&**k, p))
     }
 }
 
@@ -55,8 +64,13 @@ impl Router {
     }
 
     /// Looks one key up in the current table.
-    pub fn route(&self, key: &str) -> Option<Arc<Plugin>> {
-        self.routes.load().get(key).cloned()
+    pub fn route(&self, key: &str) -> Option<Route> {
+        let routes = self.routes.load();
+        let (key, plugin) = routes.by_key.get_key_value(key)?;
+        Some(Route {
+            key: key.clone(),
+            plugin: plugin.clone(),
+        })
     }
 
     pub fn swap(&self, routes: Routes) {

@@ -113,7 +113,7 @@ impl Jobs {
         let plugin = if answered {
             None
         } else {
-            self.router.route(&key)
+            self.router.route(&key).map(|route| route.plugin)
         };
         match plugin {
             Some(plugin) => {

@@ -15,9 +15,10 @@ use serde::Serialize;
 pub const BUCKET: Duration = Duration::from_secs(5);
 /// Buckets kept: 15 minutes.
 pub const BUCKETS: usize = 180;
-/// Latency bins: a quarter of a power of two each, from [`FLOOR_US`].
+/// Latency bins: each power of two from [`FLOOR_US`] up cut in four equal
+/// parts (as HDR histograms do: integer arithmetic only, at most 25% wide).
 const BINS: usize = 112;
-const FLOOR_US: f64 = 16.0;
+const FLOOR_US: u64 = 16;
 
 /// The error codes the charts tell apart; anything else counts as `other`.
 pub const CODES: &[&str] = &[
@@ -48,24 +49,34 @@ fn code_index(code: &str) -> usize {
 
 /// The bucket a moment falls in, counted from the epoch.
 fn bucket_of(at: SystemTime) -> u64 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-        / BUCKET.as_secs()
+    bucket_of_secs(
+        at.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+    )
+}
+
+/// The bucket of a moment given in seconds since the Unix epoch.
+fn bucket_of_secs(at_s: u64) -> u64 {
+    at_s / BUCKET.as_secs()
 }
 
 fn bin_of(latency: Duration) -> usize {
-    let us = latency.as_secs_f64() * 1e6;
+    let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
     if us <= FLOOR_US {
         return 0;
     }
-    let bin = (4.0 * (us / FLOOR_US).log2()).floor();
-    (bin as usize).min(BINS - 1)
+    // `us` is in [2^octave, 2^(octave + 1)); its next two bits pick the quarter.
+    let octave = u64::from(us.ilog2());
+    let quarter = (us >> (octave - 2)) & 3;
+    let bin = 4 * (octave - u64::from(FLOOR_US.ilog2())) + quarter;
+    usize::try_from(bin).map_or(BINS - 1, |bin| bin.min(BINS - 1))
 }
 
-/// The middle of a bin (its geometric mean), in milliseconds.
+/// The middle of a bin, in milliseconds.
 fn bin_ms(bin: usize) -> f64 {
-    FLOOR_US * 2f64.powf((bin as f64 + 0.5) / 4.0) / 1000.0
+    let octave = FLOOR_US as f64 * 2f64.powi((bin / 4) as i32);
+    octave * (1.0 + ((bin % 4) as f64 + 0.5) / 4.0) / 1000.0
 }
 
 /// One key's buckets.
@@ -157,9 +168,10 @@ pub struct ErrorChart {
 }
 
 impl Charts {
-    /// Counts one answer: under its key, with its latency when it has one.
-    pub(super) fn count(&mut self, key: &Arc<str>, at: SystemTime, latency: Option<Duration>) {
-        let bucket = bucket_of(at);
+    /// Counts one answer that arrived at `at_s` (Unix seconds): under its
+    /// key, with its latency when it has one.
+    pub(super) fn count(&mut self, key: &Arc<str>, at_s: u64, latency: Option<Duration>) {
+        let bucket = bucket_of_secs(at_s);
         let series = match self.keys.get_mut(&**key) {
             Some(series) => series,
             None => self.keys.entry(key.clone()).or_insert_with(Series::new),
@@ -173,8 +185,8 @@ impl Charts {
     }
 
     /// Adds a latency to a request counted before (an async one, finished later).
-    pub(super) fn latency(&mut self, key: &str, at: SystemTime, latency: Duration) {
-        let bucket = bucket_of(at);
+    pub(super) fn latency(&mut self, key: &str, at_s: u64, latency: Duration) {
+        let bucket = bucket_of_secs(at_s);
         if let Some(series) = self.keys.get_mut(key) {
             let slot = series.slot(bucket);
             let bin = bin_of(latency);
@@ -182,8 +194,8 @@ impl Charts {
         }
     }
 
-    pub(super) fn error(&mut self, code: &str, at: SystemTime) {
-        let bucket = bucket_of(at);
+    pub(super) fn error(&mut self, code: &str, at_s: u64) {
+        let bucket = bucket_of_secs(at_s);
         let slot = (bucket % BUCKETS as u64) as usize;
         if self.error_ids[slot] != bucket {
             self.error_ids[slot] = bucket;
@@ -280,12 +292,16 @@ mod tests {
     fn rates_percentiles_and_errors_come_out_per_bucket() {
         let mut charts = Charts::default();
         let now = SystemTime::now();
+        let now_s = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let key: Arc<str> = "echo".into();
         for i in 0..100u64 {
-            charts.count(&key, now, Some(Duration::from_millis(1 + i / 50 * 99)));
+            charts.count(&key, now_s, Some(Duration::from_millis(1 + i / 50 * 99)));
         }
-        charts.error("plugin_error", now);
-        charts.error("made_up", now);
+        charts.error("plugin_error", now_s);
+        charts.error("made_up", now_s);
         let data = charts.data(now);
         assert_eq!(data.t.len(), BUCKETS);
         let echo = &data.keys[0];
@@ -303,7 +319,10 @@ mod tests {
     #[test]
     fn old_buckets_are_reused_and_quiet_keys_dropped() {
         let mut charts = Charts::default();
-        let then = SystemTime::now() - Duration::from_secs(3600);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap();
+        let then = now.as_secs() - 3600;
         let key: Arc<str> = "old".into();
         charts.count(&key, then, None);
         charts.error("plugin_error", then);
@@ -312,5 +331,26 @@ mod tests {
         assert_eq!(charts.key_count(), 0);
         assert_eq!(bin_of(Duration::from_secs(100_000)), BINS - 1);
         assert_eq!(bin_of(Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn a_bin_holds_the_latencies_around_its_middle() {
+        for us in [
+            17u64,
+            31,
+            100,
+            999,
+            1_000,
+            1_001,
+            65_536,
+            3_000_000,
+            2_000_000_000,
+        ] {
+            let latency = Duration::from_micros(us);
+            let middle = bin_ms(bin_of(latency)) * 1000.0;
+            let error = (middle - us as f64).abs() / us as f64;
+            assert!(error <= 0.125, "{us} us is in the bin around {middle} us");
+            assert!(bin_of(latency) <= bin_of(latency + Duration::from_micros(1)));
+        }
     }
 }

@@ -4,9 +4,12 @@
 //! buckets. In memory only, one per host, held by [`crate::metrics::Metrics`]
 //! so that the server, `Plugin::run`, the runtime and delivery all reach it.
 //!
-//! Recording is on the request path, so it costs a few short critical sections
-//! and no heap allocation for a request that logs nothing and answers without
-//! error (keys and plugin names are interned, ids are shared).
+//! Recording is on the request path, so a request that logs nothing and
+//! answers without error costs three short critical sections (admitted, call
+//! finished, answered), no heap allocation and no clock read but the answer's:
+//! keys and plugin names come shared from the routing table and the plugin,
+//! ids are shared, timings are computed from instants the callers already
+//! took, and the ring keeps no index that every request would have to update.
 //!
 //! Invariants: memory is bounded by `console_requests` and the config, never
 //! by the traffic (see `ring` and `charts`); text kept from a plugin (log
@@ -17,8 +20,7 @@
 mod charts;
 mod ring;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,25 +35,23 @@ use crate::metrics::NO_KEY;
 use crate::redact::Redactor;
 use crate::request_id::RequestId;
 use charts::Charts;
-use ring::{Ring, cut};
-
-/// Names interned at most; past it a name is allocated per request instead.
-const MAX_NAMES: usize = 4096;
+use ring::{Micros, Ring, Slot, cut};
 
 /// The console's memory of recent requests. Cheap to call when it keeps nothing.
 pub struct Recent {
     capacity: AtomicUsize,
     payloads: AtomicBool,
-    /// Bumped on every change, so a page can ask "anything new?".
-    version: AtomicU64,
     inner: Mutex<Inner>,
 }
 
 struct Inner {
     ring: Ring,
     charts: Charts,
-    /// Keys and plugin names, shared by every entry that names them.
-    names: HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>,
+    /// Bumped on every change, so a page can ask "anything new?" (under the
+    /// lock a change takes anyway: no second shared write per change).
+    version: u64,
+    /// The chart series of requests refused before routing.
+    no_key: Arc<str>,
 }
 
 impl Default for Recent {
@@ -80,7 +80,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, entry: &Entry) -> bool {
+    fn matches(&self, entry: &Slot) -> bool {
         if let Some(key) = self.key.as_deref().filter(|k| !k.is_empty())
             && entry.key.as_deref() != Some(key)
         {
@@ -98,11 +98,11 @@ impl Filter {
             .filter(|s| !s.is_empty())
         {
             None => true,
-            Some("running") => entry.status.is_none(),
+            Some("running") => entry.status().is_none(),
             Some(class) if class.len() == 3 && class.ends_with("xx") => entry
-                .status
+                .status()
                 .is_some_and(|s| s / 100 == u16::from(class.as_bytes()[0].wrapping_sub(b'0'))),
-            Some(exact) => entry.status.is_some_and(|s| exact.parse() == Ok(s)),
+            Some(exact) => entry.status().is_some_and(|s| exact.parse() == Ok(s)),
         }
     }
 }
@@ -112,11 +112,11 @@ impl Recent {
         Self {
             capacity: AtomicUsize::new(capacity),
             payloads: AtomicBool::new(payloads),
-            version: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 ring: Ring::new(capacity),
                 charts: Charts::default(),
-                names: HashMap::default(),
+                version: 0,
+                no_key: NO_KEY.into(),
             }),
         }
     }
@@ -148,71 +148,51 @@ impl Recent {
 
     /// Changes since start: equal numbers mean nothing new to show.
     pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Relaxed)
+        self.lock().version
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn changed(&self) {
-        self.version.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The server admitted a request to `plugin` under `key`: it runs next.
+    /// The server admitted a request to `plugin` under `key`: it runs next,
+    /// and its ticket travels with the work to the call.
     pub fn admitted(
         &self,
         id: &RequestId,
         arrived: Instant,
-        key: &str,
-        plugin: &str,
-        mode: Mode,
-    ) -> Option<Ticket> {
-        if !self.enabled() {
-            return None;
-        }
-        let ticket = self.lock().enter(id, arrived, key, plugin, mode)?.0;
-        self.changed();
-        Some(ticket)
-    }
-
-    /// An admitted request that will not run: a duplicate of an accepted one.
-    pub fn no_call(&self, ticket: Option<Ticket>) {
-        let Some(ticket) = ticket else { return };
-        if let Some(entry) = self.lock().ring.get_mut(ticket) {
-            entry.call_started = true;
-        }
-    }
-
-    /// A handler call starts (`Plugin::run`, whoever started it): the entry
-    /// the server admitted (`admitted`, its ticket carried with the work), or
-    /// for work resumed from the outbox a new one.
-    pub fn call_started(
-        &self,
-        admitted: Option<Ticket>,
-        id: &RequestId,
-        key: &str,
-        plugin: &str,
+        key: &Arc<str>,
+        plugin: &Arc<str>,
         mode: Mode,
     ) -> Option<Ticket> {
         if !self.enabled() {
             return None;
         }
         let mut inner = self.lock();
-        if let Some(entry) = admitted
-            .and_then(|ticket| inner.ring.get_mut(ticket))
-            .filter(|e| !e.call_started)
-        {
-            entry.call_started = true;
-            entry.timings.queue = Some(entry.arrived.elapsed());
-            return admitted;
+        let ticket = inner
+            .enter(id, arrived, key.clone(), plugin.clone(), mode)?
+            .0;
+        inner.version += 1;
+        Some(ticket)
+    }
+
+    /// A handler call starts for work the server did not admit here (resumed
+    /// from the outbox: an earlier run or another replica accepted it).
+    pub fn call_started(
+        &self,
+        id: &RequestId,
+        key: &str,
+        plugin: &Arc<str>,
+        mode: Mode,
+    ) -> Option<Ticket> {
+        if !self.enabled() {
+            return None;
         }
-        let (ticket, entry) = inner.enter(id, Instant::now(), key, plugin, mode)?;
+        let mut inner = self.lock();
+        let (ticket, entry) = inner.enter(id, Instant::now(), key.into(), plugin.clone(), mode)?;
         entry.resumed = true;
-        entry.call_started = true;
-        entry.timings.queue = Some(Duration::ZERO);
-        drop(inner);
-        self.changed();
+        entry.queue = Micros::of(Duration::ZERO);
+        inner.version += 1;
         Some(ticket)
     }
 
@@ -220,7 +200,7 @@ impl Recent {
     pub fn instantiated(&self, ticket: Option<Ticket>, took: Duration) {
         let Some(ticket) = ticket else { return };
         if let Some(entry) = self.lock().ring.get_mut(ticket) {
-            entry.timings.instantiate = Some(took);
+            entry.instantiate = Micros::of(took);
         }
     }
 
@@ -228,10 +208,11 @@ impl Recent {
     /// already redacted: the same text went to the host log.
     pub fn log(&self, ticket: Option<Ticket>, level: &'static str, text: &str) {
         let Some(ticket) = ticket else { return };
-        if let Some(entry) = self.lock().ring.get_mut(ticket) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.ring.get_mut(ticket) {
             entry.push_log(level, text);
+            inner.version += 1;
         }
-        self.changed();
     }
 
     /// The request's inputs, when payloads are kept.
@@ -242,15 +223,16 @@ impl Recent {
         let text = serde_json::to_string(&inputs.iter().collect::<Vec<_>>()).unwrap_or_default();
         let text = redactor.redact(&text);
         if let Some(entry) = self.lock().ring.get_mut(ticket) {
-            entry.inputs = Some(cut(&text, MAX_PAYLOAD).into());
+            entry.set_inputs(cut(&text, MAX_PAYLOAD).into());
         }
     }
 
-    /// The call ended after `took` (instantiation included), with its answer's
-    /// body or its error.
+    /// The call that `started` ended after `took` (instantiation included),
+    /// with its answer's body or its error.
     pub fn call_finished(
         &self,
         ticket: Option<Ticket>,
+        started: Instant,
         took: Duration,
         result: Result<&[u8], (&'static str, &dyn std::fmt::Display)>,
         redactor: &Redactor,
@@ -268,42 +250,52 @@ impl Recent {
             _ => None,
         };
         let mut inner = self.lock();
-        let Inner { ring, charts, .. } = &mut *inner;
+        let Inner {
+            ring,
+            charts,
+            version,
+            ..
+        } = &mut *inner;
         let Some(entry) = ring.get_mut(ticket) else {
             return;
         };
-        entry.timings.handler =
-            Some(took.saturating_sub(entry.timings.instantiate.unwrap_or_default()));
+        *version += 1;
+        let queue = started.saturating_duration_since(entry.arrived);
+        if !entry.resumed {
+            entry.queue = Micros::of(queue);
+        }
+        entry.handler =
+            Micros::of(took.saturating_sub(entry.instantiate.get().unwrap_or_default()));
         if let Err((code, _)) = result {
             entry.code = Some(code);
-            entry.message = message.map(String::into_boxed_str);
+            if let Some(message) = message {
+                entry.set_message(message.into_boxed_str());
+            }
         }
         if let Some(data) = data {
-            entry.data = Some(cut(&data, MAX_PAYLOAD).into());
+            entry.set_data(cut(&data, MAX_PAYLOAD).into());
         }
-        let since_arrival = entry.arrived.elapsed();
-        match entry.status {
+        let since_arrival = queue + took;
+        match entry.status() {
             // Answered 202 already: the result is ready to deliver now.
             Some(202) => {
-                entry.timings.total = Some(since_arrival);
+                entry.total = Micros::of(since_arrival);
                 if let Some(key) = &entry.key {
-                    charts.latency(key, entry.at, since_arrival);
+                    charts.latency(key, unix_secs(entry.at_us), since_arrival);
                 }
                 if let Some(code) = entry.code {
-                    charts.error(code, SystemTime::now());
+                    charts.error(code, unix_secs(now_us()));
                 }
             }
             // Not answered yet (auto mode racing its budget, or an async
             // request whose 202 is still on its way): the answer decides.
-            None if !entry.resumed => entry.call_done_at = Some(since_arrival),
+            None if !entry.resumed => entry.call_done = Micros::of(since_arrival),
             _ => {
                 if entry.resumed {
-                    entry.timings.total = Some(since_arrival);
+                    entry.total = Micros::of(since_arrival);
                 }
             }
         }
-        drop(inner);
-        self.changed();
     }
 
     /// The server answered: `status`, and the error's code and message. A
@@ -323,47 +315,37 @@ impl Recent {
         let Inner {
             ring,
             charts,
-            names,
+            version,
+            no_key,
         } = &mut *inner;
         let entry = match ticket {
             Some(ticket) => ring.get_mut(ticket),
+            // Refused before admission: its entry is made now.
             None => ring.push(id, arrived),
         };
         let Some(entry) = entry else { return };
-        if ticket.is_none() {
-            // Refused before admission: no call will come for it.
-            entry.call_started = true;
-        }
-        entry.status = Some(status);
+        *version += 1;
+        entry.status = status;
         let took = arrived.elapsed();
-        let latency = if status == 202 {
-            entry.call_done_at
+        entry.total = if status == 202 {
+            entry.call_done
         } else {
-            Some(took)
+            Micros::of(took)
         };
-        if status == 202 {
-            entry.timings.total = entry.call_done_at;
-        } else {
-            entry.timings.total = Some(took);
-        }
         if let Some((code, message)) = error {
             entry.code = Some(code);
-            if entry.message.is_none() {
-                entry.message = Some(message.into());
+            if !entry.has_message() {
+                entry.set_message(message.into());
             }
         }
-        match &entry.key {
-            Some(key) => charts.count(key, entry.at, latency),
-            None => charts.count(&name(names, NO_KEY), entry.at, latency),
-        }
+        let at = unix_secs(entry.at_us);
+        charts.count(entry.key.as_ref().unwrap_or(no_key), at, entry.total.get());
         // A 202's handler error counts when the handler ends, unless it already has.
-        if (status != 202 || entry.call_done_at.is_some())
+        if (status != 202 || entry.call_done != Micros::NONE)
             && let Some(code) = entry.code
         {
-            charts.error(code, SystemTime::now());
+            charts.error(code, at);
         }
-        drop(inner);
-        self.changed();
     }
 
     /// One POST of an async answer to its link; `next` is the wait before the
@@ -379,15 +361,16 @@ impl Recent {
             return;
         }
         let now = SystemTime::now();
-        if let Some(entry) = self.lock().ring.by_id_mut(id) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.ring.by_id_mut(id.as_str()) {
             entry.push_attempt(Attempt {
                 at: now,
                 outcome,
                 reason: reason.map(Into::into),
                 next_at: next.map(|d| now + d),
             });
+            inner.version += 1;
         }
-        self.changed();
     }
 
     /// The newest entries that match, at most `limit`, newest first.
@@ -397,13 +380,13 @@ impl Recent {
             .newest_first()
             .filter(|e| filter.matches(e))
             .take(limit)
-            .cloned()
+            .map(Slot::entry)
             .collect()
     }
 
     /// The latest entry with this request id.
     pub fn get(&self, id: &str) -> Option<Entry> {
-        self.lock().ring.by_id(id).cloned()
+        self.lock().ring.by_id(id).map(Slot::entry)
     }
 
     /// The charts' data for the last 15 minutes.
@@ -411,29 +394,22 @@ impl Recent {
         self.lock().charts.data(SystemTime::now())
     }
 
-    /// Entries held, and ids indexed (for tests of the bounds).
-    pub fn held(&self) -> (usize, usize) {
-        let inner = self.lock();
-        (inner.ring.len(), inner.ring.index_len())
+    /// Entries held (for tests of the bounds).
+    pub fn held(&self) -> usize {
+        self.lock().ring.len()
     }
 }
 
 impl Inner {
-    fn name(&mut self, text: &str) -> Arc<str> {
-        name(&mut self.names, text)
-    }
-
     /// A new entry for a request to `plugin` under `key`, and its ticket.
     fn enter(
         &mut self,
         id: &RequestId,
         arrived: Instant,
-        key: &str,
-        plugin: &str,
+        key: Arc<str>,
+        plugin: Arc<str>,
         mode: Mode,
-    ) -> Option<(Ticket, &mut Entry)> {
-        let key = self.name(key);
-        let plugin = self.name(plugin);
+    ) -> Option<(Ticket, &mut Slot)> {
         let entry = self.ring.push(id, arrived)?;
         entry.key = Some(key);
         entry.plugin = Some(plugin);
@@ -442,19 +418,17 @@ impl Inner {
     }
 }
 
-/// The shared copy of a key or plugin name (interned up to [`MAX_NAMES`]).
-fn name(
-    names: &mut HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>,
-    text: &str,
-) -> Arc<str> {
-    if let Some(shared) = names.get(text) {
-        return shared.clone();
-    }
-    let shared: Arc<str> = text.into();
-    if names.len() < MAX_NAMES {
-        names.insert(text.into(), shared.clone());
-    }
-    shared
+/// Seconds since the Unix epoch of a time in microseconds since it.
+fn unix_secs(us: u64) -> u64 {
+    us / 1_000_000
+}
+
+/// The wall clock now, in microseconds since the Unix epoch.
+fn now_us() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -465,29 +439,47 @@ mod tests {
         RequestId::parse(text.as_bytes()).unwrap()
     }
 
+    fn shared(text: &str) -> Arc<str> {
+        text.into()
+    }
+
     #[test]
     fn a_sync_request_is_admitted_run_and_answered() {
         let recent = Recent::new(10, false);
         let arrived = Instant::now();
-        let ticket = recent.admitted(&id("r1"), arrived, "echo", "echo", Mode::Sync);
-        let call = recent.call_started(ticket, &id("r1"), "echo", "echo", Mode::Sync);
-        assert_eq!(ticket, call);
+        let echo = shared("echo");
+        let call = recent.admitted(&id("r1"), arrived, &echo, &echo, Mode::Sync);
+        let started = Instant::now();
         recent.instantiated(call, Duration::from_millis(2));
         recent.log(call, "info", "token is [redacted]");
         recent.call_finished(
             call,
+            started,
             Duration::from_millis(5),
             Ok(b"{}"),
             &Redactor::default(),
         );
-        recent.answered(ticket, &id("r1"), arrived, 200, None);
+        recent.answered(call, &id("r1"), arrived, 200, None);
+        assert_eq!(
+            recent.version(),
+            4,
+            "admitted, a log line, finished, answered"
+        );
         let entry = recent.get("r1").unwrap();
         assert_eq!(entry.status, Some(200));
         assert_eq!(entry.key.as_deref(), Some("echo"));
         assert!(!entry.resumed);
         assert_eq!(entry.timings.instantiate, Some(Duration::from_millis(2)));
         assert_eq!(entry.timings.handler, Some(Duration::from_millis(3)));
-        assert!(entry.timings.queue.is_some() && entry.timings.total.is_some());
+        assert_eq!(
+            entry.timings.queue,
+            Micros::of(started.duration_since(arrived)).get(),
+            "from arrival to the call, no clock read"
+        );
+        assert!(
+            entry.timings.total >= entry.timings.queue,
+            "the answer's own clock read"
+        );
         assert_eq!(&*entry.logs[0].text, "token is [redacted]");
         assert!(
             entry.inputs.is_none() && entry.data.is_none(),
@@ -501,13 +493,14 @@ mod tests {
     fn an_async_request_keeps_its_handler_error_and_deliveries() {
         let recent = Recent::new(10, true);
         let arrived = Instant::now();
-        let ticket = recent.admitted(&id("a1"), arrived, "slow", "testkit", Mode::Async);
-        recent.answered(ticket, &id("a1"), arrived, 202, None);
-        let call = recent.call_started(ticket, &id("a1"), "slow", "testkit", Mode::Async);
+        let (slow, testkit) = (shared("slow"), shared("testkit"));
+        let call = recent.admitted(&id("a1"), arrived, &slow, &testkit, Mode::Async);
+        recent.answered(call, &id("a1"), arrived, 202, None);
         recent.inputs(call, &[("x".into(), "1".into())], &Redactor::default());
         let failure = "the back end is down";
         recent.call_finished(
             call,
+            Instant::now(),
             Duration::from_millis(1),
             Err(("plugin_error", &failure)),
             &Redactor::default(),
@@ -536,9 +529,10 @@ mod tests {
     #[test]
     fn resumed_work_and_refusals_get_entries_and_filters_find_them() {
         let recent = Recent::new(10, false);
-        let call = recent.call_started(None, &id("old"), "k", "p", Mode::Async);
+        let call = recent.call_started(&id("old"), "k", &shared("p"), Mode::Async);
         recent.call_finished(
             call,
+            Instant::now(),
             Duration::from_millis(1),
             Ok(b"{}"),
             &Redactor::default(),
@@ -550,7 +544,9 @@ mod tests {
             401,
             Some(("invalid_signature", "no")),
         );
-        assert!(recent.get("old").unwrap().resumed);
+        let old = recent.get("old").unwrap();
+        assert!(old.resumed);
+        assert_eq!(old.timings.queue, Some(Duration::ZERO));
         let refused = recent.get("bad").unwrap();
         assert_eq!((refused.status, refused.key.as_deref()), (Some(401), None));
         let find = |key: Option<&str>, status: Option<&str>, id: Option<&str>| {
@@ -580,12 +576,12 @@ mod tests {
         let arrived = Instant::now();
         assert!(
             recent
-                .admitted(&id("r"), arrived, "k", "p", Mode::Sync)
+                .admitted(&id("r"), arrived, &shared("k"), &shared("p"), Mode::Sync)
                 .is_none()
         );
         assert!(
             recent
-                .call_started(None, &id("r"), "k", "p", Mode::Sync)
+                .call_started(&id("r"), "k", &shared("p"), Mode::Sync)
                 .is_none()
         );
         recent.answered(None, &id("r"), arrived, 200, None);

@@ -1,12 +1,13 @@
 //! The ring of recent requests: a fixed number of entries, the oldest
-//! overwritten first, and an index by request id over exactly the entries in it.
+//! overwritten first. A request's own events find its entry by ticket (its
+//! sequence number); a search by request id (a page, a delivery attempt)
+//! walks the ring from the newest entry. An index by id would make every
+//! request pay two hash-map updates for the rare reader.
 //!
 //! Invariants: it never holds more than `capacity` entries, each with at most
 //! [`MAX_LOG_LINES`] log lines of at most [`MAX_LOG_BYTES`] in all and
-//! [`MAX_ATTEMPTS`] delivery attempts; the index names only entries still in
-//! the ring, so both stay bounded whatever the traffic.
+//! [`MAX_ATTEMPTS`] delivery attempts, so it stays bounded whatever the traffic.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -61,13 +62,12 @@ pub struct Attempt {
     pub next_at: Option<SystemTime>,
 }
 
-/// One request as the console shows it.
+/// One request as the console shows it: a copy made when a page reads the ring.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub seq: u64,
-    /// When it arrived, on the wall clock.
+    /// When it arrived, on the wall clock (to the microsecond).
     pub at: SystemTime,
-    pub(super) arrived: Instant,
     pub id: RequestId,
     pub key: Option<Arc<str>>,
     pub plugin: Option<Arc<str>>,
@@ -81,12 +81,7 @@ pub struct Entry {
     /// The error's message (known secret values redacted).
     pub message: Option<Box<str>>,
     pub timings: Timings,
-    /// Whether the handler call has started; until then the index routes the call here.
-    pub(super) call_started: bool,
-    /// The call ended before the answer was known (auto mode racing its budget).
-    pub(super) call_done_at: Option<Duration>,
     pub logs: Vec<LogLine>,
-    pub(super) log_bytes: usize,
     /// Lines not kept past the caps.
     pub logs_dropped: u32,
     pub attempts: Vec<Attempt>,
@@ -95,54 +90,173 @@ pub struct Entry {
     pub data: Option<Box<str>>,
 }
 
-impl Entry {
-    pub(super) fn new(seq: u64, id: RequestId, arrived: Instant, at: SystemTime) -> Self {
+/// A duration in four bytes: whole microseconds, saturating a little under
+/// 72 minutes (the console shows no longer call); `NONE` when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Micros(u32);
+
+impl Micros {
+    pub(super) const NONE: Self = Self(u32::MAX);
+
+    pub(super) fn of(duration: Duration) -> Self {
+        Self(u32::try_from(duration.as_micros()).map_or(u32::MAX - 1, |us| us.min(u32::MAX - 1)))
+    }
+
+    pub(super) fn get(self) -> Option<Duration> {
+        (self != Self::NONE).then(|| Duration::from_micros(self.0.into()))
+    }
+}
+
+/// One request as the ring keeps it. Every request writes one, so it is
+/// kept to two cache lines: with a thousand of them the ring is far larger
+/// than the caches, and each line a request touches is a miss. What only some
+/// requests have (an error message, log lines, delivery attempts, payloads)
+/// lives behind `more`, allocated when the first of it comes.
+#[derive(Debug)]
+#[repr(align(64))]
+pub(super) struct Slot {
+    pub(super) seq: u64,
+    pub(super) arrived: Instant,
+    /// The wall clock at arrival, in microseconds since the Unix epoch.
+    pub(super) at_us: u64,
+    pub(super) id: RequestId,
+    pub(super) key: Option<Arc<str>>,
+    pub(super) plugin: Option<Arc<str>>,
+    pub(super) code: Option<&'static str>,
+    pub(super) queue: Micros,
+    pub(super) instantiate: Micros,
+    pub(super) handler: Micros,
+    pub(super) total: Micros,
+    /// The call ended, counted from arrival, before the answer was known
+    /// (auto mode racing its budget, or an async call beating its 202).
+    pub(super) call_done: Micros,
+    /// The HTTP status answered; 0 while it runs (or for a resumed run).
+    pub(super) status: u16,
+    pub(super) mode: Option<Mode>,
+    pub(super) resumed: bool,
+    more: Option<Box<More>>,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<Slot>() == 128,
+    "a slot is two cache lines"
+);
+
+/// The parts of an entry only some requests have.
+#[derive(Debug, Default)]
+struct More {
+    message: Option<Box<str>>,
+    logs: Vec<LogLine>,
+    log_bytes: usize,
+    logs_dropped: u32,
+    attempts: Vec<Attempt>,
+    attempt_count: u32,
+    inputs: Option<Box<str>>,
+    data: Option<Box<str>>,
+}
+
+impl Slot {
+    fn new(seq: u64, id: RequestId, arrived: Instant, at_us: u64) -> Self {
         Self {
             seq,
-            at,
             arrived,
+            at_us,
             id,
             key: None,
             plugin: None,
+            code: None,
+            queue: Micros::NONE,
+            instantiate: Micros::NONE,
+            handler: Micros::NONE,
+            total: Micros::NONE,
+            call_done: Micros::NONE,
+            status: 0,
             mode: None,
             resumed: false,
-            status: None,
-            code: None,
-            message: None,
-            timings: Timings::default(),
-            call_started: false,
-            call_done_at: None,
-            logs: Vec::new(),
-            log_bytes: 0,
-            logs_dropped: 0,
-            attempts: Vec::new(),
-            attempt_count: 0,
-            inputs: None,
-            data: None,
+            more: None,
         }
+    }
+
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_default()
+    }
+
+    pub(super) fn status(&self) -> Option<u16> {
+        (self.status != 0).then_some(self.status)
+    }
+
+    pub(super) fn at(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_micros(self.at_us)
+    }
+
+    pub(super) fn has_message(&self) -> bool {
+        self.more.as_ref().is_some_and(|m| m.message.is_some())
+    }
+
+    pub(super) fn set_message(&mut self, message: Box<str>) {
+        self.more().message = Some(message);
+    }
+
+    pub(super) fn set_inputs(&mut self, inputs: Box<str>) {
+        self.more().inputs = Some(inputs);
+    }
+
+    pub(super) fn set_data(&mut self, data: Box<str>) {
+        self.more().data = Some(data);
     }
 
     /// Keeps a log line within the caps (cut at a character boundary).
     pub(super) fn push_log(&mut self, level: &'static str, text: &str) {
-        let room = MAX_LOG_BYTES.saturating_sub(self.log_bytes);
-        if self.logs.len() >= MAX_LOG_LINES || room == 0 {
-            self.logs_dropped = self.logs_dropped.saturating_add(1);
+        let more = self.more();
+        let room = MAX_LOG_BYTES.saturating_sub(more.log_bytes);
+        if more.logs.len() >= MAX_LOG_LINES || room == 0 {
+            more.logs_dropped = more.logs_dropped.saturating_add(1);
             return;
         }
         let text = cut(text, room.min(MAX_LOG_LINE));
-        self.log_bytes += text.len();
-        self.logs.push(LogLine {
+        more.log_bytes += text.len();
+        more.logs.push(LogLine {
             level,
             text: text.into(),
         });
     }
 
     pub(super) fn push_attempt(&mut self, attempt: Attempt) {
-        if self.attempts.len() >= MAX_ATTEMPTS {
-            self.attempts.remove(0);
+        let more = self.more();
+        if more.attempts.len() >= MAX_ATTEMPTS {
+            more.attempts.remove(0);
         }
-        self.attempts.push(attempt);
-        self.attempt_count = self.attempt_count.saturating_add(1);
+        more.attempts.push(attempt);
+        more.attempt_count = more.attempt_count.saturating_add(1);
+    }
+
+    /// The copy a page shows.
+    pub(super) fn entry(&self) -> Entry {
+        let more = self.more.as_deref();
+        Entry {
+            seq: self.seq,
+            at: self.at(),
+            id: self.id.clone(),
+            key: self.key.clone(),
+            plugin: self.plugin.clone(),
+            mode: self.mode,
+            resumed: self.resumed,
+            status: self.status(),
+            code: self.code,
+            message: more.and_then(|m| m.message.clone()),
+            timings: Timings {
+                queue: self.queue.get(),
+                instantiate: self.instantiate.get(),
+                handler: self.handler.get(),
+                total: self.total.get(),
+            },
+            logs: more.map(|m| m.logs.clone()).unwrap_or_default(),
+            logs_dropped: more.map_or(0, |m| m.logs_dropped),
+            attempts: more.map(|m| m.attempts.clone()).unwrap_or_default(),
+            attempt_count: more.map_or(0, |m| m.attempt_count),
+            inputs: more.and_then(|m| m.inputs.clone()),
+            data: more.and_then(|m| m.data.clone()),
+        }
     }
 }
 
@@ -166,41 +280,47 @@ const REANCHOR: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy)]
 struct Anchor {
     instant: Instant,
-    wall: SystemTime,
+    /// Microseconds since the Unix epoch (0 for a clock set before it).
+    wall_us: u64,
 }
 
 impl Anchor {
     fn now() -> Self {
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         Self {
             instant: Instant::now(),
-            wall: SystemTime::now(),
+            wall_us: u64::try_from(wall.as_micros()).unwrap_or(u64::MAX),
         }
     }
 
-    /// The wall time of `arrived`; the anchor moves when it is over
-    /// [`REANCHOR`] old, so a changed system clock shows within a second.
-    fn wall_time(&mut self, arrived: Instant) -> SystemTime {
-        if arrived.saturating_duration_since(self.instant) > REANCHOR {
+    /// The wall time of `arrived`, in microseconds since the epoch; the
+    /// anchor moves when it is over [`REANCHOR`] old, so a changed system
+    /// clock shows within a second.
+    fn wall_us(&mut self, arrived: Instant) -> u64 {
+        let mut after = arrived.checked_duration_since(self.instant);
+        if after.is_some_and(|after| after > REANCHOR) {
             *self = Self::now();
+            after = arrived.checked_duration_since(self.instant);
         }
-        match arrived.checked_duration_since(self.instant) {
-            Some(after) => self.wall + after,
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        match after {
+            Some(after) => self.wall_us.saturating_add(micros(after)),
             None => self
-                .wall
-                .checked_sub(self.instant.duration_since(arrived))
-                .unwrap_or(self.wall),
+                .wall_us
+                .saturating_sub(micros(self.instant.duration_since(arrived))),
         }
     }
 }
 
-/// The entries and the index by request id.
+/// The entries, in slots reused oldest first.
 #[derive(Debug)]
 pub(super) struct Ring {
     capacity: usize,
     /// Slot `seq % capacity` holds entry `seq`; filled up to `capacity`, then reused.
-    slots: Vec<Entry>,
+    slots: Vec<Slot>,
     next_seq: u64,
-    by_id: HashMap<RequestId, u64, foldhash::fast::RandomState>,
     anchor: Anchor,
 }
 
@@ -210,7 +330,6 @@ impl Ring {
             capacity,
             slots: Vec::new(),
             next_seq: 0,
-            by_id: HashMap::default(),
             anchor: Anchor::now(),
         }
     }
@@ -220,24 +339,19 @@ impl Ring {
     }
 
     /// Adds an entry, overwriting the oldest when full. `None` when it keeps nothing.
-    pub(super) fn push(&mut self, id: &RequestId, arrived: Instant) -> Option<&mut Entry> {
+    pub(super) fn push(&mut self, id: &RequestId, arrived: Instant) -> Option<&mut Slot> {
         if self.capacity == 0 {
             return None;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let at = self.anchor.wall_time(arrived);
-        let entry = Entry::new(seq, id.clone(), arrived, at);
+        let at_us = self.anchor.wall_us(arrived);
+        let entry = Slot::new(seq, id.clone(), arrived, at_us);
         let slot = self.slot_of(seq);
-        if slot < self.slots.len() {
-            let old = std::mem::replace(&mut self.slots[slot], entry);
-            if self.by_id.get(&old.id) == Some(&old.seq) {
-                self.by_id.remove(&old.id);
-            }
-        } else {
-            self.slots.push(entry);
+        match self.slots.get_mut(slot) {
+            Some(old) => *old = entry,
+            None => self.slots.push(entry),
         }
-        self.by_id.insert(id.clone(), seq);
         self.slots.get_mut(slot)
     }
 
@@ -246,7 +360,7 @@ impl Ring {
     }
 
     /// The entry a ticket names, if the ring has not moved past it.
-    pub(super) fn get_mut(&mut self, ticket: Ticket) -> Option<&mut Entry> {
+    pub(super) fn get_mut(&mut self, ticket: Ticket) -> Option<&mut Slot> {
         if self.capacity == 0 {
             return None;
         }
@@ -255,19 +369,17 @@ impl Ring {
     }
 
     /// The latest entry with this request id.
-    pub(super) fn by_id(&self, id: &str) -> Option<&Entry> {
-        let seq = *self.by_id.get(id)?;
-        self.slots.get(self.slot_of(seq)).filter(|e| e.seq == seq)
+    pub(super) fn by_id(&self, id: &str) -> Option<&Slot> {
+        self.newest_first().find(|e| e.id.as_str() == id)
     }
 
-    pub(super) fn by_id_mut(&mut self, id: &RequestId) -> Option<&mut Entry> {
-        let seq = *self.by_id.get(id)?;
-        let slot = self.slot_of(seq);
-        self.slots.get_mut(slot).filter(|e| e.seq == seq)
+    pub(super) fn by_id_mut(&mut self, id: &str) -> Option<&mut Slot> {
+        let seq = self.by_id(id)?.seq;
+        self.get_mut(Ticket(seq))
     }
 
     /// The entries, newest first.
-    pub(super) fn newest_first(&self) -> impl Iterator<Item = &Entry> {
+    pub(super) fn newest_first(&self) -> impl Iterator<Item = &Slot> {
         let len = self.slots.len() as u64;
         let newest = self.next_seq;
         (0..len).filter_map(move |back| {
@@ -278,10 +390,6 @@ impl Ring {
 
     pub(super) fn len(&self) -> usize {
         self.slots.len()
-    }
-
-    pub(super) fn index_len(&self) -> usize {
-        self.by_id.len()
     }
 }
 
@@ -296,22 +404,30 @@ mod tests {
     #[test]
     fn an_entry_is_dated_by_the_wall_clock_without_reading_it() {
         let mut anchor = Anchor::now();
-        let before = anchor.wall;
-        let earlier = anchor.instant.checked_sub(Duration::from_millis(250));
-        if let Some(earlier) = earlier {
-            let at = anchor.wall_time(earlier);
-            assert_eq!(
-                before.duration_since(at).ok(),
-                Some(Duration::from_millis(250))
-            );
+        let before = anchor.wall_us;
+        if let Some(earlier) = anchor.instant.checked_sub(Duration::from_millis(250)) {
+            assert_eq!(anchor.wall_us(earlier), before - 250_000);
         }
         let later = anchor.instant + Duration::from_millis(400);
-        assert_eq!(anchor.wall_time(later), before + Duration::from_millis(400));
+        assert_eq!(anchor.wall_us(later), before + 400_000);
         // Past the re-anchoring interval the wall clock is read again, and
         // the arrival is still dated after the anchor by as much.
         let much_later = anchor.instant + REANCHOR + Duration::from_millis(1);
-        let at = anchor.wall_time(much_later);
-        assert!(at >= before + REANCHOR, "{at:?} is not after {before:?}");
+        let at = anchor.wall_us(much_later);
+        assert!(at >= before + 1_000_000, "{at} is not after {before}");
+    }
+
+    #[test]
+    fn a_duration_keeps_its_microseconds_and_saturates() {
+        let d = Duration::from_micros(1_234_567);
+        assert_eq!(Micros::of(d).get(), Some(d));
+        assert_eq!(
+            Micros::of(Duration::from_nanos(1_999)).get(),
+            Some(Duration::from_micros(1))
+        );
+        let long = Micros::of(Duration::from_secs(10 * 3600)).get();
+        assert_eq!(long, Some(Duration::from_micros(u64::from(u32::MAX - 1))));
+        assert_eq!(Micros::NONE.get(), None);
     }
 
     #[test]
@@ -322,7 +438,7 @@ mod tests {
         }
         let ids: Vec<&str> = ring.newest_first().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["r9", "r8", "r7"]);
-        assert_eq!((ring.len(), ring.index_len()), (3, 3));
+        assert_eq!(ring.len(), 3);
         assert!(ring.by_id("r6").is_none());
         assert_eq!(ring.by_id("r8").map(|e| e.seq), Some(8));
         assert!(
@@ -330,7 +446,7 @@ mod tests {
             "a stale ticket names nothing"
         );
         assert!(ring.get_mut(Ticket(9)).is_some());
-        // A repeated id points at its latest entry, and survives the older one's eviction.
+        // A repeated id finds its latest entry, and still does after the older one's eviction.
         ring.push(&id("r9"), Instant::now());
         for i in 10..12 {
             ring.push(&id(&format!("r{i}")), Instant::now());
@@ -343,30 +459,45 @@ mod tests {
 
     #[test]
     fn logs_and_attempts_are_capped() {
-        let mut entry = Entry::new(0, id("r"), Instant::now(), SystemTime::now());
+        let mut slot = Slot::new(0, id("r"), Instant::now(), 0);
         for _ in 0..(MAX_LOG_LINES + 10) {
-            entry.push_log("info", "short line");
+            slot.push_log("info", "short line");
         }
+        let entry = slot.entry();
         assert_eq!(entry.logs.len(), MAX_LOG_LINES);
         assert_eq!(entry.logs_dropped, 10);
-        let mut entry = Entry::new(0, id("r"), Instant::now(), SystemTime::now());
+        let mut slot = Slot::new(0, id("r"), Instant::now(), 0);
         let long = "é".repeat(MAX_LOG_LINE);
         for _ in 0..10 {
-            entry.push_log("stdout", &long);
+            slot.push_log("stdout", &long);
         }
-        assert!(entry.log_bytes <= MAX_LOG_BYTES);
+        let entry = slot.entry();
+        let bytes: usize = entry.logs.iter().map(|l| l.text.len()).sum();
+        assert!(bytes <= MAX_LOG_BYTES);
         assert!(entry.logs.iter().all(|l| l.text.len() <= MAX_LOG_LINE));
         assert!(entry.logs_dropped > 0);
         for i in 0..20 {
-            entry.push_attempt(Attempt {
+            slot.push_attempt(Attempt {
                 at: SystemTime::now(),
                 outcome: if i == 19 { "delivered" } else { "retry" },
                 reason: None,
                 next_at: None,
             });
         }
+        let entry = slot.entry();
         assert_eq!(entry.attempts.len(), MAX_ATTEMPTS);
         assert_eq!(entry.attempt_count, 20);
         assert_eq!(entry.attempts.last().map(|a| a.outcome), Some("delivered"));
+    }
+
+    #[test]
+    fn a_plain_request_allocates_nothing_beyond_its_slot() {
+        let mut ring = Ring::new(2);
+        let slot = ring.push(&id("r"), Instant::now()).unwrap();
+        slot.status = 200;
+        slot.queue = Micros::of(Duration::from_micros(5));
+        assert!(slot.more.is_none());
+        slot.push_log("info", "a line");
+        assert!(slot.more.is_some());
     }
 }

@@ -5,8 +5,6 @@
 //! Invariant: the signature is verified over the raw bytes before anything
 //! reads the JSON, so an unsigned request learns nothing about keys or plugins.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -15,7 +13,7 @@ use super::error::ApiError;
 use crate::config::Mode;
 use crate::dispatch::Plugin;
 use crate::protocol::{self, DataRequest};
-use crate::router::Router;
+use crate::router::{Route, Router};
 use crate::signature::{SIGNATURE_HEADER, SignatureError, Signer};
 
 /// POST, or an error: a `GET` (or `HEAD`) is a `404`, since the public port
@@ -77,7 +75,7 @@ pub fn check_request(
     signer: &Signer,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(DataRequest, Arc<Plugin>), ApiError> {
+) -> Result<(DataRequest, Route), ApiError> {
     signer
         .verify(
             headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes),
@@ -87,15 +85,15 @@ pub fn check_request(
     check_content_type(headers)?;
     let request = protocol::parse_request(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
-    let plugin = router.route(&request.key).ok_or_else(|| {
+    let route = router.route(&request.key).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_key",
             format!("no plugin is mapped to key {:?}", request.key),
         )
     })?;
-    check_link(&request, &plugin)?;
-    Ok((request, plugin))
+    check_link(&request, &route.plugin)?;
+    Ok((request, route))
 }
 
 /// An `async` plugin needs a `link`; a `link`, where given to a plugin that may

@@ -36,7 +36,7 @@ use crate::outbox::OutboxError;
 use crate::protocol::DataRequest;
 use crate::recent::Ticket;
 use crate::request_id::{self, REQUEST_ID_HEADER, RequestId};
-use crate::router::Router;
+use crate::router::{Route, Router};
 use crate::signature::{SIGNATURE_HEADER, Signer};
 
 /// Everything a request handler needs, shared by all connections.
@@ -120,17 +120,15 @@ async fn data_request(
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    app.metrics.request(
-        routed.as_ref().map(|r| r.key.as_str()),
-        response.status().as_u16(),
-    );
+    app.metrics
+        .request(routed.as_ref().map(|r| &*r.key), response.status().as_u16());
     response
 }
 
 /// What a request that found its plugin carries back out: its key (for the
 /// metrics) and its span (for a line about how it ended).
 struct Routed {
-    key: String,
+    key: Arc<str>,
     span: tracing::Span,
 }
 
@@ -145,15 +143,15 @@ async fn handle_data_request(
 ) -> Result<Response, ApiError> {
     checks::check_method(&method)?;
     let bytes = checks::read_body(headers, body, app.max_body).await?;
-    let (request, plugin) = check_request(&app.router, &app.signer, headers, &bytes)?;
+    let (request, route) = check_request(&app.router, &app.signer, headers, &bytes)?;
     // Nothing before this point logs: the span is made once its fields are
     // known, which costs less than recording them into it afterwards.
-    let span = request_id::routed_span(id, &request.key, &plugin.settings.name);
+    let span = request_id::routed_span(id, &request.key, &route.plugin.settings.name);
     *routed = Some(Routed {
-        key: request.key.clone(),
+        key: route.key.clone(),
         span: span.clone(),
     });
-    run_routed(app, id, request, plugin, seen)
+    run_routed(app, id, request, route, seen)
         .instrument(span)
         .await
 }
@@ -163,9 +161,10 @@ async fn run_routed(
     app: &AppState,
     id: &RequestId,
     request: DataRequest,
-    plugin: Arc<Plugin>,
+    route: Route,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
+    let Route { key, plugin } = route;
     let slots = Slots::try_take(&app.in_flight, &plugin).map_err(|overloaded| {
         app.metrics.unavailable(match overloaded {
             Overloaded::Host => "host",
@@ -176,8 +175,8 @@ async fn run_routed(
     seen.ticket = app.metrics.recent.admitted(
         id,
         seen.arrived,
-        &request.key,
-        &plugin.settings.name,
+        &key,
+        plugin.console_name(),
         plugin.settings.mode,
     );
     let has_link = request.link.is_some();
@@ -204,7 +203,7 @@ async fn run_routed(
             let accepted = Box::pin(app.jobs.accept(plugin, work, slots))
                 .await
                 .map_err(|e| store_error(app, e))?;
-            Ok(accepted_response(app, seen, &link, accepted))
+            Ok(accepted_response(&link, accepted))
         }
         Mode::Auto => {
             let link = LinkTag::new(&work.link);
@@ -213,21 +212,15 @@ async fn run_routed(
                 .map_err(|e| store_error(app, e))?
             {
                 AutoAnswer::Now(result) => answer_now(app, &plugin, result),
-                AutoAnswer::Later(accepted) => Ok(accepted_response(app, seen, &link, accepted)),
+                AutoAnswer::Later(accepted) => Ok(accepted_response(&link, accepted)),
             }
         }
     }
 }
 
-fn accepted_response(
-    app: &AppState,
-    seen: &Seen,
-    link: &LinkTag,
-    accepted: Acceptance,
-) -> Response {
+fn accepted_response(link: &LinkTag, accepted: Acceptance) -> Response {
     if accepted == Acceptance::Duplicate {
         tracing::debug!(%link, "duplicate request: already accepted");
-        app.metrics.recent.no_call(seen.ticket);
     }
     StatusCode::ACCEPTED.into_response()
 }
