@@ -9,19 +9,19 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::dispatch::Plugin;
+use crate::recent::Names;
 
 /// One consistent version of the key -> plugin mapping.
 #[derive(Default)]
 pub struct Routes {
-    /// Keys are shared, so a request carries its key to the metrics and the
-    /// console without copying it.
-    by_key: BTreeMap<Arc<str>, Arc<Plugin>>,
+    by_key: BTreeMap<String, Route>,
 }
 
-/// Where a key routes: the table's copy of the key, and its plugin.
+/// Where a key routes: its plugin, and the names the console and the
+/// metrics record its requests under (made once here, shared by each).
 #[derive(Clone)]
 pub struct Route {
-    pub key: Arc<str>,
+    pub names: Arc<Names>,
     pub plugin: Arc<Plugin>,
 }
 
@@ -31,17 +31,24 @@ impl Routes {
     pub fn new(keys: &BTreeMap<String, String>, plugins: &BTreeMap<String, Arc<Plugin>>) -> Self {
         let by_key = keys
             .iter()
-            .filter_map(|(key, name)| Some((key.as_str().into(), plugins.get(name)?.clone())))
+            .filter_map(|(key, name)| {
+                let plugin = plugins.get(name)?.clone();
+                let names = Arc::new(Names {
+                    key: key.as_str().into(),
+                    plugin: plugin.console_name().clone(),
+                });
+                Some((key.clone(), Route { names, plugin }))
+            })
             .collect();
         Self { by_key }
     }
 
     pub fn get(&self, key: &str) -> Option<&Arc<Plugin>> {
-        self.by_key.get(key)
+        self.by_key.get(key).map(|route| &route.plugin)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<Plugin>)> {
-        self.by_key.iter().map(|(k, p)| (&**k, p))
+        self.by_key.iter().map(|(k, r)| (k.as_str(), &r.plugin))
     }
 }
 
@@ -65,12 +72,7 @@ impl Router {
 
     /// Looks one key up in the current table.
     pub fn route(&self, key: &str) -> Option<Route> {
-        let routes = self.routes.load();
-        let (key, plugin) = routes.by_key.get_key_value(key)?;
-        Some(Route {
-            key: key.clone(),
-            plugin: plugin.clone(),
-        })
+        self.routes.load().by_key.get(key).cloned()
     }
 
     pub fn swap(&self, routes: Routes) {

@@ -68,6 +68,15 @@ impl std::fmt::Debug for Recent {
     }
 }
 
+/// The names a request is recorded under: its key and its plugin's. The
+/// routing table makes them once per route and hands them to each request,
+/// so an entry holds one shared pointer for both.
+#[derive(Debug)]
+pub struct Names {
+    pub key: Arc<str>,
+    pub plugin: Arc<str>,
+}
+
 /// A filter over the ring, as the Requests page takes it.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -82,7 +91,7 @@ pub struct Filter {
 impl Filter {
     fn matches(&self, entry: &Slot) -> bool {
         if let Some(key) = self.key.as_deref().filter(|k| !k.is_empty())
-            && entry.key.as_deref() != Some(key)
+            && entry.key().map(|k| &**k) != Some(key)
         {
             return false;
         }
@@ -155,23 +164,20 @@ impl Recent {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The server admitted a request to `plugin` under `key`: it runs next,
-    /// and its ticket travels with the work to the call.
+    /// The server admitted a request routed to `names`: it runs next, and
+    /// its ticket travels with the work to the call.
     pub fn admitted(
         &self,
         id: &RequestId,
         arrived: Instant,
-        key: &Arc<str>,
-        plugin: &Arc<str>,
+        names: &Arc<Names>,
         mode: Mode,
     ) -> Option<Ticket> {
         if !self.enabled() {
             return None;
         }
         let mut inner = self.lock();
-        let ticket = inner
-            .enter(id, arrived, key.clone(), plugin.clone(), mode)?
-            .0;
+        let ticket = inner.enter(id, arrived, names.clone(), mode)?.0;
         inner.version += 1;
         Some(ticket)
     }
@@ -189,7 +195,11 @@ impl Recent {
             return None;
         }
         let mut inner = self.lock();
-        let (ticket, entry) = inner.enter(id, Instant::now(), key.into(), plugin.clone(), mode)?;
+        let names = Arc::new(Names {
+            key: key.into(),
+            plugin: plugin.clone(),
+        });
+        let (ticket, entry) = inner.enter(id, Instant::now(), names, mode)?;
         entry.resumed = true;
         entry.queue = Micros::of(Duration::ZERO);
         inner.version += 1;
@@ -280,7 +290,7 @@ impl Recent {
             // Answered 202 already: the result is ready to deliver now.
             Some(202) => {
                 entry.total = Micros::of(since_arrival);
-                if let Some(key) = &entry.key {
+                if let Some(key) = entry.key() {
                     charts.latency(key, unix_secs(entry.at_us), since_arrival);
                 }
                 if let Some(code) = entry.code {
@@ -339,7 +349,7 @@ impl Recent {
             }
         }
         let at = unix_secs(entry.at_us);
-        charts.count(entry.key.as_ref().unwrap_or(no_key), at, entry.total.get());
+        charts.count(entry.key().unwrap_or(no_key), at, entry.total.get());
         // A 202's handler error counts when the handler ends, unless it already has.
         if (status != 202 || entry.call_done != Micros::NONE)
             && let Some(code) = entry.code
@@ -406,13 +416,11 @@ impl Inner {
         &mut self,
         id: &RequestId,
         arrived: Instant,
-        key: Arc<str>,
-        plugin: Arc<str>,
+        names: Arc<Names>,
         mode: Mode,
     ) -> Option<(Ticket, &mut Slot)> {
         let entry = self.ring.push(id, arrived)?;
-        entry.key = Some(key);
-        entry.plugin = Some(plugin);
+        entry.names = Some(names);
         entry.mode = Some(mode);
         Some((Ticket(entry.seq), entry))
     }
@@ -443,12 +451,18 @@ mod tests {
         text.into()
     }
 
+    fn names(key: &str, plugin: &str) -> Arc<Names> {
+        Arc::new(Names {
+            key: key.into(),
+            plugin: plugin.into(),
+        })
+    }
+
     #[test]
     fn a_sync_request_is_admitted_run_and_answered() {
         let recent = Recent::new(10, false);
         let arrived = Instant::now();
-        let echo = shared("echo");
-        let call = recent.admitted(&id("r1"), arrived, &echo, &echo, Mode::Sync);
+        let call = recent.admitted(&id("r1"), arrived, &names("echo", "echo"), Mode::Sync);
         let started = Instant::now();
         recent.instantiated(call, Duration::from_millis(2));
         recent.log(call, "info", "token is [redacted]");
@@ -493,8 +507,7 @@ mod tests {
     fn an_async_request_keeps_its_handler_error_and_deliveries() {
         let recent = Recent::new(10, true);
         let arrived = Instant::now();
-        let (slow, testkit) = (shared("slow"), shared("testkit"));
-        let call = recent.admitted(&id("a1"), arrived, &slow, &testkit, Mode::Async);
+        let call = recent.admitted(&id("a1"), arrived, &names("slow", "testkit"), Mode::Async);
         recent.answered(call, &id("a1"), arrived, 202, None);
         recent.inputs(call, &[("x".into(), "1".into())], &Redactor::default());
         let failure = "the back end is down";
@@ -576,7 +589,7 @@ mod tests {
         let arrived = Instant::now();
         assert!(
             recent
-                .admitted(&id("r"), arrived, &shared("k"), &shared("p"), Mode::Sync)
+                .admitted(&id("r"), arrived, &names("k", "p"), Mode::Sync)
                 .is_none()
         );
         assert!(

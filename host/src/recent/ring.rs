@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::Names;
 use crate::config::Mode;
 use crate::request_id::RequestId;
 
@@ -120,8 +121,8 @@ pub(super) struct Slot {
     /// The wall clock at arrival, in microseconds since the Unix epoch.
     pub(super) at_us: u64,
     pub(super) id: RequestId,
-    pub(super) key: Option<Arc<str>>,
-    pub(super) plugin: Option<Arc<str>>,
+    /// Its key and plugin, shared with every request of the same route.
+    pub(super) names: Option<Arc<Names>>,
     pub(super) code: Option<&'static str>,
     pub(super) queue: Micros,
     pub(super) instantiate: Micros,
@@ -162,8 +163,7 @@ impl Slot {
             arrived,
             at_us,
             id,
-            key: None,
-            plugin: None,
+            names: None,
             code: None,
             queue: Micros::NONE,
             instantiate: Micros::NONE,
@@ -179,6 +179,10 @@ impl Slot {
 
     fn more(&mut self) -> &mut More {
         self.more.get_or_insert_default()
+    }
+
+    pub(super) fn key(&self) -> Option<&Arc<str>> {
+        self.names.as_ref().map(|n| &n.key)
     }
 
     pub(super) fn status(&self) -> Option<u16> {
@@ -237,8 +241,8 @@ impl Slot {
             seq: self.seq,
             at: self.at(),
             id: self.id.clone(),
-            key: self.key.clone(),
-            plugin: self.plugin.clone(),
+            key: self.names.as_ref().map(|n| n.key.clone()),
+            plugin: self.names.as_ref().map(|n| n.plugin.clone()),
             mode: self.mode,
             resumed: self.resumed,
             status: self.status(),

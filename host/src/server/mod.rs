@@ -34,7 +34,7 @@ use crate::link::LinkTag;
 use crate::metrics::SharedMetrics;
 use crate::outbox::OutboxError;
 use crate::protocol::DataRequest;
-use crate::recent::Ticket;
+use crate::recent::{Names, Ticket};
 use crate::request_id::{self, REQUEST_ID_HEADER, RequestId};
 use crate::router::{Route, Router};
 use crate::signature::{SIGNATURE_HEADER, Signer};
@@ -120,15 +120,17 @@ async fn data_request(
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    app.metrics
-        .request(routed.as_ref().map(|r| &*r.key), response.status().as_u16());
+    app.metrics.request(
+        routed.as_ref().map(|r| &*r.names.key),
+        response.status().as_u16(),
+    );
     response
 }
 
-/// What a request that found its plugin carries back out: its key (for the
-/// metrics) and its span (for a line about how it ended).
+/// What a request that found its plugin carries back out: its names (the key
+/// for the metrics) and its span (for a line about how it ended).
 struct Routed {
-    key: Arc<str>,
+    names: Arc<Names>,
     span: tracing::Span,
 }
 
@@ -148,7 +150,7 @@ async fn handle_data_request(
     // known, which costs less than recording them into it afterwards.
     let span = request_id::routed_span(id, &request.key, &route.plugin.settings.name);
     *routed = Some(Routed {
-        key: route.key.clone(),
+        names: route.names.clone(),
         span: span.clone(),
     });
     run_routed(app, id, request, route, seen)
@@ -164,7 +166,7 @@ async fn run_routed(
     route: Route,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
-    let Route { key, plugin } = route;
+    let Route { names, plugin } = route;
     let slots = Slots::try_take(&app.in_flight, &plugin).map_err(|overloaded| {
         app.metrics.unavailable(match overloaded {
             Overloaded::Host => "host",
@@ -172,13 +174,10 @@ async fn run_routed(
         });
         ApiError::from(overloaded)
     })?;
-    seen.ticket = app.metrics.recent.admitted(
-        id,
-        seen.arrived,
-        &key,
-        plugin.console_name(),
-        plugin.settings.mode,
-    );
+    seen.ticket = app
+        .metrics
+        .recent
+        .admitted(id, seen.arrived, &names, plugin.settings.mode);
     let has_link = request.link.is_some();
     let work = Work {
         request_id: id.clone(),
