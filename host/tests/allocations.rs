@@ -35,19 +35,19 @@ const REQUESTS: u64 = 500;
 /// A fresh instance of `echo.wasm` and one call of `handle` with two inputs:
 /// the store and its WASI context, the instance, lowering and lifting.
 const FRESH_CALL: Budget = Budget {
-    allocations: 59.0,
+    allocations: 57.0,
     bytes: 19_500.0,
 };
 /// The same call on a kept instance (`requests_per_instance`).
 const REUSED_CALL: Budget = Budget {
-    allocations: 16.0,
+    allocations: 14.0,
     bytes: 2_100.0,
 };
 /// The HTTP pipeline around a handler: a signed echo request on a keep-alive
 /// connection, read, checked, routed, admitted, run by a native handler,
 /// answered signed, counted, logged as `optech serve` logs by default.
 const PIPELINE: Budget = Budget {
-    allocations: 48.0,
+    allocations: 45.0,
     bytes: 14_000.0,
 };
 
