@@ -17,6 +17,16 @@ use crate::build::{self, BuildDirs, PluginSource};
 /// Quiet time before rebuilding: editors often write a file in several steps.
 const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// One `optech dev` build at a time: a rebuild on save and the first build of a
+/// plugin the config does not serve would otherwise write the same staging
+/// file, or install one language's toolchain twice at once.
+static BUILDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits for the builds under way to end; builds nothing else until dropped.
+pub fn one_build_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    BUILDS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Keeps the source watcher alive; dropping it stops watching.
 pub struct SourceWatch {
     _debouncer: Box<dyn std::any::Any + Send>,
@@ -65,8 +75,11 @@ pub fn watch_sources(plugins_dir: &Path, dirs: BuildDirs) -> anyhow::Result<Sour
                 } else {
                     tracing::info!(plugin = %name, language, "sources changed; rebuilding");
                 }
-                match tokio::task::spawn_blocking(move || build::build(&plugin, &dirs, &out)).await
-                {
+                let build = move || {
+                    let _alone = one_build_at_a_time();
+                    build::build(&plugin, &dirs, &out)
+                };
+                match tokio::task::spawn_blocking(build).await {
                     Ok(Ok(path)) => tracing::info!(plugin = %name, "built {}", path.display()),
                     Ok(Err(e)) => {
                         tracing::warn!(plugin = %name, "build failed, the last good version keeps serving: {e:#}")

@@ -40,7 +40,8 @@ enum Command {
         #[arg(long, default_value = "optech.toml")]
         config: PathBuf,
     },
-    /// Build the plugins, then serve; without a secret, use a printed dev secret.
+    /// Build the plugins keys map to, serve them (building the others in the
+    /// background), rebuild on save; without a secret, use a printed dev secret.
     Dev(ServeArgs),
     /// Write a new plugin (default `plugins/NAME`) and map key NAME to it.
     New(NewArgs),

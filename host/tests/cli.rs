@@ -145,8 +145,15 @@ async fn dev_serves_and_builds_a_crate_created_while_it_runs() {
     let dir = project.path();
     let out = optech(dir, &["new", "demo"]);
     assert!(out.status.success(), "{}", text(&out));
-    // `optech dev` builds the crate before it listens.
+    // A plugin folder that no key maps to: the config as it was before it.
+    let config = std::fs::read_to_string(dir.join("optech.toml")).unwrap();
+    let out = optech(dir, &["new", "unmapped"]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(dir.join("optech.toml"), config).unwrap();
+    // `optech dev` builds the crate a key maps to before it listens, and the
+    // other after, in the background.
     let dev = common::start_dev(&dir.join("optech.toml"));
+    assert!(dir.join("plugins/demo.wasm").is_file());
 
     // Inputs from a JSON file, and from stdin.
     std::fs::write(dir.join("inputs.json"), r#"{"name": "Ada"}"#).unwrap();
@@ -164,6 +171,12 @@ async fn dev_serves_and_builds_a_crate_created_while_it_runs() {
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("hello, Grace!"));
+    common::wait_until(
+        "the plugin no key maps to is built",
+        Duration::from_secs(300),
+        || async { dir.join("plugins/unmapped.wasm").is_file() },
+    )
+    .await;
 
     // A crate made while it runs is built and served, without a restart.
     let out = optech(dir, &["new", "second"]);

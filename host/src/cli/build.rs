@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use crate::build::{self, BuildDirs};
+use crate::build::{self, BuildDirs, PluginSource};
 use crate::config::Config;
 
 /// `optech build`: every plugin under the config's plugins folder, built
@@ -22,8 +22,18 @@ pub fn build_all(plugins_dir: &Path, dirs: &BuildDirs) -> anyhow::Result<()> {
     if plugins.is_empty() {
         bail!("{}", build::nothing_to_build(plugins_dir));
     }
+    build_each(&plugins, plugins_dir, dirs)
+}
+
+/// Builds `plugins` one at a time into `plugins_dir`, printing progress on
+/// stderr; one failure does not stop the others, and the error names them all.
+pub fn build_each(
+    plugins: &[PluginSource],
+    plugins_dir: &Path,
+    dirs: &BuildDirs,
+) -> anyhow::Result<()> {
     let mut failed = Vec::new();
-    for plugin in &plugins {
+    for plugin in plugins {
         eprintln!(
             "building plugin `{}` ({}, {})",
             plugin.name,

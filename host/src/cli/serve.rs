@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::build::BuildDirs;
+use super::build::build_each;
+use crate::build::{self, BuildDirs, PluginSource};
 use crate::config::{Config, parse_optional_addr};
 use crate::credentials::{self, Credentials, CredentialsError};
+use crate::dev_watch::one_build_at_a_time;
 use crate::signature::{self, Signer};
 use crate::{Host, Identity};
 
@@ -42,15 +44,62 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// is set), print a signed `curl`.
 pub async fn dev(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
-    // One broken plugin (or a language's missing toolchain) must not stop
-    // work on the others: say so, and serve what there is.
-    if let Err(e) = super::build::run(&config).await {
+    let plugins_dir = config.server.plugins_dir.clone();
+    let dirs = BuildDirs::beside(&plugins_dir);
+    // The plugins the config serves are built before it listens, the others
+    // (examples, work in progress) after, in the background: a toolchain that
+    // installs on first use for one of those must not hold up the first
+    // request. One broken plugin (or a language's missing toolchain) must not
+    // stop work on the others: say so, and serve what there is.
+    let (served, others): (Vec<PluginSource>, Vec<PluginSource>) =
+        match build::discover(&plugins_dir) {
+            Ok(found) if found.is_empty() => {
+                let none = build::nothing_to_build(&plugins_dir);
+                eprintln!("optech dev: {none}; serving the plugins that are built");
+                (Vec::new(), Vec::new())
+            }
+            Ok(found) => found.into_iter().partition(|p| serves(&config, p)),
+            Err(e) => {
+                eprintln!("optech dev: {e:#}; serving the plugins that are built");
+                (Vec::new(), Vec::new())
+            }
+        };
+    // Watching from before the first build: a source saved meanwhile is rebuilt
+    // after it, one build at a time.
+    let _sources = crate::dev_watch::watch_sources(&plugins_dir, dirs.clone())?;
+    let (dir, build_dirs) = (plugins_dir.clone(), dirs.clone());
+    let built = tokio::task::spawn_blocking(move || {
+        let _alone = one_build_at_a_time();
+        build_each(&served, &dir, &build_dirs)
+    })
+    .await?;
+    if let Err(e) = built {
         eprintln!("optech dev: {e:#}; serving the plugins that are built");
     }
+    if !others.is_empty() {
+        let names: Vec<&str> = others.iter().map(|p| p.name.as_str()).collect();
+        eprintln!(
+            "optech dev: building the plugins no key maps to in the background: {}",
+            names.join(", ")
+        );
+        tokio::task::spawn_blocking(move || {
+            let _alone = one_build_at_a_time();
+            if let Err(e) = build_each(&others, &plugins_dir, &dirs) {
+                eprintln!("optech dev: {e:#}");
+            }
+        });
+    }
     let credentials = dev_credentials("optech dev")?;
-    let dirs = BuildDirs::beside(&config.server.plugins_dir);
-    let _sources = crate::dev_watch::watch_sources(&config.server.plugins_dir, dirs)?;
     run(args, credentials, true).await
+}
+
+/// Whether a key of `config` maps to the `.wasm` that `plugin` builds.
+fn serves(config: &Config, plugin: &PluginSource) -> bool {
+    let wasm = config
+        .server
+        .plugins_dir
+        .join(format!("{}.wasm", plugin.name));
+    config.plugins.values().any(|p| p.source == wasm)
 }
 
 /// The secret from the environment or `.env`, or the dev secret when none is
