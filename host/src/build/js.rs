@@ -99,9 +99,11 @@ impl Builder for Js {
         Ok(())
     }
 
-    /// Everything in the folder but `node_modules` and hidden folders: a plugin
-    /// may import a JSON file or a sibling module, and a change that leaves the
-    /// bundle as it was costs only the bundling.
+    /// Everything in the folder but `node_modules`, hidden folders and
+    /// `package-lock.json`: a plugin may import a JSON file or a sibling module,
+    /// and a change that leaves the bundle as it was costs only the bundling.
+    /// The lock file is the build's own output (`npm install` writes it); a
+    /// change of dependencies comes with `package.json`.
     fn is_source(&self, plugin_dir: &Path, path: &Path) -> bool {
         let Ok(rest) = path.strip_prefix(plugin_dir) else {
             return false;
@@ -110,7 +112,7 @@ impl Builder for Js {
             return false;
         };
         let first = first.as_os_str().to_string_lossy();
-        first != "node_modules" && !first.starts_with('.')
+        first != "node_modules" && first != "package-lock.json" && !first.starts_with('.')
     }
 }
 
@@ -572,7 +574,14 @@ mod tests {
         ] {
             assert!(Js.is_source(dir, &dir.join(source)), "{source}");
         }
-        for other in ["node_modules/x/index.js", ".git/HEAD", ".cache/x", ""] {
+        for other in [
+            "node_modules/x/index.js",
+            "node_modules",
+            "package-lock.json",
+            ".git/HEAD",
+            ".cache/x",
+            "",
+        ] {
             assert!(!Js.is_source(dir, &dir.join(other)), "{other}");
         }
         assert!(!Js.is_source(dir, Path::new("/p/orders-ts.wasm")));

@@ -178,7 +178,7 @@ impl Builder for Python {
 /// Whether a file at `relative` (to the plugin folder) goes into the component.
 fn counts(relative: &Path) -> bool {
     let parts: Vec<&str> = relative.iter().filter_map(|p| p.to_str()).collect();
-    let Some((file, dirs)) = parts.split_last() else {
+    let Some(file) = parts.last() else {
         return false;
     };
     let skipped_dir = |d: &&str| {
@@ -194,7 +194,9 @@ fn counts(relative: &Path) -> bool {
     // Bytecode, components, and a host config beside the plugin (as in
     // plugins/orders-py) are not part of it.
     let output = file.ends_with(".pyc") || file.ends_with(".wasm") || *file == "optech.toml";
-    !file.starts_with('.') && !dirs.iter().any(skipped_dir) && !test && !output
+    // A folder's own event (made by the build, as `__pycache__` is) names it
+    // last: judged as a folder too.
+    !file.starts_with('.') && !parts.iter().any(skipped_dir) && !test && !output
 }
 
 /// The plugin's source files (relative, sorted), for the build's fingerprint.
@@ -644,6 +646,7 @@ mod tests {
             "conftest.py",
             "tests/test_x.py",
             "__pycache__/app.cpython-314.pyc",
+            "__pycache__",
             ".venv/lib/site.py",
             ".pytest_cache/v",
             "target/plugins/x",
