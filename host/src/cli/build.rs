@@ -32,35 +32,49 @@ pub fn build_each(
     plugins_dir: &Path,
     dirs: &BuildDirs,
 ) -> anyhow::Result<()> {
-    let mut failed = Vec::new();
-    for plugin in plugins {
-        eprintln!(
-            "building plugin `{}` ({}, {})",
-            plugin.name,
-            plugin.language(),
-            plugin.dir.display()
-        );
-        let started = std::time::Instant::now();
-        match build::build(plugin, dirs, plugins_dir) {
-            Ok(path) => eprintln!(
+    let failed: Vec<&str> = plugins
+        .iter()
+        .filter(|plugin| !build_one(plugin, plugins_dir, dirs))
+        .map(|plugin| plugin.name.as_str())
+        .collect();
+    failures(&failed, plugins.len())
+}
+
+/// Builds one plugin into `plugins_dir`, saying on stderr which, how long it
+/// took or why it failed; whether it was built.
+pub fn build_one(plugin: &PluginSource, plugins_dir: &Path, dirs: &BuildDirs) -> bool {
+    eprintln!(
+        "building plugin `{}` ({}, {})",
+        plugin.name,
+        plugin.language(),
+        plugin.dir.display()
+    );
+    let started = std::time::Instant::now();
+    match build::build(plugin, dirs, plugins_dir) {
+        Ok(path) => {
+            eprintln!(
                 "built `{}` in {:.1}s -> {}",
                 plugin.name,
                 started.elapsed().as_secs_f64(),
                 path.display()
-            ),
-            Err(e) => {
-                eprintln!("plugin `{}` failed to build: {e:#}", plugin.name);
-                failed.push(plugin.name.clone());
-            }
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("plugin `{}` failed to build: {e:#}", plugin.name);
+            false
         }
     }
+}
+
+/// The error naming the plugins in `failed` of `of`, if any failed.
+pub fn failures(failed: &[&str], of: usize) -> anyhow::Result<()> {
     if failed.is_empty() {
         Ok(())
     } else {
         bail!(
-            "{} of {} plugin(s) failed to build: {}",
+            "{} of {of} plugin(s) failed to build: {}",
             failed.len(),
-            plugins.len(),
             failed.join(", ")
         )
     }

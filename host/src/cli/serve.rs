@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use super::build::build_each;
+use super::build::{build_each, build_one, failures};
 use crate::build::{self, BuildDirs, PluginSource};
 use crate::config::{Config, parse_optional_addr};
 use crate::credentials::{self, Credentials, CredentialsError};
@@ -82,9 +82,21 @@ pub async fn dev(args: ServeArgs) -> anyhow::Result<()> {
             "optech dev: building the plugins no key maps to in the background: {}",
             names.join(", ")
         );
-        tokio::task::spawn_blocking(move || {
-            let _alone = one_build_at_a_time();
-            if let Err(e) = build_each(&others, &plugins_dir, &dirs) {
+        // One blocking task per plugin, from an async task: on shutdown the
+        // runtime waits for the build under way, and starts no other.
+        tokio::spawn(async move {
+            let mut failed = Vec::new();
+            for plugin in &others {
+                let (one, dir, dirs) = (plugin.clone(), plugins_dir.clone(), dirs.clone());
+                let built = tokio::task::spawn_blocking(move || {
+                    let _alone = one_build_at_a_time();
+                    build_one(&one, &dir, &dirs)
+                });
+                if !built.await.unwrap_or(false) {
+                    failed.push(plugin.name.as_str());
+                }
+            }
+            if let Err(e) = failures(&failed, others.len()) {
                 eprintln!("optech dev: {e:#}");
             }
         });
