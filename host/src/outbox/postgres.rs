@@ -536,7 +536,8 @@ mod tests {
 
     /// The list above against what `sqlx::migrate!` would embed: the folder,
     /// read the way sqlx reads it. A new migration file fails this until it is
-    /// listed; an edited one fails it by its checksum.
+    /// listed. (An edited file changes both sides alike: editing a migration a
+    /// database already ran is refused by sqlx when it runs, as before.)
     #[tokio::test]
     async fn the_embedded_migrations_are_the_folder() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
