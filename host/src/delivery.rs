@@ -3,8 +3,10 @@
 //! Policy: connection errors, timeouts, 3xx, 408, 429 and 5xx are retried
 //! with exponential backoff and equal jitter (each delay drawn from the upper
 //! half of its step: the first retries land within a second or two, for chat's
-//! 10-second budget; later ones spread out to 30 s), honouring `Retry-After`;
-//! any other 4xx is final; nothing is sent after the link expires.
+//! 10-second budget; later ones spread out to 30 s). A `Retry-After` may ask
+//! for a longer wait, never a shorter one (`Retry-After: 0` would make a tight
+//! loop), and is capped at `max_retry_after`; any other 4xx is final; nothing
+//! is sent after the link expires.
 //!
 //! Invariants: a redirect is never followed (a link that answers 3xx gets
 //! nothing at its `location`: the attempt failed and is retried at the link);
@@ -17,7 +19,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use tokio_util::sync::CancellationToken;
 
-use crate::recent::Recent;
+use crate::recent::{Recent, Ticket};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 use crate::signature::{SIGNATURE_HEADER, Signer};
 
@@ -28,6 +30,8 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// How long one POST may take before it counts as failed.
     pub attempt_timeout: Duration,
+    /// The longest wait a receiver's `Retry-After` may ask for.
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -36,6 +40,7 @@ impl Default for RetryPolicy {
             first_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
             attempt_timeout: Duration::from_secs(10),
+            max_retry_after: Duration::from_secs(120),
         }
     }
 }
@@ -52,6 +57,16 @@ impl RetryPolicy {
         let ceiling = exp.min(self.max_delay);
         let jitter: f64 = rand::random_range(0.5..=1.0);
         ceiling.mul_f64(jitter)
+    }
+
+    /// The wait after the `attempt`-th failure when the receiver said
+    /// `Retry-After: after`: the backoff is the floor, the cap the ceiling.
+    pub fn wait(&self, attempt: u32, after: Option<Duration>) -> Duration {
+        let backoff = self.delay(attempt);
+        match after {
+            Some(after) => after.min(self.max_retry_after).max(backoff),
+            None => backoff,
+        }
     }
 }
 
@@ -152,13 +167,14 @@ impl Deliverer {
     /// `stop` (shutdown, the claim lost) is cancelled. Before each attempt it
     /// waits for `may_attempt` (the claim's lease is confirmed); `false` makes
     /// no attempt. `on_attempt` hears each attempt's outcome (for the outbox's
-    /// bookkeeping).
+    /// bookkeeping); the console's entry `ticket` shows each one.
     #[allow(clippy::too_many_arguments)]
     pub async fn deliver<G, GFut, F, Fut>(
         &self,
         link: &str,
         body: &[u8],
         request_id: &RequestId,
+        ticket: Option<Ticket>,
         expires_at: SystemTime,
         stop: (&CancellationToken, &CancellationToken),
         mut may_attempt: G,
@@ -191,12 +207,10 @@ impl Deliverer {
             let attempt = self.attempt(link, body, request_id).await;
             on_attempt(attempt.clone()).await;
             let wait = match &attempt {
-                Attempt::Retry { after, .. } => {
-                    Some(after.unwrap_or_else(|| self.policy.delay(attempts)))
-                }
+                Attempt::Retry { after, .. } => Some(self.policy.wait(attempts, *after)),
                 _ => None,
             };
-            self.observe(request_id, &attempt, wait);
+            self.observe(ticket, &attempt, wait);
             let wait = match attempt {
                 Attempt::Delivered => return Outcome::Delivered { attempts },
                 Attempt::Final(reason) => return Outcome::Failed(reason),
@@ -226,14 +240,14 @@ impl Deliverer {
 }
 
 impl Deliverer {
-    fn observe(&self, request_id: &RequestId, attempt: &Attempt, next: Option<Duration>) {
+    fn observe(&self, ticket: Option<Ticket>, attempt: &Attempt, next: Option<Duration>) {
         let Some(recent) = &self.recent else { return };
         let (outcome, reason) = match attempt {
             Attempt::Delivered => ("delivered", None),
             Attempt::Retry { reason, .. } => ("retry", Some(reason.as_str())),
             Attempt::Final(reason) => ("final", Some(reason.as_str())),
         };
-        recent.delivery(request_id, outcome, reason, next);
+        recent.delivery(ticket, outcome, reason, next);
     }
 }
 
@@ -309,6 +323,36 @@ mod tests {
             .map(|n| RetryPolicy::default().first_delay * (1 << (n - 1)))
             .sum();
         assert!(worst < Duration::from_secs(10), "{worst:?}");
+    }
+
+    #[test]
+    fn retry_after_never_shortens_the_backoff_and_is_capped() {
+        let policy = RetryPolicy::default();
+        for attempt in 1..=12 {
+            let floor = policy
+                .first_delay
+                .saturating_mul(1 << (attempt - 1))
+                .min(policy.max_delay)
+                / 2;
+            let zero = policy.wait(attempt, Some(Duration::ZERO));
+            assert!(
+                zero >= floor,
+                "Retry-After: 0 after attempt {attempt}: {zero:?} < {floor:?}"
+            );
+            let long = policy.wait(attempt, Some(Duration::from_secs(3600)));
+            assert_eq!(long, policy.max_retry_after, "capped");
+            let asked = policy.wait(attempt, Some(Duration::from_secs(60)));
+            assert_eq!(asked, Duration::from_secs(60), "a longer wait is honoured");
+        }
+        // Retry-After: 0 for a whole 10-minute link: the backoff's count of
+        // attempts, not thousands.
+        let mut spent = Duration::ZERO;
+        let mut attempts = 0u32;
+        while spent < Duration::from_secs(600) {
+            attempts += 1;
+            spent += policy.wait(attempts, Some(Duration::ZERO));
+        }
+        assert!(attempts < 50, "{attempts} attempts in 10 minutes");
     }
 
     #[test]

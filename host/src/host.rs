@@ -21,14 +21,18 @@ use crate::delivery::{Deliverer, RetryPolicy};
 use crate::dispatch::Plugin;
 use crate::jobs::{Jobs, JobsOptions};
 use crate::loader;
+use crate::metrics::ConnectionCounters;
 use crate::outbox::{OutboxError, OutboxSource, State};
 use crate::reload::{Reloader, WatchHandle};
 use crate::router::{Router, Routes};
 use crate::runtime::{Runtime, RuntimeOptions};
-use crate::server::{self, AdminState, AppState, Readiness};
+use crate::server::{self, AdminState, AppState, ConnectionLimits, Readiness};
 use crate::signature::Signer;
 use crate::tls::TlsWatch;
-use axum_server::tls_rustls::RustlsConfig;
+
+/// Connections the admin listener keeps open at once: an operator's browser
+/// and a scraper or two.
+const ADMIN_CONNECTIONS: usize = 64;
 
 /// Who the host is to the platform: how it signs and verifies, and its client id.
 #[derive(Clone)]
@@ -37,6 +41,9 @@ pub struct Identity {
     /// Sent as `authorization: Basic <id>` with async deliveries.
     pub client_id: String,
     pub retry: RetryPolicy,
+    /// The secret is `optech dev`'s, not the platform's: the public listener
+    /// answers only to a `Host` that is this machine's address.
+    pub dev_secret: bool,
 }
 
 impl Identity {
@@ -45,6 +52,7 @@ impl Identity {
             signer,
             client_id: client_id.into(),
             retry: RetryPolicy::default(),
+            dev_secret: false,
         }
     }
 }
@@ -100,6 +108,15 @@ impl Host {
         runtime: Runtime,
         plugins: BTreeMap<String, Arc<Plugin>>,
     ) -> anyhow::Result<Self> {
+        if let Some(addr) = config.server.admin_listen
+            && !addr.ip().is_loopback()
+            && config.server.admin.token.is_none()
+        {
+            anyhow::bail!(
+                "the admin listener on {addr} would be reachable beyond this machine without \
+                 a token: set [server] admin_token = {{ env = \"NAME\" }}, or listen on 127.0.0.1"
+            );
+        }
         let admin_listener = match config.server.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
                 format!(
@@ -169,42 +186,52 @@ impl Host {
         // The admin listener outlives the drain: it stops once jobs have wound down.
         let (admin_shutdown, admin_stop) = tokio::sync::watch::channel(false);
         let ready = Readiness::new(stop.clone(), router.clone(), jobs.health().clone());
+        let clients = &config.server.clients;
         let state = Arc::new(AppState {
             router: router.clone(),
             signer: identity.signer.clone(),
             max_body: config.server.max_body,
+            body_timeout: clients.body_timeout,
+            unverified: Arc::new(Semaphore::new(
+                usize::try_from(clients.max_unverified)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS),
+            )),
+            local_only: identity.dev_secret,
             in_flight: in_flight.clone(),
             jobs: jobs.clone(),
             metrics: metrics.clone(),
             ready: ready.clone(),
         });
         let app = server::app(state);
-        let (server, tls_watch) = match &config.server.tls {
+        let limits = ConnectionLimits {
+            max_connections: server::connections_within(clients.max_connections),
+            header_timeout: clients.header_timeout,
+            send_timeout: clients.send_timeout,
+        };
+        let (tls, tls_watch) = match &config.server.tls {
             Some(files) => {
                 let tls = files.load().await?;
                 let watch = files.watch(tls.clone(), metrics.tls_reloads.clone())?;
-                (serve_tls(listener, app, stop, tls)?, Some(watch))
+                (Some(tls), Some(watch))
             }
-            None => (serve(listener, app, stop), None),
+            None => (None, None),
         };
+        let server = server::serve(
+            listener,
+            app,
+            limits.clone(),
+            tls,
+            metrics.connections.clone(),
+            stop,
+        );
         let (admin, admin_addr) = match admin_listener {
             Some(listener) => {
                 let admin_addr = listener
                     .local_addr()
                     .context("reading the admin listener's address")?;
                 let admin_settings = &config.server.admin;
-                let access = Access::new(
-                    admin_settings.token.as_ref().map(|t| t.expose()),
-                    config.server.admin_beyond_loopback(),
-                );
-                if let Some(token) = access.made_up_token() {
-                    tracing::warn!(
-                        "the admin listener on {admin_addr} is reachable beyond loopback and \
-                         [server] admin_token is not set: its monitoring routes are open to \
-                         anyone who reaches it, and the console asks for this token, made up \
-                         for this run: {token}"
-                    );
-                }
+                let access = Access::new(admin_settings.token.as_ref().map(|t| t.expose()));
                 let console = Arc::new(Console {
                     router: router.clone(),
                     reloader: reloader.clone(),
@@ -230,7 +257,19 @@ impl Host {
                     ready,
                 });
                 let app = server::admin_app(state);
-                (Some(serve(listener, app, admin_stop)), Some(admin_addr))
+                let limits = ConnectionLimits {
+                    max_connections: ADMIN_CONNECTIONS,
+                    ..limits
+                };
+                let served = server::serve(
+                    listener,
+                    app,
+                    limits,
+                    None,
+                    ConnectionCounters::default(),
+                    admin_stop,
+                );
+                (Some(served), Some(admin_addr))
             }
             None => (None, None),
         };
@@ -290,40 +329,4 @@ impl Host {
     pub fn shutdown_handle(&self) -> tokio::sync::watch::Sender<bool> {
         self.shutdown.clone()
     }
-}
-
-/// [`serve`] over TLS: the handshake, then the same app.
-fn serve_tls(
-    listener: TcpListener,
-    app: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    tls: RustlsConfig,
-) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
-    let listener = listener
-        .into_std()
-        .context("handing the listener to the TLS server")?;
-    let handle = axum_server::Handle::new();
-    let server = axum_server::tls_rustls::from_tcp_rustls(listener, tls)
-        .context("starting the TLS server")?
-        .handle(handle.clone());
-    tokio::spawn(async move {
-        let _ = stop.wait_for(|stop| *stop).await;
-        handle.graceful_shutdown(None);
-    });
-    Ok(tokio::spawn(server.serve(app.into_make_service())))
-}
-
-/// Serves `app` on `listener` until `stop` turns true, then drains connections.
-fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> JoinHandle<std::io::Result<()>> {
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    })
 }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod outbox;
 pub mod protocol;
+pub mod rebinding;
 pub mod recent;
 pub mod redact;
 pub mod reload;

@@ -9,6 +9,7 @@
 //! or colour the terminal. JSON escapes them by itself.
 
 use std::fmt;
+use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::RecordFields;
@@ -28,6 +29,10 @@ pub fn init(format: Format) {
     match format {
         Format::Text => tracing_subscriber::fmt()
             .fmt_fields(EscapedFields::default())
+            .with_ansi(colour(
+                std::io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+            ))
             .with_env_filter(filter)
             .init(),
         // One object per line; the request's span (id, key, plugin) is a field of each.
@@ -38,6 +43,13 @@ pub fn init(format: Format) {
             .with_env_filter(filter)
             .init(),
     }
+}
+
+/// Whether the text log is coloured: only on a terminal (a file or a pipe
+/// gets plain text), and not when `NO_COLOR` is set to anything
+/// (<https://no-color.org>).
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// The default field formatting, with control characters escaped.
@@ -80,6 +92,14 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(!colour(false, None), "a file or a pipe");
+        assert!(!colour(true, Some("1".into())));
+        assert!(colour(true, Some("".into())), "NO_COLOR set but empty");
+    }
 
     #[test]
     fn control_characters_become_escapes() {

@@ -17,10 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+pub use crate::recent::NO_KEY;
 use crate::recent::Recent;
-
-/// The `key` label of a request that matched no key (refused before routing).
-pub const NO_KEY: &str = "(none)";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -44,6 +42,11 @@ pub struct CauseLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,6 +102,9 @@ pub struct Metrics {
     pub plugin_in_flight: Family<PluginLabels, Gauge>,
     /// Plugins' outbound HTTP requests, by plugin and outcome.
     pub outbound: Family<OutboundLabels, Counter>,
+    /// The public listener's open connections, and those it refused or
+    /// closed before they finished a request.
+    pub connections: ConnectionCounters,
     /// Not exported: the admin console's memory of recent requests. Kept here
     /// because everything that counts a request already holds this struct.
     pub recent: Arc<Recent>,
@@ -214,6 +220,18 @@ impl Metrics {
             "Plugins' outbound HTTP requests, by plugin and outcome: response, denied, timeout, error",
             outbound.clone(),
         );
+        let connections = ConnectionCounters::default();
+        registry.register(
+            "connections_open",
+            "Connections open now on the public listener",
+            connections.open.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections the public listener refused or closed early, by reason: \
+             max_connections, header_timeout, tls_handshake, send_timeout",
+            connections.closed.clone(),
+        );
         // Series with a fixed set of label values start at zero, so a rate is
         // defined from the first scrape and an absent series means a typo.
         for cause in ["host", "plugin", "instances", "store"] {
@@ -224,6 +242,14 @@ impl Metrics {
         }
         for outcome in ["delivered", "retry", "final"] {
             let _ = delivery_attempts.get_or_create(&OutcomeLabels { outcome });
+        }
+        for reason in [
+            "max_connections",
+            "header_timeout",
+            "tls_handshake",
+            "send_timeout",
+        ] {
+            let _ = connections.closed.get_or_create(&ReasonLabels { reason });
         }
         for outcome in ["ok", "failed"] {
             let _ = reloads.get_or_create(&OutcomeLabels { outcome });
@@ -246,6 +272,7 @@ impl Metrics {
             in_flight,
             plugin_in_flight,
             outbound,
+            connections,
             recent: Arc::default(),
         }
     }
@@ -282,6 +309,22 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+}
+
+/// Where a listener counts its connections (`server::listener`).
+#[derive(Clone, Default, Debug)]
+pub struct ConnectionCounters {
+    /// Connections open now.
+    pub open: Gauge,
+    /// Connections refused or closed early, by reason: `max_connections`,
+    /// `header_timeout`, `tls_handshake`, `send_timeout`.
+    pub closed: Family<ReasonLabels, Counter>,
+}
+
+impl ConnectionCounters {
+    pub fn count(&self, reason: &'static str) {
+        self.closed.get_or_create(&ReasonLabels { reason }).inc();
     }
 }
 

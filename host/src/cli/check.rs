@@ -69,18 +69,6 @@ pub async fn check(config_path: &Path) -> Report {
             .map(|p| format!("{shown}: {}: {}", p.key, p.message)),
     );
     report.keys = config.keys.len();
-    if config.server.admin_beyond_loopback() && config.server.admin.token.is_none() {
-        let addr = config
-            .server
-            .admin_listen
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        report.warnings.push(format!(
-            "{shown}: server.admin_listen: {addr} is reachable beyond this machine and \
-             server.admin_token is not set: anyone who reaches it reads /healthz and /metrics \
-             (set admin_token = {{ env = \"OPTECH_ADMIN_TOKEN\" }}, or keep it on 127.0.0.1)"
-        ));
-    }
     // Compiles in memory only: a check writes nothing.
     let runtime = match Runtime::new(&RuntimeOptions {
         max_instances: 1,

@@ -55,7 +55,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<Verdict> {
             format!("http://{}/", SocketAddr::new(ip, listen.port()))
         }
     };
-    let credentials = super::serve::dev_credentials("optech send")?;
+    let credentials = super::serve::send_credentials(&args.config)?;
     send(SendOptions {
         url,
         key: args.key,

@@ -1,6 +1,8 @@
 //! `optech serve` and `optech dev`: load the config, bind, start the [`Host`],
 //! and run until SIGINT or SIGTERM. `dev` builds the plugins first, serves with
-//! a dev secret when none is set, rebuilds on save and prints a signed `curl`.
+//! a secret made up for the run when none is set (kept in `data_dir` for
+//! `optech send`, and answering only to this machine's address meanwhile),
+//! rebuilds on save and prints a signed `curl` and where the console is.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,9 +17,10 @@ use crate::dev_watch::one_build_at_a_time;
 use crate::signature::{self, Signer};
 use crate::{Host, Identity};
 
-/// Used by `optech dev` and `optech send` when no secret is configured. Never
-/// used by `serve`.
-pub const DEV_SECRET: &str = "optech-dev-secret";
+/// Where `optech dev` keeps the secret it made up for this run (in the
+/// config's `data_dir`), so `optech send` signs with it. Readable by the
+/// owner only.
+pub const DEV_SECRET_FILE: &str = "dev-secret";
 
 /// Where `serve` and `dev` read their config and listen.
 #[derive(Debug, clap::Args)]
@@ -37,7 +40,17 @@ pub struct ServeArgs {
 /// `optech serve`: needs the client secret from the environment or `.env`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let credentials = Credentials::load(Path::new(".env"))?;
-    run(args, credentials, false).await
+    run(args, credentials, Dev::No).await
+}
+
+/// Whether the host runs as `optech dev`, and with whose secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dev {
+    No,
+    /// `optech dev` with the secret from the environment or `.env`.
+    WithSecret,
+    /// `optech dev` with a secret made up for this run.
+    MadeUpSecret,
 }
 
 /// `optech dev`: build, watch the sources, serve (with the dev secret when none
@@ -101,8 +114,82 @@ pub async fn dev(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let credentials = dev_credentials("optech dev")?;
-    run(args, credentials, true).await
+    let (credentials, dev) = match Credentials::load(Path::new(".env")) {
+        Ok(credentials) => (credentials, Dev::WithSecret),
+        Err(CredentialsError::MissingSecret) => {
+            let path = config.server.data_dir.join(DEV_SECRET_FILE);
+            let secret = made_up_secret(&path)?;
+            eprintln!(
+                "optech dev: {} is not set; signing with a secret made up for this run, \
+                 kept in {} for `optech send` (it answers only to 127.0.0.1, [::1] and \
+                 localhost meanwhile)",
+                credentials::CLIENT_SECRET,
+                path.display()
+            );
+            let credentials = Credentials {
+                client_id: "dev".into(),
+                secret,
+                previous_secret: None,
+            };
+            (credentials, Dev::MadeUpSecret)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    run(args, credentials, dev).await
+}
+
+/// A new random secret, written to `path` (owner-only) for `optech send`.
+fn made_up_secret(path: &Path) -> anyhow::Result<String> {
+    let secret = format!("dev-{:032x}", rand::random::<u128>());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing the dev secret to {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        // An older file keeps its mode through `open`: make it owner-only too.
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} owner-only", path.display()))?;
+    }
+    std::io::Write::write_all(&mut file, secret.as_bytes())
+        .with_context(|| format!("writing the dev secret to {}", path.display()))?;
+    Ok(secret)
+}
+
+/// The secret from the environment or `.env`; else the one a running
+/// `optech dev` made up, from `data_dir` of the config at `config`.
+pub fn send_credentials(config: &Path) -> anyhow::Result<Credentials> {
+    match Credentials::load(Path::new(".env")) {
+        Ok(c) => Ok(c),
+        Err(CredentialsError::MissingSecret) => {
+            let data_dir = super::lenient_config(config)
+                .map(|c| c.server.data_dir)
+                .unwrap_or_else(|_| config.parent().unwrap_or(Path::new(".")).join("data"));
+            let path = data_dir.join(DEV_SECRET_FILE);
+            let secret = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not set, and there is no secret of a running `optech dev` in {} \
+                     ({e}): set {} to the host's secret, or start `optech dev` with this config",
+                    credentials::CLIENT_SECRET,
+                    path.display(),
+                    credentials::CLIENT_SECRET,
+                )
+            })?;
+            Ok(Credentials {
+                client_id: "dev".into(),
+                secret: secret.trim().to_string(),
+                previous_secret: None,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether a key of `config` maps to the `.wasm` that `plugin` builds.
@@ -114,27 +201,7 @@ fn serves(config: &Config, plugin: &PluginSource) -> bool {
     config.plugins.values().any(|p| p.source == wasm)
 }
 
-/// The secret from the environment or `.env`, or the dev secret when none is
-/// set (what `optech dev` serves with), said on stderr.
-pub fn dev_credentials(command: &str) -> anyhow::Result<Credentials> {
-    match Credentials::load(Path::new(".env")) {
-        Ok(c) => Ok(c),
-        Err(CredentialsError::MissingSecret) => {
-            eprintln!(
-                "{command}: {} is not set; using the dev secret {DEV_SECRET:?}",
-                credentials::CLIENT_SECRET
-            );
-            Ok(Credentials {
-                client_id: "dev".into(),
-                secret: DEV_SECRET.into(),
-                previous_secret: None,
-            })
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn run(args: ServeArgs, credentials: Credentials, print_curl: bool) -> anyhow::Result<()> {
+async fn run(args: ServeArgs, credentials: Credentials, dev: Dev) -> anyhow::Result<()> {
     let mut config = Config::load(&args.config)?;
     if let Some(text) = &args.admin_listen {
         config.server.admin_listen = parse_optional_addr(text).with_context(|| {
@@ -147,12 +214,9 @@ async fn run(args: ServeArgs, credentials: Credentials, print_curl: bool) -> any
         .with_context(|| format!("cannot listen on {listen}"))?;
     let signer = credentials.signer();
     let started = std::time::Instant::now();
-    let host = Host::start(
-        &config,
-        Identity::new(signer.clone(), credentials.client_id.clone()),
-        listener,
-    )
-    .await?;
+    let mut identity = Identity::new(signer.clone(), credentials.client_id.clone());
+    identity.dev_secret = dev == Dev::MadeUpSecret;
+    let host = Host::start(&config, identity, listener).await?;
     tracing::info!(
         "optech listening on http://{} with {} plugin(s), {} key(s), ready in {:?}",
         host.addr(),
@@ -166,8 +230,12 @@ async fn run(args: ServeArgs, credentials: Credentials, print_curl: bool) -> any
         }
         None => tracing::info!("admin listener is off"),
     }
-    if print_curl {
+    if dev != Dev::No {
         print_sample_curl(&config, &signer, host.addr());
+        match host.admin_addr() {
+            Some(admin) => println!("Console: http://{}/\n", local(admin)),
+            None => println!("Console: off ([server] admin_listen = \"\")\n"),
+        }
     }
     let stop = host.shutdown_handle();
     tokio::spawn(async move {
@@ -176,6 +244,19 @@ async fn run(args: ServeArgs, credentials: Credentials, print_curl: bool) -> any
         let _ = stop.send(true);
     });
     host.wait().await
+}
+
+/// An address to open from this machine: an unspecified one (0.0.0.0) as loopback.
+fn local(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let loopback = match addr {
+            SocketAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+            SocketAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        };
+        SocketAddr::new(loopback, addr.port())
+    } else {
+        addr
+    }
 }
 
 fn print_sample_curl(config: &Config, signer: &Signer, addr: SocketAddr) {
@@ -191,7 +272,8 @@ fn print_sample_curl(config: &Config, signer: &Signer, addr: SocketAddr) {
     let signature = signer.sign(body.as_bytes());
     println!("\nTry it:\n");
     println!(
-        "curl -sS http://{addr}/ -H 'content-type: application/json' -H '{}: {signature}' -d '{body}'\n",
+        "curl -sS http://{}/ -H 'content-type: application/json' -H '{}: {signature}' -d '{body}'\n",
+        local(addr),
         signature::SIGNATURE_HEADER
     );
 }

@@ -8,10 +8,11 @@
 //! at load and never formatted. A leaf: it imports no runtime module.
 //!
 //! `read.rs` reads a table key by key; `server.rs` is `[server]` (its admin
-//! and console keys in `admin.rs`), `plugins.rs` is `[keys]` and
+//! and console keys in `admin.rs`, what a client may hold in `clients.rs`), `plugins.rs` is `[keys]` and
 //! `[plugins.NAME]`, `egress.rs` a plugin's outbound HTTP settings.
 
 mod admin;
+mod clients;
 mod egress;
 mod plugins;
 mod read;
@@ -28,6 +29,10 @@ use read::{Reader, Section};
 
 pub use admin::{
     AdminSettings, AdminToken, DEFAULT_CONSOLE_REQUESTS, MAX_CONSOLE_REQUESTS, MIN_ADMIN_TOKEN,
+};
+pub use clients::{
+    ClientLimits, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_UNVERIFIED, DEFAULT_SEND_TIMEOUT,
 };
 pub use egress::{
     DEFAULT_HTTP_TIMEOUT, DEFAULT_MAX_HTTP_IN_FLIGHT, DEFAULT_MAX_HTTP_RESPONSE, EgressSettings,
@@ -288,9 +293,21 @@ mod tests {
             assert!(err.contains(expected), "{err}");
             assert!(!err.contains("abc\n"), "{err}");
         }
-        let open =
-            Config::parse_with("[server]\nadmin_listen = \"0.0.0.0:9091\"\n", path, &env).unwrap();
-        assert!(open.server.admin_beyond_loopback());
+        // Beyond loopback, a token is required.
+        let open = Config::parse_with("[server]\nadmin_listen = \"0.0.0.0:9091\"\n", path, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            open.contains("server.admin_listen") && open.contains("admin_token"),
+            "{open}"
+        );
+        let guarded = Config::parse_with(
+            "[server]\nadmin_listen = \"0.0.0.0:9091\"\nadmin_token = { env = \"ADMIN_TOKEN\" }\n",
+            path,
+            &env,
+        )
+        .unwrap();
+        assert!(guarded.server.admin_beyond_loopback());
     }
 
     #[test]
@@ -501,6 +518,60 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(bad.contains("plugins.p.config.x"), "{bad}");
+    }
+
+    #[test]
+    fn a_plugin_no_key_maps_to_still_has_its_own_problems_reported() {
+        let err = parse(
+            "[keys]\nk = \"p\"\n[plugins.echo]\nmode = \"sometimes\"\ntimeout = \"-1s\"\ntimout = \"1s\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "plugins.echo: no key in [keys] maps to this plugin",
+            "plugins.echo.mode",
+            "plugins.echo.timeout",
+            "plugins.echo.timout",
+        ] {
+            assert!(err.contains(expected), "{expected} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn client_limits_have_defaults_and_are_checked() {
+        let defaults = parse("").unwrap();
+        assert_eq!(defaults.server.clients, ClientLimits::default());
+        let set = parse(
+            "[server]\nmax_connections = 100\nheader_timeout = \"2s\"\nbody_timeout = \"3s\"\nsend_timeout = \"4s\"\nmax_unverified = \"8MiB\"\n",
+        )
+        .unwrap();
+        let clients = &set.server.clients;
+        assert_eq!(clients.max_connections, 100);
+        assert_eq!(
+            (
+                clients.header_timeout,
+                clients.body_timeout,
+                clients.send_timeout
+            ),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(3),
+                Duration::from_secs(4)
+            )
+        );
+        assert_eq!(clients.max_unverified, 8 << 20);
+        let err = parse(
+            "[server]\nmax_connections = 0\nheader_timeout = \"0s\"\nmax_body = \"2MiB\"\nmax_unverified = \"1MiB\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "server.max_connections",
+            "server.header_timeout",
+            "server.max_unverified",
+        ] {
+            assert!(err.contains(key), "{key} in:\n{err}");
+        }
     }
 
     #[test]

@@ -154,7 +154,9 @@ pub(super) fn read_keys(reader: &mut Reader<'_>, keys: &Section<'_>) -> BTreeMap
     map
 }
 
-/// Reads every `[plugins.NAME]` a key maps to (and reports sections no key maps to).
+/// Reads every `[plugins.NAME]` a key maps to. A section no key maps to is
+/// reported as such and still read, so its own problems are reported too (a
+/// key mapped to it later must not bring a second round of them).
 pub(super) fn read_plugins(
     reader: &mut Reader<'_>,
     plugins: &Section<'_>,
@@ -169,6 +171,8 @@ pub(super) fn read_plugins(
                 span,
                 "no key in [keys] maps to this plugin",
             );
+            let section = plugins.section(reader, name);
+            read_plugin(reader, &section, name, plugins_dir, env);
         }
     }
     let mut read = BTreeMap::new();

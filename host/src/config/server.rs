@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::admin::{self, AdminSettings};
+use super::clients::{self, ClientLimits};
 use super::read::{Reader, Section};
 use crate::credentials::Environment;
 
@@ -83,6 +84,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// The admin listener's access and the console's memory.
     pub admin: AdminSettings,
+    /// What a client may hold of the public listener before it is verified.
+    pub clients: ClientLimits,
 }
 
 impl ServerConfig {
@@ -160,7 +163,12 @@ pub(super) fn read(
     base: &Path,
     env: &Environment,
 ) -> ServerConfig {
-    let known: Vec<&str> = KNOWN.iter().chain(admin::KNOWN).copied().collect();
+    let known: Vec<&str> = KNOWN
+        .iter()
+        .chain(admin::KNOWN)
+        .chain(clients::KNOWN)
+        .copied()
+        .collect();
     section.unknown_keys(reader, &known);
     let listen = match section.string(reader, "listen") {
         None => DEFAULT_LISTEN.parse().ok(),
@@ -271,6 +279,20 @@ pub(super) fn read(
             None
         }
     };
+    let admin = admin::read(reader, section, env);
+    if let Some(addr) = admin_listen.filter(|a| !a.ip().is_loopback())
+        && admin.token.is_none()
+    {
+        let span = section.get("admin_listen").and_then(|(_, span)| span);
+        reader.problem(
+            section.key("admin_listen"),
+            span,
+            format!(
+                "{addr} is reachable beyond this machine, so the admin listener needs \
+                 admin_token = {{ env = \"NAME\" }} (or listen on 127.0.0.1)"
+            ),
+        );
+    }
     ServerConfig {
         listen,
         admin_listen,
@@ -288,7 +310,8 @@ pub(super) fn read(
         outbox_lease,
         outbox_max_size,
         tls,
-        admin: admin::read(reader, section, env),
+        admin,
+        clients: clients::read(reader, section, max_body),
     }
 }
 

@@ -4,13 +4,12 @@
 //!   Bearer <token>` or the console's cookie (made from the token). Without
 //!   either, `/healthz`, `/metrics`, `/readyz` and the console's data routes
 //!   answer 401, and a console page answers 401 with only the token form.
-//! - Without a token on a loopback admin listener, the console is open to
-//!   whoever can reach loopback; its pages then answer only to a `Host` that is
-//!   an IP address or `localhost`, so a web page cannot reach it through a DNS
-//!   name that it points at 127.0.0.1 (DNS rebinding).
-//! - Without a token on an admin listener beyond loopback, the monitoring
-//!   routes stay open as before (`optech check` warns) and the console asks
-//!   for a token made up at start-up and written to the log.
+//! - Without a token the admin listener must be on loopback (the config
+//!   refuses anything else), and every route, monitoring ones included,
+//!   answers only to a `Host` that is an IP address or `localhost` (so a web
+//!   page cannot reach it through a DNS name it points at 127.0.0.1: DNS
+//!   rebinding), and only to a request no reverse proxy says it forwarded
+//!   (`Forwarded`, `X-Forwarded-For`, `Via`...): behind a proxy, set a token.
 //! - The cookie is `HttpOnly` and `SameSite=Strict`, and holds an HMAC of the
 //!   token, never the token itself.
 //! - A POST (the token form, "Send") must carry `HX-Request` (which htmx sends
@@ -22,23 +21,21 @@ use axum::http::{HeaderMap, Method, header};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::rebinding;
+
 /// The console's cookie.
 pub const COOKIE: &str = "optech_console";
 
-/// The token the admin listener checks, and where it came from.
+/// The token the admin listener checks, if any.
 #[derive(Clone)]
 pub struct Access {
     token: Option<String>,
-    /// `true`: the token guards every admin route; `false`: only the console
-    /// (a token made up for an admin listener beyond loopback).
-    guards_all: bool,
 }
 
 impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Access")
             .field("token", &self.token.as_ref().map(|_| "<set>"))
-            .field("guards_all", &self.guards_all)
             .finish()
     }
 }
@@ -49,33 +46,20 @@ pub enum Verdict {
     Allowed,
     /// No (or a wrong) token or cookie.
     Unauthorized,
-    /// A page asked for under a host name that is not this machine's address.
+    /// Asked for under a host name that is not this machine's address.
     WrongHost,
+    /// Forwarded by a reverse proxy, with no token to prove who asks.
+    Proxied,
 }
 
 impl Access {
-    /// From the config: `admin_token` if set; else, on an admin listener
-    /// beyond loopback, a made-up token for the console only; else none.
-    pub fn new(token: Option<&str>, beyond_loopback: bool) -> Self {
-        match token {
-            Some(token) => Self {
-                token: Some(token.to_string()),
-                guards_all: true,
-            },
-            None if beyond_loopback => Self {
-                token: Some(format!("{:032x}", rand::random::<u128>())),
-                guards_all: false,
-            },
-            None => Self {
-                token: None,
-                guards_all: false,
-            },
+    /// From the config's `admin_token`. Without one the listener must be on
+    /// loopback: the config, and [`crate::Host`] for `--admin-listen`, refuse
+    /// anything else.
+    pub fn new(token: Option<&str>) -> Self {
+        Self {
+            token: token.map(str::to_string),
         }
-    }
-
-    /// The token made up at start-up, to be logged for the operator.
-    pub fn made_up_token(&self) -> Option<&str> {
-        self.token.as_deref().filter(|_| !self.guards_all)
     }
 
     /// Whether the console asks for a token.
@@ -83,22 +67,14 @@ impl Access {
         self.token.is_some()
     }
 
-    /// A monitoring route (`/healthz`, `/metrics`, `/readyz`).
-    pub fn monitoring(&self, headers: &HeaderMap) -> Verdict {
-        if !self.guards_all || self.presented(headers) {
-            Verdict::Allowed
-        } else {
-            Verdict::Unauthorized
-        }
-    }
-
-    /// A console page or data route.
-    pub fn console(&self, headers: &HeaderMap) -> Verdict {
+    /// Any admin route but the console's static assets.
+    pub fn check(&self, headers: &HeaderMap) -> Verdict {
         match &self.token {
             Some(_) if self.presented(headers) => Verdict::Allowed,
             Some(_) => Verdict::Unauthorized,
-            None if host_is_an_address(headers) => Verdict::Allowed,
-            None => Verdict::WrongHost,
+            None if !rebinding::host_is_an_address(headers) => Verdict::WrongHost,
+            None if rebinding::forwarded(headers) => Verdict::Proxied,
+            None => Verdict::Allowed,
         }
     }
 
@@ -163,25 +139,6 @@ fn same(expected: &str, candidate: &str) -> bool {
     digest(candidate).verify_slice(&want).is_ok()
 }
 
-/// Whether the `Host` header names this machine by address (or `localhost`),
-/// not by a DNS name someone else controls.
-fn host_is_an_address(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
-        // HTTP/1.0 without Host: not a browser.
-        return true;
-    };
-    let name = match host.strip_prefix('[') {
-        Some(rest) => {
-            return rest
-                .split(']')
-                .next()
-                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
-        }
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
-}
-
 /// Why a POST is refused as possibly cross-site, if it is.
 pub fn cross_site(method: &Method, headers: &HeaderMap) -> Option<&'static str> {
     if method != Method::POST {
@@ -228,31 +185,36 @@ mod tests {
 
     #[test]
     fn a_token_guards_everything_by_bearer_or_cookie() {
-        let access = Access::new(Some("0123456789abcdef"), false);
-        assert_eq!(access.monitoring(&headers(&[])), Verdict::Unauthorized);
+        let access = Access::new(Some("0123456789abcdef"));
+        assert!(access.console_needs_token());
+        assert_eq!(access.check(&headers(&[])), Verdict::Unauthorized);
         let bearer = headers(&[("authorization", "Bearer 0123456789abcdef")]);
-        assert_eq!(access.monitoring(&bearer), Verdict::Allowed);
-        assert_eq!(access.console(&bearer), Verdict::Allowed);
+        assert_eq!(access.check(&bearer), Verdict::Allowed);
         let wrong = headers(&[("authorization", "Bearer 0123456789abcdeX")]);
-        assert_eq!(access.console(&wrong), Verdict::Unauthorized);
+        assert_eq!(access.check(&wrong), Verdict::Unauthorized);
         let cookie = access.cookie_value().unwrap();
         assert!(!cookie.contains("0123456789abcdef"));
         let with_cookie = headers(&[("cookie", &format!("a=b; {COOKIE}={cookie}"))]);
-        assert_eq!(access.console(&with_cookie), Verdict::Allowed);
-        assert_eq!(access.monitoring(&with_cookie), Verdict::Allowed);
+        assert_eq!(access.check(&with_cookie), Verdict::Allowed);
         let set = access.set_cookie().unwrap();
         assert!(
             set.contains("HttpOnly") && set.contains("SameSite=Strict"),
             "{set}"
         );
-        assert!(access.made_up_token().is_none());
+        // A token may be used by any name, through a proxy.
+        let proxied = headers(&[
+            ("authorization", "Bearer 0123456789abcdef"),
+            ("host", "admin.example.com"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ]);
+        assert_eq!(access.check(&proxied), Verdict::Allowed);
     }
 
     #[test]
-    fn without_a_token_loopback_is_open_to_addresses_only() {
-        let access = Access::new(None, false);
+    fn without_a_token_only_addresses_and_no_proxy() {
+        let access = Access::new(None);
         assert!(!access.console_needs_token());
-        assert_eq!(access.monitoring(&headers(&[])), Verdict::Allowed);
+        assert_eq!(access.check(&headers(&[])), Verdict::Allowed);
         for host in [
             "127.0.0.1:9091",
             "localhost:9091",
@@ -260,30 +222,25 @@ mod tests {
             "LOCALHOST",
         ] {
             assert_eq!(
-                access.console(&headers(&[("host", host)])),
+                access.check(&headers(&[("host", host)])),
                 Verdict::Allowed,
                 "{host}"
             );
         }
         for host in ["evil.example:9091", "rebind.example"] {
             assert_eq!(
-                access.console(&headers(&[("host", host)])),
+                access.check(&headers(&[("host", host)])),
                 Verdict::WrongHost,
                 "{host}"
             );
         }
-    }
-
-    #[test]
-    fn beyond_loopback_without_a_token_the_console_gets_one() {
-        let access = Access::new(None, true);
-        let made_up = access.made_up_token().unwrap().to_string();
-        assert_eq!(access.monitoring(&headers(&[])), Verdict::Allowed);
-        assert_eq!(
-            access.console(&headers(&[("host", "10.0.0.1:9091")])),
-            Verdict::Unauthorized
-        );
-        assert!(access.is_token(&made_up));
+        // A proxy's `proxy_pass http://127.0.0.1:9091` keeps an address in
+        // `Host`; what it adds gives it away.
+        let proxied = headers(&[
+            ("host", "127.0.0.1:9091"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ]);
+        assert_eq!(access.check(&proxied), Verdict::Proxied);
     }
 
     #[test]

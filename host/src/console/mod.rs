@@ -61,8 +61,8 @@ pub fn routes() -> axum::Router<Arc<Console>> {
     axum::Router::new()
         .route("/", get(requests_page))
         .route("/requests/rows", get(request_rows))
-        .route("/requests/{id}", get(request_page))
-        .route("/requests/{id}/detail", get(request_detail))
+        .route("/requests/{seq}", get(request_page))
+        .route("/requests/{seq}/detail", get(request_detail))
         .route("/charts", get(charts_page))
         .route("/charts/data", get(chart_data))
         .route("/deliveries", get(deliveries_page))
@@ -153,6 +153,7 @@ async fn requests_page(
         &filter,
         &keys(&console),
         recent.capacity(),
+        &recent.refusals(),
     ))
 }
 
@@ -171,17 +172,21 @@ async fn request_rows(
     ))
 }
 
-async fn request_page(State(console): State<Arc<Console>>, Path(id): Path<String>) -> Response {
-    let entry = console.recent.get(&id);
+/// An entry by its number; anything else in the URL names none.
+fn entry(console: &Console, seq: &str) -> Option<crate::recent::Entry> {
+    console.recent.get(seq.parse().ok()?)
+}
+
+async fn request_page(State(console): State<Arc<Console>>, Path(seq): Path<String>) -> Response {
+    let entry = entry(&console, &seq);
     html(pages::request_page(
-        &id,
-        pages::request_detail(entry.as_ref(), &id),
+        entry.as_ref(),
+        pages::request_detail(entry.as_ref()),
     ))
 }
 
-async fn request_detail(State(console): State<Arc<Console>>, Path(id): Path<String>) -> Response {
-    let entry = console.recent.get(&id);
-    html(pages::request_detail(entry.as_ref(), &id))
+async fn request_detail(State(console): State<Arc<Console>>, Path(seq): Path<String>) -> Response {
+    html(pages::request_detail(entry(&console, &seq).as_ref()))
 }
 
 async fn charts_page() -> Response {
@@ -214,7 +219,9 @@ async fn deliveries(console: &Console) -> Markup {
         Ok(listing) => {
             let recent = &console.recent;
             let next = |r: &crate::outbox::RecordSummary| {
-                let entry = recent.get(r.request_id.as_deref()?)?;
+                // By id: the record carries no entry number (it may come
+                // from another run or replica). Only signed requests have entries.
+                let entry = recent.find(r.request_id.as_deref()?)?;
                 entry.attempts.last()?.next_at
             };
             pages::deliveries_table(Ok(&listing), &next)
@@ -304,7 +311,8 @@ async fn try_send(State(console): State<Arc<Console>>, Form(form): Form<TryForm>
         Ok(sent) => sent,
         Err(message) => return html(pages::try_error(&message)),
     };
-    let timings = console.recent.get(&sent.request_id).map(|e| e.timings);
+    // The id is the one "Send" made up, so it names this request's entry.
+    let entry = console.recent.find(&sent.request_id);
     let delivery = match sent.poll {
         Some(token) => TryDelivery::Waiting {
             poll: format!("/try/{token:x}"),
@@ -315,10 +323,11 @@ async fn try_send(State(console): State<Arc<Console>>, Form(form): Form<TryForm>
         status: sent.status.as_u16(),
         status_text: sent.status.canonical_reason().unwrap_or(""),
         request_id: &sent.request_id,
+        entry: entry.as_ref().map(|e| e.seq),
         answer: &sent.answer,
         signed: sent.signed,
         took: sent.took,
-        timings,
+        timings: entry.map(|e| e.timings),
         delivery,
     }))
 }

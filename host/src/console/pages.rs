@@ -34,9 +34,15 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-/// The detail page of a request id.
-pub fn request_href(id: &str) -> String {
-    format!("/requests/{}", utf8_percent_encode(id, SEGMENT))
+/// The detail page of the entry numbered `seq`.
+pub fn request_href(seq: u64) -> String {
+    format!("/requests/{seq}")
+}
+
+/// The Requests page filtered by a request id (which may name several
+/// entries: the caller chose it).
+pub fn requests_with_id(id: &str) -> String {
+    format!("/?id={}", utf8_percent_encode(id, SEGMENT))
 }
 
 pub fn layout(title: &str, nav: Nav, body: Markup) -> Markup {
@@ -158,13 +164,30 @@ fn status_class(status: Option<u16>) -> &'static str {
     }
 }
 
-pub fn requests_page(rows: Markup, filter: &Filter, keys: &[String], capacity: usize) -> Markup {
+pub fn requests_page(
+    rows: Markup,
+    filter: &Filter,
+    keys: &[String],
+    capacity: usize,
+    refusals: &[(&'static str, u64)],
+) -> Markup {
+    let refused: u64 = refusals.iter().map(|(_, n)| n).sum();
     let body = html! {
         h1 { "Requests" }
         @if capacity == 0 {
             p.note { "This host keeps no requests: " code { "[server] console_requests = 0" } "." }
         } @else {
-            p.note { "The last " (capacity) " requests this host served, newest first; new ones appear as they arrive. Open a row for its timings, log lines and deliveries." }
+            p.note { "The last " (capacity) " signed requests this host served, newest first; new ones appear as they arrive. Open a row for its timings, log lines and deliveries." }
+        }
+        @if refused > 0 {
+            p.note #refused {
+                (refused) " request(s) refused before their signature was checked are counted, not listed (anyone can send them): "
+                @for (i, (code, n)) in refusals.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    code { (code) } " " (n)
+                }
+                "."
+            }
         }
         form #filters .filters method="get" action="/"
             hx-get="/requests/rows" hx-target="#rows" hx-swap="outerHTML"
@@ -199,7 +222,7 @@ pub fn request_rows(entries: &[Entry], version: u64) -> Markup {
                 tr.empty { td colspan="8" { "No requests yet." } }
             }
             @for e in entries {
-                @let href = request_href(e.id.as_str());
+                @let href = request_href(e.seq);
                 tr data-href=(href) data-request-id=(e.id.as_str()) {
                     td title=(full_time(e.at)) { (clock(e.at)) }
                     td.id { a href=(href) { (e.id.as_str()) } }
@@ -215,10 +238,10 @@ pub fn request_rows(entries: &[Entry], version: u64) -> Markup {
     }
 }
 
-pub fn request_page(id: &str, detail: Markup) -> Markup {
+pub fn request_page(entry: Option<&Entry>, detail: Markup) -> Markup {
     let body = html! {
         p.back { a href="/" { "← Requests" } }
-        h1 { "Request " code { (id) } }
+        h1 { "Request " @if let Some(e) = entry { code { (e.id.as_str()) } } }
         (detail)
     };
     layout("Request", Nav::Requests, body)
@@ -229,10 +252,10 @@ fn timing(d: Option<Duration>) -> String {
 }
 
 /// The detail of one request; refreshed while it is still running or delivering.
-pub fn request_detail(entry: Option<&Entry>, id: &str) -> Markup {
+pub fn request_detail(entry: Option<&Entry>) -> Markup {
     let Some(e) = entry else {
         return html! {
-            p.note { "No request with this id is in the console's memory (it keeps the last "
+            p.note { "This request is not in the console's memory (it keeps the last "
                 "requests only; older ones have been replaced)." }
         };
     };
@@ -249,7 +272,7 @@ pub fn request_detail(entry: Option<&Entry>, id: &str) -> Markup {
         total,
     } = e.timings;
     html! {
-        div #detail hx-get=[(!settled).then(|| format!("{}/detail", request_href(id)))]
+        div #detail hx-get=[(!settled).then(|| format!("{}/detail", request_href(e.seq)))]
             hx-trigger=[(!settled).then_some("every 1s")] hx-swap="outerHTML" {
             dl.facts {
                 dt { "Time" } dd { (full_time(e.at)) }
@@ -360,7 +383,7 @@ pub fn deliveries_table(
     next: &dyn Fn(&RecordSummary) -> Option<SystemTime>,
 ) -> Markup {
     let id_cell = |r: &RecordSummary| match &r.request_id {
-        Some(id) => html! { a href=(request_href(id)) { (id) } },
+        Some(id) => html! { a href=(requests_with_id(id)) { (id) } },
         None => html! { "–" },
     };
     html! {
@@ -513,6 +536,8 @@ pub struct TryOutcome<'a> {
     pub status: u16,
     pub status_text: &'a str,
     pub request_id: &'a str,
+    /// Its entry's number in the console, if it has one.
+    pub entry: Option<u64>,
     pub answer: &'a [u8],
     pub signed: bool,
     pub took: Duration,
@@ -536,7 +561,10 @@ pub fn try_result(outcome: &TryOutcome<'_>) -> Markup {
                     (outcome.status) " " (outcome.status_text)
                 }
                 " in " (millis(outcome.took)) " · request id "
-                a #try-request-id href=(request_href(outcome.request_id)) { (outcome.request_id) }
+                @match outcome.entry {
+                    Some(seq) => a #try-request-id href=(request_href(seq)) { (outcome.request_id) },
+                    None => span #try-request-id { (outcome.request_id) },
+                }
             }
             @if let Some(t) = outcome.timings {
                 table.timings {

@@ -17,6 +17,7 @@ use crate::delivery::{Attempt, Outcome};
 use crate::link::LinkTag;
 use crate::metrics::OutcomeLabels;
 use crate::outbox::{OutboxError, State};
+use crate::recent::Ticket;
 use crate::request_id::RequestId;
 
 /// What became of a write that must happen.
@@ -34,6 +35,7 @@ impl Jobs {
         self: &Arc<Self>,
         hold: Hold,
         request_id: RequestId,
+        ticket: Option<Ticket>,
         expires_at: SystemTime,
         running: Running,
     ) {
@@ -52,7 +54,7 @@ impl Jobs {
                         e.body(&request_id)
                     }
                 };
-                jobs.record_and_deliver(hold, &request_id, body, expires_at)
+                jobs.record_and_deliver(hold, &request_id, ticket, body, expires_at)
                     .await;
             }
             .instrument(tracing::Span::current()),
@@ -63,6 +65,7 @@ impl Jobs {
         &self,
         hold: Hold,
         request_id: &RequestId,
+        ticket: Option<Ticket>,
         body: Vec<u8>,
         expires_at: SystemTime,
     ) {
@@ -73,7 +76,8 @@ impl Jobs {
             })
             .await;
         if let Written::Done = recorded {
-            self.deliver(&hold, request_id, body, expires_at).await;
+            self.deliver(&hold, request_id, ticket, body, expires_at)
+                .await;
         }
     }
 
@@ -126,6 +130,7 @@ impl Jobs {
         &self,
         hold: &Hold,
         request_id: &RequestId,
+        ticket: Option<Ticket>,
         body: Vec<u8>,
         expires_at: SystemTime,
     ) {
@@ -137,6 +142,7 @@ impl Jobs {
                 &hold.claim.link,
                 &body,
                 request_id,
+                ticket,
                 expires_at,
                 (&self.shutdown, &hold.lost),
                 || self.holdings.ready_to_send(hold),

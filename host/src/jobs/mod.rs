@@ -71,7 +71,7 @@ pub struct Work {
     pub key: String,
     pub inputs: Fields,
     /// The console's entry, when the server admitted it in this process
-    /// (`None` for work resumed from the outbox: the call gets a new one).
+    /// (`None` for work resumed from the outbox: `spawn_call` makes one).
     pub admitted: Option<Ticket>,
 }
 
@@ -226,14 +226,25 @@ impl Jobs {
 
     /// Starts a handler call as its own task, holding `slots` until it ends,
     /// in the current request's span. The call stops if `lost` is cancelled.
+    /// Returns the call and its console entry (made now for resumed work), so
+    /// its delivery attempts are shown there.
     fn spawn_call(
         &self,
         plugin: Arc<Plugin>,
-        work: Work,
+        mut work: Work,
         slots: Slots,
         lost: Option<CancellationToken>,
-    ) -> Running {
-        self.tracker.spawn(
+    ) -> (Running, Option<Ticket>) {
+        if work.admitted.is_none() {
+            work.admitted = self.metrics.recent.call_started(
+                &work.request_id,
+                &work.key,
+                plugin.console_name(),
+                plugin.settings.mode,
+            );
+        }
+        let ticket = work.admitted;
+        let running = self.tracker.spawn(
             async move {
                 let run = plugin.run(work.request_id, work.key, work.inputs, work.admitted);
                 let result = match lost {
@@ -249,7 +260,8 @@ impl Jobs {
                 result
             }
             .instrument(tracing::Span::current()),
-        )
+        );
+        (running, ticket)
     }
 
     /// Stops retry waits and resuming, lets running handlers finish within

@@ -37,8 +37,8 @@ impl Jobs {
         let lost = CancellationToken::new();
         let hold = self.holdings.hold(claim, asked_at, lost.clone());
         let request_id = work.request_id.clone();
-        let running = self.spawn_call(plugin, work, slots, Some(lost));
-        self.track(hold, request_id, expires_at, running);
+        let (running, ticket) = self.spawn_call(plugin, work, slots, Some(lost));
+        self.track(hold, request_id, ticket, expires_at, running);
         Ok(Acceptance::Recorded)
     }
 
@@ -68,7 +68,7 @@ impl Jobs {
         let budget = plugin.settings.sync_budget;
         let kept = work.clone();
         let lost = CancellationToken::new();
-        let mut running = self.spawn_call(plugin, work, slots, Some(lost.clone()));
+        let (mut running, ticket) = self.spawn_call(plugin, work, slots, Some(lost.clone()));
         tokio::select! {
             result = &mut running => return Ok(AutoAnswer::Now(joined(result))),
             _ = tokio::time::sleep(budget) => {}
@@ -87,7 +87,7 @@ impl Jobs {
         match recorded {
             Ok(Accepted::New(claim)) => {
                 let hold = self.holdings.hold(claim, asked_at, lost);
-                self.track(hold, kept.request_id, expires_at, running);
+                self.track(hold, kept.request_id, ticket, expires_at, running);
                 Ok(AutoAnswer::Later(Acceptance::Recorded))
             }
             Ok(Accepted::Duplicate) => {

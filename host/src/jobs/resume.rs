@@ -132,8 +132,9 @@ impl Jobs {
                     admitted: None,
                 };
                 let _entered = span.enter();
-                let running = self.spawn_call(plugin, work, slots, Some(hold.lost.clone()));
-                self.track(hold, request_id, expires_at, running);
+                let (running, ticket) =
+                    self.spawn_call(plugin, work, slots, Some(hold.lost.clone()));
+                self.track(hold, request_id, ticket, expires_at, running);
             }
             None => {
                 let permit = tokio::select! {
@@ -147,7 +148,8 @@ impl Jobs {
                         tracing::info!(link = %tag, key, "re-delivering an answer recorded earlier");
                         match jobs.outbox.result(&hold.claim).await {
                             Ok(Some(body)) => {
-                                jobs.deliver(&hold, &request_id, body, expires_at).await
+                                jobs.deliver(&hold, &request_id, None, body, expires_at)
+                                    .await
                             }
                             Ok(None) => {
                                 tracing::warn!(link = %tag, "the recorded result is gone; not sent")
@@ -162,7 +164,7 @@ impl Jobs {
                             "no plugin is mapped to key {key:?} any more"
                         ));
                         let body = error.body(&request_id);
-                        jobs.record_and_deliver(hold, &request_id, body, expires_at)
+                        jobs.record_and_deliver(hold, &request_id, None, body, expires_at)
                             .await;
                     }
                 };

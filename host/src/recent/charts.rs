@@ -37,6 +37,10 @@ pub const CODES: &[&str] = &[
     "unsupported_media_type",
     "method_not_allowed",
     "unreadable_body",
+    "body_timeout",
+    "busy",
+    "host_not_allowed",
+    "not_found",
     "other",
 ];
 

@@ -31,11 +31,14 @@ pub use ring::{
 };
 
 use crate::config::Mode;
-use crate::metrics::NO_KEY;
 use crate::redact::Redactor;
 use crate::request_id::RequestId;
 use charts::Charts;
 use ring::{Micros, Ring, Slot, cut};
+
+/// The chart series (and the metrics' `key` label) of requests refused before
+/// routing.
+pub const NO_KEY: &str = "(none)";
 
 /// The console's memory of recent requests. Cheap to call when it keeps nothing.
 pub struct Recent {
@@ -52,6 +55,9 @@ struct Inner {
     version: u64,
     /// The chart series of requests refused before routing.
     no_key: Arc<str>,
+    /// Requests refused before their signature was checked, by error code:
+    /// counted, never kept (anyone can send them). A handful of fixed codes.
+    refused: Vec<(&'static str, u64)>,
 }
 
 impl Default for Recent {
@@ -126,6 +132,7 @@ impl Recent {
                 charts: Charts::default(),
                 version: 0,
                 no_key: NO_KEY.into(),
+                refused: Vec::new(),
             }),
         }
     }
@@ -231,7 +238,7 @@ impl Recent {
             return;
         };
         let text = serde_json::to_string(&inputs.iter().collect::<Vec<_>>()).unwrap_or_default();
-        let text = redactor.redact(&text);
+        let text = redactor.redact_json(&text);
         if let Some(entry) = self.lock().ring.get_mut(ticket) {
             entry.set_inputs(cut(&text, MAX_PAYLOAD).into());
         }
@@ -255,7 +262,7 @@ impl Recent {
         let data = match result {
             Ok(body) if self.payloads() => {
                 let text = String::from_utf8_lossy(body);
-                Some(redactor.redact(&text).into_owned())
+                Some(redactor.redact_json(&text).into_owned())
             }
             _ => None,
         };
@@ -327,6 +334,7 @@ impl Recent {
             charts,
             version,
             no_key,
+            ..
         } = &mut *inner;
         let entry = match ticket {
             Some(ticket) => ring.get_mut(ticket),
@@ -358,21 +366,49 @@ impl Recent {
         }
     }
 
-    /// One POST of an async answer to its link; `next` is the wait before the
-    /// next one (retries only).
+    /// A request refused before its signature was checked (`code`): counted in the charts and by code, but given no entry, so
+    /// anonymous traffic never pushes a real request out of the ring.
+    pub fn refused(&self, arrived: Instant, code: &'static str) {
+        if !self.enabled() {
+            return;
+        }
+        let took = arrived.elapsed();
+        let at = unix_secs(now_us());
+        let mut inner = self.lock();
+        let Inner {
+            charts,
+            version,
+            no_key,
+            refused,
+            ..
+        } = &mut *inner;
+        *version += 1;
+        charts.count(no_key, at, Some(took));
+        charts.error(code, at);
+        match refused.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => refused.push((code, 1)),
+        }
+    }
+
+    /// Requests refused before their signature was checked, by code, since start.
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        self.lock().refused.clone()
+    }
+
+    /// One POST of an async answer to its link, for the entry `ticket` names;
+    /// `next` is the wait before the next one (retries only).
     pub fn delivery(
         &self,
-        id: &RequestId,
+        ticket: Option<Ticket>,
         outcome: &'static str,
         reason: Option<&str>,
         next: Option<Duration>,
     ) {
-        if !self.enabled() {
-            return;
-        }
+        let Some(ticket) = ticket else { return };
         let now = SystemTime::now();
         let mut inner = self.lock();
-        if let Some(entry) = inner.ring.by_id_mut(id.as_str()) {
+        if let Some(entry) = inner.ring.get_mut(ticket) {
             entry.push_attempt(Attempt {
                 at: now,
                 outcome,
@@ -394,8 +430,15 @@ impl Recent {
             .collect()
     }
 
-    /// The latest entry with this request id.
-    pub fn get(&self, id: &str) -> Option<Entry> {
+    /// The entry numbered `seq` (as a console page's URL names it).
+    pub fn get(&self, seq: u64) -> Option<Entry> {
+        self.lock().ring.get(seq).map(Slot::entry)
+    }
+
+    /// The newest entry with this request id: for ids the host made itself
+    /// (the console's "Send"). Any other id is the caller's choice and may
+    /// name several entries; pages link entries by number.
+    pub fn find(&self, id: &str) -> Option<Entry> {
         self.lock().ring.by_id(id).map(Slot::entry)
     }
 
@@ -479,7 +522,8 @@ mod tests {
             4,
             "admitted, a log line, finished, answered"
         );
-        let entry = recent.get("r1").unwrap();
+        let entry = recent.find("r1").unwrap();
+        assert_eq!(recent.get(entry.seq).map(|e| e.id), Some(id("r1")));
         assert_eq!(entry.status, Some(200));
         assert_eq!(entry.key.as_deref(), Some("echo"));
         assert!(!entry.resumed);
@@ -518,14 +562,9 @@ mod tests {
             Err(("plugin_error", &failure)),
             &Redactor::default(),
         );
-        recent.delivery(
-            &id("a1"),
-            "retry",
-            Some("503"),
-            Some(Duration::from_secs(1)),
-        );
-        recent.delivery(&id("a1"), "delivered", None, None);
-        let entry = recent.get("a1").unwrap();
+        recent.delivery(call, "retry", Some("503"), Some(Duration::from_secs(1)));
+        recent.delivery(call, "delivered", None, None);
+        let entry = recent.find("a1").unwrap();
         assert_eq!(
             (entry.status, entry.code),
             (Some(202), Some("plugin_error"))
@@ -557,10 +596,10 @@ mod tests {
             401,
             Some(("invalid_signature", "no")),
         );
-        let old = recent.get("old").unwrap();
+        let old = recent.find("old").unwrap();
         assert!(old.resumed);
         assert_eq!(old.timings.queue, Some(Duration::ZERO));
-        let refused = recent.get("bad").unwrap();
+        let refused = recent.find("bad").unwrap();
         assert_eq!((refused.status, refused.key.as_deref()), (Some(401), None));
         let find = |key: Option<&str>, status: Option<&str>, id: Option<&str>| {
             let filter = Filter {
@@ -583,6 +622,35 @@ mod tests {
     }
 
     #[test]
+    fn unsigned_refusals_are_counted_and_never_push_an_entry_out() {
+        let recent = Recent::new(2, false);
+        let arrived = Instant::now();
+        let call = recent.admitted(&id("real"), arrived, &names("k", "p"), Mode::Async);
+        recent.answered(call, &id("real"), arrived, 202, None);
+        for _ in 0..1_000 {
+            recent.refused(Instant::now(), "invalid_signature");
+        }
+        recent.refused(Instant::now(), "body_too_large");
+        assert_eq!(recent.held(), 1, "no entry for an unsigned request");
+        assert_eq!(
+            recent.refusals(),
+            [("invalid_signature", 1_000), ("body_too_large", 1)]
+        );
+        // A later request with the same id (a forged one) does not take over
+        // the first one's deliveries: they follow the ticket.
+        let forged = recent.admitted(&id("real"), Instant::now(), &names("k", "p"), Mode::Sync);
+        recent.delivery(call, "delivered", None, None);
+        let first = recent.get(call.map(|t| t.0).unwrap()).unwrap();
+        let second = recent.get(forged.map(|t| t.0).unwrap()).unwrap();
+        assert_eq!((first.attempts.len(), second.attempts.len()), (1, 0));
+        let charts = recent.charts();
+        assert!(
+            charts.errors.iter().any(|e| e.code == "invalid_signature"),
+            "refusals are in the charts"
+        );
+    }
+
+    #[test]
     fn off_keeps_nothing() {
         let recent = Recent::new(0, true);
         assert!(!recent.enabled() && !recent.payloads());
@@ -598,7 +666,9 @@ mod tests {
                 .is_none()
         );
         recent.answered(None, &id("r"), arrived, 200, None);
-        assert!(recent.get("r").is_none());
+        recent.refused(arrived, "invalid_signature");
+        assert!(recent.find("r").is_none());
+        assert!(recent.refusals().is_empty());
         assert_eq!(recent.version(), 0);
     }
 }

@@ -1,8 +1,9 @@
 //! The ring of recent requests: a fixed number of entries, the oldest
-//! overwritten first. A request's own events find its entry by ticket (its
-//! sequence number); a search by request id (a page, a delivery attempt)
-//! walks the ring from the newest entry. An index by id would make every
-//! request pay two hash-map updates for the rare reader.
+//! overwritten first. An entry is found by its own sequence number: a
+//! request's events (its call, log lines, delivery attempts) by the ticket
+//! it carries, a console page by the number in its URL. A request id is
+//! chosen by the caller, so it names nothing for certain; a search by id
+//! (the console's filter) walks the ring from the newest entry.
 //!
 //! Invariants: it never holds more than `capacity` entries, each with at most
 //! [`MAX_LOG_LINES`] log lines of at most [`MAX_LOG_BYTES`] in all and
@@ -372,14 +373,17 @@ impl Ring {
         self.slots.get_mut(slot).filter(|e| e.seq == ticket.0)
     }
 
+    /// The entry numbered `seq`, if the ring has not moved past it.
+    pub(super) fn get(&self, seq: u64) -> Option<&Slot> {
+        if self.capacity == 0 {
+            return None;
+        }
+        self.slots.get(self.slot_of(seq)).filter(|e| e.seq == seq)
+    }
+
     /// The latest entry with this request id.
     pub(super) fn by_id(&self, id: &str) -> Option<&Slot> {
         self.newest_first().find(|e| e.id.as_str() == id)
-    }
-
-    pub(super) fn by_id_mut(&mut self, id: &str) -> Option<&mut Slot> {
-        let seq = self.by_id(id)?.seq;
-        self.get_mut(Ticket(seq))
     }
 
     /// The entries, newest first.
@@ -450,6 +454,8 @@ mod tests {
             "a stale ticket names nothing"
         );
         assert!(ring.get_mut(Ticket(9)).is_some());
+        assert_eq!(ring.get(8).map(|e| e.id.as_str()), Some("r8"));
+        assert!(ring.get(6).is_none() && ring.get(10).is_none());
         // A repeated id finds its latest entry, and still does after the older one's eviction.
         ring.push(&id("r9"), Instant::now());
         for i in 10..12 {

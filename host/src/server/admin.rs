@@ -54,9 +54,9 @@ pub fn admin_app(state: Arc<AdminState>) -> axum::Router {
         .layer(middleware::from_fn_with_state(state, guard))
 }
 
-/// Applies `console::access` to every admin route: the token (when set) on
-/// the monitoring routes; the token or loopback address, and the cross-site
-/// checks on POSTs, on the console's. Assets (scripts, styles) need nothing.
+/// Applies `console::access` to every admin route, monitoring ones included:
+/// the token when set, else the loopback `Host` and no proxy; and the
+/// cross-site checks on POSTs. Assets (scripts, styles) need nothing.
 async fn guard(State(admin): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let access = &admin.console.access;
@@ -64,30 +64,36 @@ async fn guard(State(admin): State<Arc<AdminState>>, request: Request, next: Nex
         return console::secure(next.run(request).await);
     }
     let headers = request.headers();
-    if matches!(path, "/healthz" | "/metrics" | "/readyz") {
-        return match access.monitoring(headers) {
-            Verdict::Allowed => next.run(request).await,
-            _ => unauthorized(),
-        };
-    }
+    let monitoring = matches!(path, "/healthz" | "/metrics" | "/readyz");
     let login = path == "/login" && request.method() == Method::POST;
-    match access.console(headers) {
+    let refused =
+        |status: StatusCode, text: &'static str| console::secure((status, text).into_response());
+    match access.check(headers) {
         Verdict::Allowed => {}
+        Verdict::Unauthorized if monitoring => return unauthorized(),
         Verdict::Unauthorized if login => {}
         Verdict::Unauthorized if console::wants_page(headers) => {
             return console::secure(console::login_page());
         }
         Verdict::Unauthorized => return console::secure(unauthorized()),
         Verdict::WrongHost => {
-            return console::secure(
-                (
-                    StatusCode::FORBIDDEN,
-                    "Open the console by this machine's address (http://127.0.0.1:PORT/), \
-                     or set [server] admin_token to reach it by a name.",
-                )
-                    .into_response(),
+            return refused(
+                StatusCode::FORBIDDEN,
+                "Open the admin listener by this machine's address (http://127.0.0.1:PORT/), \
+                 or set [server] admin_token to reach it by a name.",
             );
         }
+        Verdict::Proxied => {
+            return refused(
+                StatusCode::FORBIDDEN,
+                "This request came through a reverse proxy (it says whom it forwards for): \
+                 without [server] admin_token the admin listener answers only to this \
+                 machine. Set admin_token to reach it through a proxy.",
+            );
+        }
+    }
+    if monitoring {
+        return next.run(request).await;
     }
     if let Some(reason) = access::cross_site(request.method(), headers) {
         return console::secure((StatusCode::FORBIDDEN, reason).into_response());

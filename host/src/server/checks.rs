@@ -5,9 +5,14 @@
 //! Invariant: the signature is verified over the raw bytes before anything
 //! reads the JSON, so an unsigned request learns nothing about keys or plugins.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 use crate::config::Mode;
@@ -37,17 +42,24 @@ pub fn check_method(method: &Method) -> Result<(), ApiError> {
     }
 }
 
+/// The body, read within `timeout` of its headers, holding a permit of
+/// `unverified` for each byte until the caller has checked the signature: the
+/// memory that unsigned requests hold at once is capped over all of them, and
+/// a client that sends slowly is cut off at the deadline, not waited on.
 pub async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-) -> Result<bytes::Bytes, ApiError> {
+    unverified: &Arc<Semaphore>,
+    timeout: Duration,
+) -> Result<(Bytes, Unverified), ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("the body is larger than the limit of {limit} bytes"),
         )
+        .closing()
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -56,14 +68,115 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "unreadable_body",
-            format!("could not read the body: {e}"),
-        )),
+    let read = async {
+        let mut body = body;
+        let mut buffer = Buffer::Empty;
+        let mut held = Unverified(None);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    format!("could not read the body: {e}"),
+                )
+                .closing()
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers: not part of what is signed
+            };
+            if buffer.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            held.take(unverified, data.len())?;
+            buffer.push(data);
+        }
+        Ok((buffer.into_bytes(), held))
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(read) => read,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the body did not arrive within {} of its headers",
+                humantime::format_duration(timeout)
+            ),
+        )
+        .closing()),
+    }
+}
+
+/// Bytes of a body read but not yet verified, held against `max_unverified`
+/// until dropped.
+#[derive(Debug)]
+pub struct Unverified(Option<OwnedSemaphorePermit>);
+
+impl Unverified {
+    /// Holds `bytes` more, or refuses the request: the host holds as much of
+    /// other requests' unsigned bodies as it will.
+    fn take(&mut self, budget: &Arc<Semaphore>, bytes: usize) -> Result<(), ApiError> {
+        let busy = || {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the host is reading as many unverified requests as it will; retry shortly",
+            )
+            .closing()
+        };
+        let bytes = u32::try_from(bytes).map_err(|_| busy())?;
+        if bytes == 0 {
+            return Ok(());
+        }
+        let permit = budget
+            .clone()
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| busy())?;
+        match &mut self.0 {
+            Some(held) => held.merge(permit),
+            None => self.0 = Some(permit),
+        }
+        Ok(())
+    }
+}
+
+/// A body as it arrives: most come in one chunk, kept without a copy.
+enum Buffer {
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Buffer {
+    fn len(&self) -> usize {
+        match self {
+            Self::Empty => 0,
+            Self::One(bytes) => bytes.len(),
+            Self::Many(bytes) => bytes.len(),
+        }
+    }
+
+    fn push(&mut self, data: Bytes) {
+        *self = match std::mem::replace(self, Self::Empty) {
+            Self::Empty => Self::One(data),
+            Self::One(first) => {
+                let mut joined = BytesMut::with_capacity(first.len() + data.len());
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&data);
+                Self::Many(joined)
+            }
+            Self::Many(mut joined) => {
+                joined.extend_from_slice(&data);
+                Self::Many(joined)
+            }
+        };
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Self::Empty => Bytes::new(),
+            Self::One(bytes) => bytes,
+            Self::Many(bytes) => bytes.freeze(),
+        }
     }
 }
 
@@ -76,12 +189,26 @@ pub fn check_request(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(DataRequest, Route), ApiError> {
+    check_signature(signer, headers, body)?;
+    check_signed(router, headers, body)
+}
+
+/// The signature over the raw body: the first check that reads the body.
+pub fn check_signature(signer: &Signer, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
     signer
         .verify(
             headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes),
             body,
         )
-        .map_err(signature_error)?;
+        .map_err(signature_error)
+}
+
+/// The checks after the signature: content type, envelope, key, link.
+pub fn check_signed(
+    router: &Router,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(DataRequest, Route), ApiError> {
     check_content_type(headers)?;
     let request = protocol::parse_request(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;

@@ -14,6 +14,9 @@ pub struct ApiError {
     pub message: String,
     /// Put in the body, so a caller can quote it.
     pub request_id: Option<RequestId>,
+    /// Answered with `connection: close`: what is left of the request on the
+    /// connection is not read.
+    pub close: bool,
 }
 
 impl ApiError {
@@ -23,7 +26,14 @@ impl ApiError {
             code,
             message: message.into(),
             request_id: None,
+            close: false,
         }
+    }
+
+    /// The same error, closing the connection after it.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 }
 
@@ -41,6 +51,9 @@ impl IntoResponse for ApiError {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
+        }
+        if self.close {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -9,10 +9,12 @@
 mod admin;
 mod checks;
 mod error;
+mod file_limit;
+mod listener;
 mod readiness;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -25,6 +27,8 @@ use tracing::Instrument as _;
 pub use admin::{AdminState, admin_app};
 pub use checks::check_request;
 pub use error::ApiError;
+pub use file_limit::connections_within;
+pub use listener::{ConnectionLimits, serve};
 pub use readiness::Readiness;
 
 use crate::config::Mode;
@@ -34,6 +38,7 @@ use crate::link::LinkTag;
 use crate::metrics::SharedMetrics;
 use crate::outbox::OutboxError;
 use crate::protocol::DataRequest;
+use crate::rebinding;
 use crate::recent::{Names, Ticket};
 use crate::request_id::{self, REQUEST_ID_HEADER, RequestId};
 use crate::router::{Route, Router};
@@ -44,6 +49,14 @@ pub struct AppState {
     pub router: Arc<Router>,
     pub signer: Signer,
     pub max_body: usize,
+    /// How long a body may take to arrive once its headers have.
+    pub body_timeout: Duration,
+    /// Body bytes that requests not yet verified may hold, over all of them.
+    pub unverified: Arc<Semaphore>,
+    /// Answer only to a `Host` that names this machine by address: while the
+    /// host signs with `optech dev`'s secret, which a web page could use
+    /// through DNS rebinding.
+    pub local_only: bool,
     /// Requests running at once, sync and async together.
     pub in_flight: Arc<Semaphore>,
     pub jobs: Arc<Jobs>,
@@ -97,8 +110,13 @@ async fn data_request(
         }
         Err(mut error) => {
             let status = error.status.as_u16();
-            let detail = Some((error.code, error.message.as_str()));
-            recent.answered(seen.ticket, &id, seen.arrived, status, detail);
+            if seen.verified {
+                let detail = Some((error.code, error.message.as_str()));
+                recent.answered(seen.ticket, &id, seen.arrived, status, detail);
+            } else {
+                // Anyone can send these: counted, never kept.
+                recent.refused(seen.arrived, error.code);
+            }
             if tracing::enabled!(tracing::Level::DEBUG) {
                 // Refused before routing: a span with the id only.
                 let span = match &routed {
@@ -143,9 +161,22 @@ async fn handle_data_request(
     routed: &mut Option<Routed>,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
+    if app.local_only && !rebinding::host_is_an_address(headers) {
+        return Err(wrong_host());
+    }
     checks::check_method(&method)?;
-    let bytes = checks::read_body(headers, body, app.max_body).await?;
-    let (request, route) = check_request(&app.router, &app.signer, headers, &bytes)?;
+    let (bytes, unverified) = checks::read_body(
+        headers,
+        body,
+        app.max_body,
+        &app.unverified,
+        app.body_timeout,
+    )
+    .await?;
+    checks::check_signature(&app.signer, headers, &bytes)?;
+    drop(unverified);
+    seen.verified = true;
+    let (request, route) = checks::check_signed(&app.router, headers, &bytes)?;
     // Nothing before this point logs: the span is made once its fields are
     // known, which costs less than recording them into it afterwards.
     let span = request_id::routed_span(id, &request.key, &route.plugin.settings.name);
@@ -234,10 +265,13 @@ fn store_error(app: &AppState, error: OutboxError) -> ApiError {
     )
 }
 
-/// What the console is told about a request: when it arrived, and its entry
-/// once admitted (a request refused before that gets one when answered).
+/// What the console is told about a request: when it arrived, whether its
+/// signature was good (a request refused before that is only counted), and
+/// its entry once admitted (a signed request refused before that gets one
+/// when answered).
 struct Seen {
     arrived: Instant,
+    verified: bool,
     ticket: Option<Ticket>,
 }
 
@@ -245,9 +279,21 @@ impl Seen {
     fn new() -> Self {
         Self {
             arrived: Instant::now(),
+            verified: false,
             ticket: None,
         }
     }
+}
+
+/// A request under a name that is not this machine's, while the host signs
+/// with `optech dev`'s secret.
+fn wrong_host() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "host_not_allowed",
+        "optech dev answers only to a Host that is this machine's address \
+         (127.0.0.1, [::1] or localhost): set OPTECH_CLIENT_SECRET to serve other names",
+    )
 }
 
 /// The synchronous answer to a handler's result: 200 with signed data, or its error.
