@@ -209,11 +209,13 @@ async fn dev_serves_and_builds_a_crate_created_while_it_runs() {
 #[test]
 fn check_lists_every_problem_at_once() {
     let dir = tempfile::tempdir().unwrap();
+    // `echo` is mapped by no key: that is said, and so are its own problems.
     std::fs::write(
         dir.path().join("optech.toml"),
         "[keys]\na = \"ghost\"\nb = \"slow\"\n\
          [plugins.slow]\ntimeout = \"forever\"\n\
-         [plugins.slow.config]\ntoken = { env = \"CHECK_TEST_UNSET_TOKEN\" }\n",
+         [plugins.slow.config]\ntoken = { env = \"CHECK_TEST_UNSET_TOKEN\" }\n\
+         [plugins.echo]\nmode = \"sometimes\"\ntimeout = \"-1s\"\n",
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_optech"))
@@ -230,10 +232,13 @@ fn check_lists_every_problem_at_once() {
         "CHECK_TEST_UNSET_TOKEN",
         "plugin `ghost`",
         "ghost.wasm",
+        "plugins.echo: no key in [keys] maps to this plugin",
+        "plugins.echo.mode: \"sometimes\" is not a mode",
+        "plugins.echo.timeout",
     ] {
         assert!(stderr.contains(needle), "no {needle:?} in {stderr}");
     }
-    assert!(stderr.contains("4 problem(s)"), "{stderr}");
+    assert!(stderr.contains("7 problem(s)"), "{stderr}");
 
     // A good config passes.
     common::build_plugins().as_ref().unwrap();
@@ -253,20 +258,17 @@ fn check_lists_every_problem_at_once() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("warning"), "{}", text(&out));
 
-    // An admin listener beyond loopback without a token passes, with a warning;
-    // with a token, without one.
+    // An admin listener beyond loopback needs a token: without one it is a
+    // problem (serve would not start), with one the check passes.
     let exposed = |token: &str| {
         format!(
             "[server]\nplugins_dir = {:?}\nadmin_listen = \"0.0.0.0:9091\"\n{token}[keys]\necho = \"echo\"\n",
             common::examples_dir().display().to_string()
         )
     };
-    for (token, warned) in [
-        ("", true),
-        (
-            "admin_token = { env = \"CHECK_TEST_ADMIN_TOKEN\" }\n",
-            false,
-        ),
+    for (token, passes) in [
+        ("", false),
+        ("admin_token = { env = \"CHECK_TEST_ADMIN_TOKEN\" }\n", true),
     ] {
         std::fs::write(dir.path().join("optech.toml"), exposed(token)).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_optech"))
@@ -275,11 +277,11 @@ fn check_lists_every_problem_at_once() {
             .env("CHECK_TEST_ADMIN_TOKEN", "a-long-enough-admin-token")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(out.status.success(), passes, "{}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
-            stderr.contains("warning:") && stderr.contains("server.admin_token"),
-            warned,
+            stderr.contains("server.admin_listen") && stderr.contains("admin_token"),
+            !passes,
             "{stderr}"
         );
     }

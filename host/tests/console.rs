@@ -293,10 +293,22 @@ async fn requests_are_recorded_with_timings_logs_errors_and_deliveries() {
         200
     );
     receiver.wait_for(1, Duration::from_secs(10)).await;
+    // A page names an entry by its number: found from its row, by request id.
     let detail = |id: &'static str| {
-        let url = format!("{admin}/requests/{id}");
+        let admin = admin.clone();
         let client = host.client.clone();
-        async move { get(&client, &url).await.1 }
+        async move {
+            let rows = get(&client, &format!("{admin}/requests/rows?id={id}"))
+                .await
+                .1;
+            let href = rows
+                .split("href=\"/requests/")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("no row for {id} in {rows}"));
+            assert!(href.parse::<u64>().is_ok(), "{href} is an entry number");
+            get(&client, &format!("{admin}/requests/{href}")).await.1
+        }
     };
     // The receiver has the delivery before the host has recorded its outcome:
     // wait for that too, so nothing changes the listing below.
