@@ -524,6 +524,44 @@ async fn new_test_build_and_send_a_typescript_plugin() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("missing input `name`"));
 }
 
+/// A project whose `target/` is a link to a folder elsewhere (a build disk, a
+/// shared cache) builds its TypeScript plugin: componentize-js's sandbox sees
+/// only the folder it maps and follows no link out of it, so it must be handed
+/// resolved paths (it answered "Error loading module target/plugins/js/...:
+/// Operation not permitted").
+#[test]
+fn a_typescript_plugin_builds_when_target_is_a_link_elsewhere() {
+    if !common::node_available() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (project, elsewhere) = (work.path().join("project"), work.path().join("elsewhere"));
+    let plugin = project.join("plugins/linked");
+    std::fs::create_dir_all(plugin.join("src")).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, project.join("target")).unwrap();
+    std::fs::write(
+        plugin.join("package.json"),
+        r#"{"name": "linked", "private": true, "type": "module"}"#,
+    )
+    .unwrap();
+    // No SDK: the host's own world, so nothing needs installing.
+    std::fs::write(
+        plugin.join("src/index.ts"),
+        "export function handle(key: string, inputs: [string, string][]): [string, string][] {\n  return [[\"key\", key], ...inputs];\n}\n",
+    )
+    .unwrap();
+    std::fs::write(project.join("optech.toml"), "[keys]\nlinked = \"linked\"\n").unwrap();
+
+    let out = optech(&project, &["build"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let wasm = std::fs::read(project.join("plugins/linked.wasm")).unwrap();
+    // A component (layer 1), not a core module.
+    assert_eq!(&wasm[..8], b"\0asm\x0d\0\x01\0", "not a component");
+    // The build's folder is the link's target.
+    assert!(elsewhere.join("plugins/js/linked/bundle.js").is_file());
+}
+
 /// Saving a TypeScript source under `optech dev` serves the new code, and no
 /// request fails while the plugin is rebuilt and swapped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

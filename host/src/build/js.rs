@@ -66,18 +66,23 @@ impl Builder for Js {
 
     fn build(&self, plugin: &PluginSource, dirs: &BuildDirs, staging: &Path) -> anyhow::Result<()> {
         let toolchain = Toolchain::ensure(&dirs.cache_dir)?;
-        let manifest = Manifest::read(&plugin.dir)?;
+        // Every path from here on is resolved, as componentize-js needs them
+        // (see `Toolchain::componentize`): a `target` that is a link elsewhere
+        // hid the bundle from its sandbox.
+        let dir = resolve(&plugin.dir)?;
+        let manifest = Manifest::read(&dir)?;
         let work = dirs.target_dir.join("js").join(&plugin.name);
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let work = resolve(&work)?;
         // One build of a plugin at a time: two `optech build`s share the work folder.
         let _lock = lock(&work.join(".lock"))?;
 
-        install_dependencies(&plugin.dir, &manifest)?;
-        build_linked_packages(&plugin.dir)?;
-        let entry = manifest.entry(&plugin.dir)?;
+        install_dependencies(&dir, &manifest)?;
+        build_linked_packages(&dir)?;
+        let entry = manifest.entry(&dir)?;
         let bundle = work.join("bundle.js");
         toolchain.bundle(&entry, &bundle)?;
-        let (wit, world) = wit_for(&plugin.dir, &work)?;
+        let (wit, world) = wit_for(&dir, &work)?;
 
         let fingerprint = fingerprint(&toolchain.id, &bundle, &wit, world)?;
         let component = work.join("component.wasm");
@@ -220,6 +225,11 @@ fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `path` with every link resolved.
+fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))
+}
+
 /// An exclusive lock on `path` (created if needed), held until dropped.
 fn lock(path: &Path) -> anyhow::Result<File> {
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -336,6 +346,10 @@ impl Toolchain {
         )
     }
 
+    /// Every path must be resolved. componentize-js runs the bundle in a
+    /// sandbox (wizer) that maps one folder, the current one if the bundle is
+    /// under it, else the bundle's, and follows no link out of it: run from
+    /// the bundle's folder, the sandbox sees that folder and nothing else.
     fn componentize(
         &self,
         bundle: &Path,
@@ -343,6 +357,9 @@ impl Toolchain {
         world: &str,
         out: &Path,
     ) -> anyhow::Result<()> {
+        let folder = bundle
+            .parent()
+            .with_context(|| format!("{} has no folder", bundle.display()))?;
         let mut componentize = Command::new("node");
         componentize
             .arg(self.componentize_js())
@@ -350,7 +367,8 @@ impl Toolchain {
             .arg("--wit")
             .arg(wit)
             .args(["--world-name", world, "--out"])
-            .arg(out);
+            .arg(out)
+            .current_dir(folder);
         run(componentize, "componentize-js")
     }
 }
