@@ -529,6 +529,7 @@ async fn new_test_build_and_send_a_typescript_plugin() {
 /// only the folder it maps and follows no link out of it, so it must be handed
 /// resolved paths (it answered "Error loading module target/plugins/js/...:
 /// Operation not permitted").
+#[cfg(unix)]
 #[test]
 fn a_typescript_plugin_builds_when_target_is_a_link_elsewhere() {
     if !common::node_available() {

@@ -915,6 +915,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
     #[test]
     fn files_outside_the_plugin_folder_are_not_included() {
         let project = tempfile::tempdir().unwrap();
