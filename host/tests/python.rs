@@ -13,11 +13,12 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use common::swap::SwapLoad;
 use common::{CLIENT_ID, Receiver, SECRET, TestHost};
 use optech_host::build::{self, BuildDirs};
 use serde_json::{Value, json};
@@ -671,6 +672,10 @@ async fn a_build_error_names_the_plugin_and_python_says_why() {
     assert!(said.contains("plugin `broken` failed to build"), "{said}");
 }
 
+/// Saving a Python plugin under `optech dev` serves the new code, and while it
+/// is rebuilt and swapped every answer is exactly the old version's or the new
+/// one's: the old until the save, never the old once the new one has been
+/// served (`common::swap`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dev_hot_swaps_a_saved_python_plugin_with_no_failed_request() {
     let project = project();
@@ -679,44 +684,35 @@ async fn dev_hot_swaps_a_saved_python_plugin_with_no_failed_request() {
     assert!(out.status.success(), "{}", text(&out));
     let dev = common::start_dev(&dir.join("optech.toml"));
     let url = dev.url.clone();
-    let client = reqwest::Client::new();
-    let ask = move |client: reqwest::Client, url: String| async move {
+    let ask = move |url: String| async move {
+        let client = reqwest::Client::new();
         let body = json!({"key": "hot", "inputs": {"name": "Ada"}}).to_string();
-        match common::try_post_signed(&client, &url, body).await {
-            Ok(response) if response.status() == 200 => {
-                let body = response.bytes().await.unwrap_or_default();
-                let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
-                Ok(answer["data"]["message"].as_str().unwrap_or("").to_string())
-            }
-            Ok(response) => Err(format!("status {}", response.status())),
-            Err(e) => Err(e.to_string()),
-        }
+        let response = common::try_post_signed(&client, &url, body)
+            .await
+            .map_err(|e| format!("no answer: {e}"))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| format!("{status}, no body: {e}"))?;
+        Ok::<_, String>((status, text))
     };
+    let (status, old) = ask(url.clone()).await.unwrap();
+    let first: Value = serde_json::from_str(&old).unwrap_or_default();
     assert_eq!(
-        ask(client.clone(), url.clone()).await.unwrap(),
-        "hello, Ada!"
+        (status, first),
+        (
+            200,
+            json!({"data": {"message": "hello, Ada!", "key": "hot"}})
+        ),
+        "{old}"
     );
+    // The exact bodies the load accepts: the old version's and the new one's.
+    let new = old.replace("hello, Ada!", "hi, Ada!");
 
-    // Load while the plugin is saved, rebuilt and swapped.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (served, failed) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(Mutex::new(Vec::new())),
-    );
     let load = {
-        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
-        let (client, url) = (client.clone(), url.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                match ask(client.clone(), url.clone()).await {
-                    Ok(_) => served.fetch_add(1, Ordering::SeqCst),
-                    Err(e) => {
-                        failed.lock().unwrap().push(e);
-                        0
-                    }
-                };
-            }
-        })
+        let url = url.clone();
+        SwapLoad::start(old, new, Duration::ZERO, move || ask(url.clone()))
     };
     let app = dir.join("plugins/hot/app.py");
     let source = std::fs::read_to_string(&app).unwrap();
@@ -725,27 +721,17 @@ async fn dev_hot_swaps_a_saved_python_plugin_with_no_failed_request() {
         source, edited,
         "the scaffold's default greeting is \"hello\""
     );
+    let limit = Duration::from_secs(600);
+    load.wait_for_old(limit).await;
+    load.saving();
     let saved = Instant::now();
     std::fs::write(&app, edited).unwrap();
-    common::wait_until("the saved code is served", Duration::from_secs(600), || {
-        let (client, url) = (client.clone(), url.clone());
-        async move { ask(client, url).await.is_ok_and(|m| m == "hi, Ada!") }
-    })
-    .await;
-    let took = saved.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    load.await.unwrap();
-    let failed = failed.lock().unwrap().clone();
+    load.wait_for_new(limit).await;
+    let took = saved.elapsed().saturating_sub(load.tally().new_for());
+    let tally = load.finish().await;
     eprintln!(
-        "a saved Python plugin served its new code {took:?} after the save; {} requests \
-         served meanwhile, {} failed",
-        served.load(Ordering::SeqCst),
-        failed.len()
+        "a saved Python plugin served its new code {took:?} after the save; {} old and {} new \
+         answers meanwhile, none other",
+        tally.old, tally.new
     );
-    assert!(
-        failed.is_empty(),
-        "failed requests: {:?}",
-        &failed[..failed.len().min(5)]
-    );
-    assert!(served.load(Ordering::SeqCst) > 0);
 }

@@ -2,7 +2,8 @@
 //! (the file `main` names, else `src/index.ts`, else `src/index.js`) exports
 //! `handle`, usually made with the `optech-sdk` npm package.
 //!
-//! A build installs the plugin's npm dependencies when they are missing, bundles
+//! A build installs the plugin's npm dependencies when they are missing (npm
+//! writes and runs only inside the project: `npm`), bundles
 //! the entry with esbuild into one ES module (the SDK's component backend picked
 //! by the `optech-component` condition), and turns the bundle into a component
 //! with componentize-js, against the WIT the plugin's SDK carries (world `js`:
@@ -24,6 +25,10 @@ use sha2::{Digest, Sha256};
 
 use super::{BuildDirs, Builder, PluginSource};
 
+mod npm;
+
+use npm::Project;
+
 /// The toolchain's manifest and lockfile: what `npm ci` installs, exactly.
 const TOOLCHAIN_PACKAGE: &str = include_str!("js/package.json");
 const TOOLCHAIN_LOCK: &str = include_str!("js/package-lock.json");
@@ -36,9 +41,6 @@ const HOST_WIT: &str = include_str!("../../../wit/plugin.wit");
 const MIN_NODE: u32 = 20;
 /// The condition under which `optech-sdk` resolves to its component backend.
 const CONDITION: &str = "optech-component";
-/// Written in `node_modules` after an install: the hash of the manifest and
-/// lockfile it installed, so an unchanged plugin is not installed again.
-const INSTALL_STAMP: &str = ".optech-installed";
 
 const NO_NODE: &str = "TypeScript and JavaScript plugins need Node.js 20 or later, with npm, \
     and `node` is not on the PATH: install it from https://nodejs.org \
@@ -66,18 +68,24 @@ impl Builder for Js {
 
     fn build(&self, plugin: &PluginSource, dirs: &BuildDirs, staging: &Path) -> anyhow::Result<()> {
         let toolchain = Toolchain::ensure(&dirs.cache_dir)?;
-        let manifest = Manifest::read(&plugin.dir)?;
+        // Every path from here on is resolved, as componentize-js needs them
+        // (see `Toolchain::componentize`): a `target` that is a link elsewhere
+        // hid the bundle from its sandbox.
+        let dir = resolve(&plugin.dir)?;
+        let manifest = Manifest::read(&dir)?;
         let work = dirs.target_dir.join("js").join(&plugin.name);
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let work = resolve(&work)?;
         // One build of a plugin at a time: two `optech build`s share the work folder.
         let _lock = lock(&work.join(".lock"))?;
 
-        install_dependencies(&plugin.dir, &manifest)?;
-        build_linked_packages(&plugin.dir)?;
-        let entry = manifest.entry(&plugin.dir)?;
+        let project = Project::of(&plugin.dir)?;
+        npm::install_dependencies(&dir, manifest.has_dependencies, &project)?;
+        npm::build_linked_packages(&dir, &project)?;
+        let entry = manifest.entry(&dir)?;
         let bundle = work.join("bundle.js");
         toolchain.bundle(&entry, &bundle)?;
-        let (wit, world) = wit_for(&plugin.dir, &work)?;
+        let (wit, world) = wit_for(&dir, &work)?;
 
         let fingerprint = fingerprint(&toolchain.id, &bundle, &wit, world)?;
         let component = work.join("component.wasm");
@@ -220,6 +228,11 @@ fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `path` with every link resolved.
+fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))
+}
+
 /// An exclusive lock on `path` (created if needed), held until dropped.
 fn lock(path: &Path) -> anyhow::Result<File> {
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -336,6 +349,10 @@ impl Toolchain {
         )
     }
 
+    /// Every path must be resolved. componentize-js runs the bundle in a
+    /// sandbox (wizer) that maps one folder, the current one if the bundle is
+    /// under it, else the bundle's, and follows no link out of it: run from
+    /// the bundle's folder, the sandbox sees that folder and nothing else.
     fn componentize(
         &self,
         bundle: &Path,
@@ -343,6 +360,9 @@ impl Toolchain {
         world: &str,
         out: &Path,
     ) -> anyhow::Result<()> {
+        let folder = bundle
+            .parent()
+            .with_context(|| format!("{} has no folder", bundle.display()))?;
         let mut componentize = Command::new("node");
         componentize
             .arg(self.componentize_js())
@@ -350,94 +370,10 @@ impl Toolchain {
             .arg("--wit")
             .arg(wit)
             .args(["--world-name", world, "--out"])
-            .arg(out);
+            .arg(out)
+            .current_dir(folder);
         run(componentize, "componentize-js")
     }
-}
-
-/// Runs `npm install` in the plugin's folder when its dependencies changed
-/// since the last install (or were never installed).
-fn install_dependencies(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
-    if !manifest.has_dependencies {
-        return Ok(());
-    }
-    let stamp = dir.join("node_modules").join(INSTALL_STAMP);
-    if std::fs::read_to_string(&stamp).ok() == Some(dependencies_hash(dir)) {
-        return Ok(());
-    }
-    tracing::info!("installing the npm dependencies of {}", dir.display());
-    let mut install = npm();
-    install
-        .args(["install", "--no-audit", "--no-fund"])
-        .current_dir(dir);
-    run(install, &format!("`npm install` in {}", dir.display()))?;
-    // npm may have written the lockfile: stamp what is there now.
-    std::fs::write(&stamp, dependencies_hash(dir))
-        .with_context(|| format!("writing {}", stamp.display()))
-}
-
-fn dependencies_hash(dir: &Path) -> String {
-    let mut hash = Sha256::new();
-    for file in ["package.json", "package-lock.json"] {
-        hash.update(std::fs::read(dir.join(file)).unwrap_or_default());
-        hash.update([0]);
-    }
-    hex::encode(hash.finalize())
-}
-
-/// A dependency linked from a local folder (`"file:../sdk-js"`, as plugins
-/// inside the optech checkout have the SDK) is its source, not a package
-/// built for publishing: if it was never installed there, install and build it,
-/// so a fresh clone builds.
-fn build_linked_packages(dir: &Path) -> anyhow::Result<()> {
-    let modules = dir.join("node_modules");
-    let Ok(entries) = std::fs::read_dir(&modules) else {
-        return Ok(());
-    };
-    let mut links = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('@') && path.is_dir() {
-            links.extend(
-                std::fs::read_dir(&path)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path()),
-            );
-        } else {
-            links.push(path);
-        }
-    }
-    for link in links {
-        let is_link = std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink());
-        let Ok(target) = std::fs::canonicalize(&link) else {
-            continue;
-        };
-        if !is_link || target.join("node_modules").exists() {
-            continue;
-        }
-        let builds = std::fs::read_to_string(target.join("package.json"))
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .is_some_and(|doc| doc.pointer("/scripts/build").is_some());
-        if !builds {
-            continue;
-        }
-        tracing::info!(
-            "installing and building the linked package in {}",
-            target.display()
-        );
-        let mut install = npm();
-        install
-            .args(["install", "--no-audit", "--no-fund"])
-            .current_dir(&target);
-        run(install, &format!("`npm install` in {}", target.display()))?;
-        let mut build = npm();
-        build.args(["run", "build"]).current_dir(&target);
-        run(build, &format!("`npm run build` in {}", target.display()))?;
-    }
-    Ok(())
 }
 
 /// The WIT folder and world to build against: the SDK's `js` world when the

@@ -9,7 +9,9 @@
 //! contract; a copy of `optech-sdk` a plugin lists for its own tests is left
 //! out of the build. Pure-Python dependencies listed in the plugin's
 //! `requirements.txt` or `pyproject.toml` (`[project] dependencies`) are
-//! installed once per distinct list, as wheels for any platform.
+//! installed once per distinct list, as wheels for any platform; the list is
+//! checked first, so that no line of it can make pip build from source
+//! (`requirements`).
 //!
 //! A build whose inputs (sources, dependency list, SDK, componentize-py) did
 //! not change reuses the last component instead of running componentize-py
@@ -23,6 +25,10 @@ use anyhow::{Context as _, bail};
 use sha2::{Digest, Sha256};
 
 use super::{BuildDirs, Builder, PluginSource};
+
+mod requirements;
+
+use requirements::Requirements;
 
 /// The componentize-py every Python plugin is built with.
 pub const COMPONENTIZE_PY: &str = "0.25.1";
@@ -346,7 +352,7 @@ impl Toolchain {
         requirements: &Requirements,
         plugin_dir: &Path,
     ) -> anyhow::Result<Option<PathBuf>> {
-        if requirements.lines.is_empty() {
+        if requirements.is_empty() {
             return Ok(None);
         }
         let key = hex::encode(Sha256::digest(requirements.key().as_bytes()));
@@ -362,37 +368,52 @@ impl Toolchain {
         std::fs::create_dir_all(&staging)
             .with_context(|| format!("creating {}", staging.display()))?;
         let list = staging.join("optech-requirements.txt");
-        std::fs::write(&list, requirements.key())
+        std::fs::write(&list, requirements.pip_text())
             .with_context(|| format!("writing {}", list.display()))?;
+        let constraints = match requirements.constraints_text() {
+            Some(text) => {
+                let file = staging.join("optech-constraints.txt");
+                std::fs::write(&file, text)
+                    .with_context(|| format!("writing {}", file.display()))?;
+                Some(file)
+            }
+            None => None,
+        };
         tracing::info!(
             "installing the dependencies of {} (pure-Python wheels)",
             plugin_dir.display()
         );
-        let status = Command::new(&self.venv_python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "-q",
-                "--no-compile",
-            ])
-            // Wheels that run anywhere, for the component's CPython: pip
-            // refuses a package that has only native wheels or an sdist.
-            .args([
-                "--only-binary=:all:",
-                "--platform",
-                "any",
-                "--implementation",
-                "py",
-                "--abi",
-                "none",
-            ])
-            .args(["--python-version", TARGET_PYTHON, "--target"])
-            .arg(&staging)
-            .arg("-r")
-            .arg(&list)
-            .current_dir(plugin_dir)
+        let mut pip = Command::new(&self.venv_python);
+        pip.args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            "--no-compile",
+        ])
+        // Wheels that run anywhere, for the component's CPython: pip
+        // refuses a package that has only native wheels or an sdist.
+        .args([
+            "--only-binary=:all:",
+            "--platform",
+            "any",
+            "--implementation",
+            "py",
+            "--abi",
+            "none",
+        ])
+        .args(["--python-version", TARGET_PYTHON, "--target"])
+        .arg(&staging)
+        .arg("-r")
+        .arg(&list)
+        // The list names no file (included files are inlined), so
+        // nothing in the plugin folder can pass for a requirement.
+        .current_dir(&staging);
+        if let Some(constraints) = &constraints {
+            pip.arg("-c").arg(constraints);
+        }
+        let status = pip
             .status()
             .with_context(|| format!("running pip in {}", self.venv_python.display()))?;
         if !status.success() {
@@ -508,90 +529,6 @@ fn sdk_hash() -> String {
     hex::encode(hash.finalize())
 }
 
-/// A plugin's dependencies: pip requirement lines from `requirements.txt` and
-/// `pyproject.toml`'s `[project] dependencies`, without `optech-sdk` (the build
-/// brings its own).
-#[derive(Debug, Default, PartialEq)]
-struct Requirements {
-    lines: Vec<String>,
-}
-
-impl Requirements {
-    fn read(dir: &Path) -> anyhow::Result<Requirements> {
-        let mut lines = Vec::new();
-        let txt = dir.join("requirements.txt");
-        if txt.is_file() {
-            let text = std::fs::read_to_string(&txt)
-                .with_context(|| format!("reading {}", txt.display()))?;
-            for line in text.lines() {
-                let line = match line.find(" #") {
-                    Some(at) => &line[..at],
-                    None => line,
-                }
-                .trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                lines.push(absolute_includes(line, dir));
-            }
-        }
-        let pyproject = dir.join("pyproject.toml");
-        if pyproject.is_file() {
-            let text = std::fs::read_to_string(&pyproject)
-                .with_context(|| format!("reading {}", pyproject.display()))?;
-            let doc: toml::Table = toml::from_str(&text)
-                .with_context(|| format!("parsing {}", pyproject.display()))?;
-            if let Some(deps) = doc.get("project").and_then(|p| p.get("dependencies")) {
-                let deps = deps.as_array().with_context(|| {
-                    format!(
-                        "{}: [project] dependencies is not a list",
-                        pyproject.display()
-                    )
-                })?;
-                for dep in deps {
-                    let dep = dep.as_str().with_context(|| {
-                        format!(
-                            "{}: a [project] dependency is not a string: {dep}",
-                            pyproject.display()
-                        )
-                    })?;
-                    lines.push(dep.trim().to_string());
-                }
-            }
-        }
-        lines.retain(|line| !names_the_sdk(line));
-        Ok(Requirements { lines })
-    }
-
-    /// The list as pip reads it, which is also what identifies it.
-    fn key(&self) -> String {
-        self.lines.iter().map(|l| format!("{l}\n")).collect()
-    }
-}
-
-/// `-r other.txt` and `-c constraints.txt` name files relative to the plugin
-/// folder; pip reads the list from elsewhere, so they are made absolute.
-fn absolute_includes(line: &str, dir: &Path) -> String {
-    for flag in ["-r", "-c", "--requirement", "--constraint"] {
-        if let Some(rest) = line.strip_prefix(flag)
-            && (rest.starts_with(' ') || rest.starts_with('='))
-        {
-            let file = rest.trim_start_matches('=').trim();
-            return format!("{flag} {}", dir.join(file).display());
-        }
-    }
-    line.to_string()
-}
-
-/// Whether a requirement line names the `optech-sdk` distribution.
-fn names_the_sdk(line: &str) -> bool {
-    let name: String = line
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        .collect();
-    name.to_ascii_lowercase().replace(['_', '.'], "-") == "optech-sdk"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,34 +595,6 @@ mod tests {
             assert!(!Python.is_source(dir, &dir.join(no)), "{no}");
         }
         assert!(!Python.is_source(dir, Path::new("/p/other/app.py")));
-    }
-
-    #[test]
-    fn requirements_come_from_both_files_without_the_sdk() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("requirements.txt"),
-            "# deps\npython-dateutil==2.9.0.post0  # dates\n\noptech-sdk>=0.1\n-r more.txt\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("pyproject.toml"),
-            "[project]\nname = \"x\"\ndependencies = [\"six\", \"Optech_SDK\"]\n",
-        )
-        .unwrap();
-        let found = Requirements::read(dir.path()).unwrap();
-        assert_eq!(
-            found.lines,
-            [
-                "python-dateutil==2.9.0.post0".to_string(),
-                format!("-r {}", dir.path().join("more.txt").display()),
-                "six".to_string(),
-            ]
-        );
-        assert_eq!(
-            Requirements::read(tempfile::tempdir().unwrap().path()).unwrap(),
-            Requirements::default()
-        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod swap;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
