@@ -477,7 +477,7 @@ async fn flood(url: &str, link: &StubbornLink, from: usize, to: usize, size: Siz
             };
             let mut i = from + w;
             while i < to {
-                let later = size == Size::BigSomeAsync && i % 10 == 0;
+                let later = size == Size::BigSomeAsync && i.is_multiple_of(10);
                 let inputs = json!({"lines": lines, "width": width, "pad": format!("{i:06}{}", "p".repeat(pad))});
                 let body = if later {
                     json!({"key": "flood.async", "inputs": inputs, "link": format!("{link}/ingest/{i}")})

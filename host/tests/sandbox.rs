@@ -209,15 +209,12 @@ async fn plugin_text_cannot_forge_a_log_line_or_show_a_secret() {
         )
         .await;
     common::wait_until(
-        "the plugin's stdout and stderr are logged",
+        "the plugin's stdout and stderr are written",
         Duration::from_secs(5),
         || async {
-            process
-                .lines
-                .lock()
-                .unwrap()
+            all_lines(&process)
                 .iter()
-                .filter(|l| l.contains("forged"))
+                .filter(|(_, l)| l.contains("forged"))
                 .count()
                 >= 3
         },
@@ -468,17 +465,33 @@ async fn the_answer_sent_is_capped_as_json_whatever_the_characters() {
     assert_eq!(over.error_code(), "output_too_large");
 }
 
-/// p99 of `n` sequential echo requests, in milliseconds.
+/// p99 of `n` sequential echo requests, in milliseconds. It stops early once
+/// more than 1% of them took longer than [`ISOLATION_CAP_MS`] (one not
+/// answered in ten times that counts as that long): the p99 is over the cap
+/// then, and is given as the least of those, so a starved host fails the test
+/// in seconds rather than minutes.
 async fn echo_p99(client: &reqwest::Client, url: &str, n: usize) -> f64 {
+    let at = (n * 99 / 100).min(n - 1);
+    let patience = Duration::from_secs_f64(ISOLATION_CAP_MS * 10.0 / 1000.0);
     let mut times = Vec::with_capacity(n);
+    let mut over = Vec::new();
     for i in 0..n {
         let started = Instant::now();
-        let (status, _) = ask(client, url, "echo", json!({"i": i.to_string()})).await;
-        assert_eq!(status, 200);
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        let asked = ask(client, url, "echo", json!({"i": i.to_string()}));
+        if let Ok((status, _)) = tokio::time::timeout(patience, asked).await {
+            assert_eq!(status, 200);
+        }
+        let took = started.elapsed().as_secs_f64() * 1000.0;
+        times.push(took);
+        if took > ISOLATION_CAP_MS {
+            over.push(took);
+            if over.len() > n - 1 - at {
+                return over.iter().copied().fold(f64::INFINITY, f64::min);
+            }
+        }
     }
     times.sort_by(|a, b| a.total_cmp(b));
-    times[(n * 99 / 100).min(n - 1)]
+    times[at]
 }
 
 /// How much worse a healthy plugin's p99 may be beside 50 infinite loops than
@@ -525,7 +538,15 @@ async fn hammer(
     common::wait_until(
         &format!("50 calls of {key} under way"),
         Duration::from_secs(10),
-        || async { process.plugin_health("spinner").await["running"].as_u64() >= Some(40) },
+        || async {
+            // A host too starved to answer this within a second has them under
+            // way too; the measurement shows what that costs.
+            let health = process.plugin_health("spinner");
+            match tokio::time::timeout(Duration::from_secs(1), health).await {
+                Ok(health) => health["running"].as_u64() >= Some(40),
+                Err(_) => true,
+            }
+        },
     )
     .await;
     tasks
