@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Receiver, TestHost, testkit_dir, wait_until};
@@ -407,62 +410,245 @@ async fn requests_are_recorded_with_timings_logs_errors_and_deliveries() {
     assert!(deliveries.contains("<h1>Deliveries</h1>"), "{deliveries}");
 }
 
-/// The ring and the charts use bounded memory: after 100,000 requests the
-/// host's RSS is within 20 MiB of where 1,000 left it.
+/// A link that refuses each request's first [`REFUSALS`] POSTs (503) and takes
+/// the next: every async answer makes more attempts than an entry keeps.
+#[derive(Clone)]
+struct StubbornLink {
+    base: String,
+    posts: Arc<Mutex<HashMap<String, u32>>>,
+    delivered: Arc<AtomicUsize>,
+}
+
+/// One more attempt than the console keeps of a request.
+const REFUSALS: u32 = optech_host::recent::MAX_ATTEMPTS as u32;
+
+impl StubbornLink {
+    async fn start() -> StubbornLink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let link = StubbornLink {
+            base,
+            posts: Arc::default(),
+            delivered: Arc::default(),
+        };
+        let state = link.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let state = state.clone();
+            async move {
+                let mut posts = state.posts.lock().unwrap();
+                let n = posts.entry(uri.path().to_string()).or_default();
+                *n += 1;
+                if *n <= REFUSALS {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    if *n == REFUSALS + 1 {
+                        state.delivered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    axum::http::StatusCode::OK
+                }
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        link
+    }
+
+    async fn wait_delivered(&self, n: usize) {
+        wait_until(
+            &format!("{n} async answers delivered after {REFUSALS} refusals each"),
+            Duration::from_secs(120),
+            || async { self.delivered.load(Ordering::SeqCst) >= n },
+        )
+        .await;
+    }
+}
+
+/// What [`flood`] sends.
+#[derive(Clone, Copy, PartialEq)]
+enum Size {
+    /// Far more than an entry keeps (100 log lines of 4,000 bytes, 60 KB of
+    /// inputs echoed back as data), so an entry whose caps failed would show
+    /// in the memory; every tenth async, to the [`StubbornLink`].
+    BigSomeAsync,
+    /// Just past every cap (5 log lines of 3,000 bytes, 5 KB of inputs and data).
+    PastTheCaps,
+}
+
+/// Sends requests `from..to` (16 at a time), each with request id `mem-NNNNNN`.
+async fn flood(url: &str, link: &StubbornLink, from: usize, to: usize, size: Size) {
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let workers = 16;
+    for w in 0..workers {
+        let (client, url, link) = (client.clone(), url.to_string(), link.base.clone());
+        tasks.spawn(async move {
+            let signer = Signer::new(common::SECRET.as_bytes(), None);
+            let (lines, width, pad) = if size != Size::PastTheCaps {
+                ("100", "4000", 60_000)
+            } else {
+                ("5", "3000", 5_000)
+            };
+            let mut i = from + w;
+            while i < to {
+                let later = size == Size::BigSomeAsync && i.is_multiple_of(10);
+                let inputs = json!({"lines": lines, "width": width, "pad": format!("{i:06}{}", "p".repeat(pad))});
+                let body = if later {
+                    json!({"key": "flood.async", "inputs": inputs, "link": format!("{link}/ingest/{i}")})
+                } else {
+                    json!({"key": "flood", "inputs": inputs})
+                }
+                .to_string();
+                let status = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-optech-signature", signer.sign(body.as_bytes()))
+                    .header("x-request-id", format!("mem-{i:06}"))
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16());
+                let want = if later { 202 } else { 200 };
+                assert_eq!(status.ok(), Some(want), "request {i}");
+                i += workers;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// The console's detail of request `mem-NNNNNN`, found through the Requests
+/// page's filter.
+async fn entry_detail(admin: &str, i: usize) -> String {
+    let id = format!("mem-{i:06}");
+    let rows = reqwest::get(format!("{admin}/requests/rows?id={id}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let href = rows
+        .split("data-href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no row for {id}: {rows}"));
+    reqwest::get(format!("{admin}{href}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The ring and the charts use bounded memory, with every entry as large as
+/// the console lets it be (payloads kept, logs, inputs and data past their
+/// caps, delivery attempts past theirs): after 100,000 requests the host's
+/// RSS is within 20 MiB of where the first 1,000 left it, and what those
+/// 1,000 cost over the same host with the console off is within what the
+/// per-entry caps allow, and at least half of what they hold whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_memory_is_bounded() {
+    use optech_host::recent::{MAX_ATTEMPTS, MAX_LOG_BYTES, MAX_LOG_LINES, MAX_PAYLOAD};
     if let Err(e) = common::build_plugins() {
         panic!("building the plugins failed: {e}");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = common::process_config(
-        dir.path(),
-        "[keys]\n\"log\" = \"testkit\"\n[plugins.testkit]\nsource = \"testkit.wasm\"\n",
+    let keys = "link_ttl = \"5m\"\n[keys]\n\"flood\" = \"testkit\"\n\"flood.async\" = \"testkit-async\"\n\
+                [plugins.testkit]\nsource = \"testkit.wasm\"\n\
+                [plugins.testkit-async]\nsource = \"testkit.wasm\"\nmode = \"async\"\n";
+    let (on_dir, off_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let on_config =
+        common::process_config(on_dir.path(), &format!("console_payloads = true\n{keys}"));
+    let off_config =
+        common::process_config(off_dir.path(), &format!("console_requests = 0\n{keys}"));
+    let on = common::start_process_with(&on_config, "info,plugin=warn");
+    let off = common::start_process_with(&off_config, "info,plugin=warn");
+    let capacity = optech_host::config::DEFAULT_CONSOLE_REQUESTS;
+    let link = StubbornLink::start().await;
+
+    // The first 1,000 fill the ring, on both hosts, every tenth async: their
+    // answers make all their attempts before the count (and so the outbox
+    // and delivery have done their work on both hosts, as by the last count).
+    let started = std::time::Instant::now();
+    tokio::join!(
+        flood(&on.url, &link, 0, capacity, Size::BigSomeAsync),
+        flood(
+            &off.url,
+            &link,
+            1_000_000,
+            1_000_000 + capacity,
+            Size::BigSomeAsync
+        ),
     );
-    let process = common::start_process_with(&config, "info,plugin=warn");
-    let pid = process.child.id();
-    let client = reqwest::Client::new();
-    let url = process.url.clone();
-    let send = |from: usize, to: usize| {
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            let mut tasks = tokio::task::JoinSet::new();
-            let workers = 16;
-            for w in 0..workers {
-                let (client, url) = (client.clone(), url.clone());
-                tasks.spawn(async move {
-                    let mut i = from + w;
-                    while i < to {
-                        // Distinct ids, log lines and inputs: each entry holds all it may.
-                        let body =
-                            json!({"key": "log", "inputs": {"lines": "3", "pad": "x".repeat(64)}})
-                                .to_string();
-                        let response = common::try_post_signed(&client, &url, body).await;
-                        assert_eq!(response.map(|r| r.status().as_u16()).ok(), Some(200));
-                        i += workers;
-                    }
-                });
-            }
-            while let Some(done) = tasks.join_next().await {
-                done.unwrap();
-            }
-        }
-    };
-    send(0, 1_000).await;
-    let (after_1k, _, _) = common::process_stats(pid);
-    send(1_000, 100_000).await;
-    let (after_100k, _, _) = common::process_stats(pid);
-    eprintln!("RSS after 1,000 requests: {after_1k:.1} MiB; after 100,000: {after_100k:.1} MiB");
+    link.wait_delivered(2 * capacity / 10).await;
+    let (on_1k, _, _) = common::process_stats(on.child.id());
+    let (off_1k, _, _) = common::process_stats(off.child.id());
+    drop(off);
+    let filled = started.elapsed();
+    // 98,000 more just past the caps, then 1,000 more like the first.
+    flood(&on.url, &link, capacity, 99_000, Size::PastTheCaps).await;
+    let churned = started.elapsed();
+    flood(&on.url, &link, 99_000, 100_000, Size::BigSomeAsync).await;
+    link.wait_delivered(3 * capacity / 10).await;
+    let (on_100k, _, _) = common::process_stats(on.child.id());
+
+    // What one entry may hold at most: its log and payload bytes, the log
+    // lines' and attempts' own records, the entry's box.
+    let entry_max = MAX_LOG_BYTES + 2 * MAX_PAYLOAD + MAX_LOG_LINES * 64 + MAX_ATTEMPTS * 128 + 512;
+    let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+    let ceiling = mib(capacity * entry_max) * 1.5 + 10.0;
+    let floor = mib(capacity * (MAX_LOG_BYTES + 2 * MAX_PAYLOAD)) / 2.0;
+    let held = on_1k - off_1k;
+    eprintln!(
+        "RSS after 1,000 requests: {on_1k:.1} MiB with the console, {off_1k:.1} MiB without \
+         ({held:.1} MiB for {capacity} entries: at least {floor:.1}, at most {ceiling:.1}); \
+         after 100,000: {on_100k:.1} MiB (filled and delivered in {filled:.0?}, 98,000 more in \
+         {:.0?}, the last 1,000 delivered {:.0?} later)",
+        churned - filled,
+        started.elapsed() - churned
+    );
     assert!(
-        after_100k - after_1k < 20.0,
-        "RSS grew from {after_1k:.1} MiB to {after_100k:.1} MiB"
+        on_100k - on_1k < 20.0,
+        "RSS grew from {on_1k:.1} MiB to {on_100k:.1} MiB"
     );
-    // And the console still shows the newest ones.
-    let admin = process.admin.clone().unwrap();
-    let rows = client
-        .get(format!("{admin}/requests/rows"))
-        .send()
-        .await
-        .unwrap();
-    assert!(rows.text().await.unwrap().contains("testkit"));
+    assert!(
+        held <= ceiling,
+        "{capacity} entries cost {held:.1} MiB: over the {ceiling:.1} MiB their caps allow"
+    );
+    assert!(
+        held >= floor,
+        "{capacity} entries cost {held:.1} MiB: under {floor:.1} MiB, so they were not kept whole"
+    );
+
+    // The newest entries are there, each as full as the caps let it be.
+    let admin = on.admin.clone().unwrap();
+    // A log line is cut at 2 KiB.
+    let line = |n: usize| "f".repeat(n);
+    let sync = entry_detail(&admin, 99_999).await;
+    let delivered = entry_detail(&admin, 99_990).await;
+    for (what, page) in [("sync", &sync), ("async", &delivered)] {
+        assert!(
+            page.contains(&line(2048)) && !page.contains(&line(2049)),
+            "{what}: log lines are cut at 2 KiB"
+        );
+        assert!(
+            page.contains("more line(s) were not kept"),
+            "{what}: the log is full"
+        );
+        let payloads = page.matches(&"p".repeat(MAX_PAYLOAD - 100)).count();
+        assert_eq!(payloads, 2, "{what}: inputs and data, each cut");
+        assert!(
+            !page.contains(&"p".repeat(MAX_PAYLOAD)),
+            "{what}: a payload not cut"
+        );
+    }
+    assert!(
+        delivered.contains(&format!("{} attempts in all", REFUSALS + 1)),
+        "async: every attempt counted"
+    );
+    assert_eq!(
+        delivered.matches("o-retry").count(),
+        MAX_ATTEMPTS - 1,
+        "async: the latest {MAX_ATTEMPTS} attempts kept"
+    );
+    assert_eq!(delivered.matches("o-delivered").count(), 1);
 }

@@ -3,8 +3,10 @@
 //! opens its log lines, "Try it" shows an async key's delivered answer, a
 //! broken plugin's reload error shows under Plugins, and the charts draw, all
 //! under the console's strict Content-Security-Policy (so every script that
-//! ran came from the admin listener itself). A screenshot of each page is kept
-//! in `target/console-screenshots/`.
+//! ran came from the admin listener itself): every page is checked for CSP
+//! violations, heard by a listener installed before the page's own scripts,
+//! and an injected inline script shows that the listener hears one. A
+//! screenshot of each page is kept in `target/console-screenshots/`.
 //!
 //! Needs `chromium` and `chromium-driver` (`.ci/run` installs them); without
 //! them the test says so and passes, except in CI (`OPTECH_REQUIRE_BROWSER`).
@@ -93,6 +95,63 @@ async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Client {
         .connect(&driver.url)
         .await
         .expect("a WebDriver session")
+}
+
+/// Records every Content-Security-Policy violation of the session's pages: a
+/// listener the DevTools protocol installs in every new document before any
+/// of its own scripts runs (so a violation while a page loads is heard too),
+/// keeping what it hears in the origin's `sessionStorage` across navigations.
+async fn watch_csp(driver: &Driver, browser: &Client) {
+    let session = browser
+        .session_id()
+        .await
+        .unwrap()
+        .expect("a WebDriver session id");
+    let listener = r#"
+        document.addEventListener('securitypolicyviolation', function (e) {
+            try {
+                var seen = JSON.parse(sessionStorage.getItem('csp-violations') || '[]');
+                seen.push(e.effectiveDirective + ' blocked ' + (e.blockedURI || '?') + ' on ' +
+                    e.documentURI + (e.sourceFile ? ' (' + e.sourceFile + ':' + e.lineNumber + ')' : ''));
+                sessionStorage.setItem('csp-violations', JSON.stringify(seen));
+            } catch (_) {}
+        });
+    "#;
+    let command = json!({
+        "cmd": "Page.addScriptToEvaluateOnNewDocument",
+        "params": {"source": listener},
+    });
+    let response = reqwest::Client::new()
+        .post(format!("{}/session/{session}/goog/cdp/execute", driver.url))
+        .header("content-type", "application/json")
+        .body(command.to_string())
+        .send()
+        .await
+        .expect("chromedriver answers");
+    let status = response.status();
+    assert!(
+        status.is_success(),
+        "installing the CSP listener: {status} {}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
+/// The CSP violations heard so far in this session.
+async fn csp_violations(browser: &Client) -> Vec<String> {
+    let seen = browser
+        .execute(
+            "return JSON.parse(sessionStorage.getItem('csp-violations') || '[]')",
+            vec![],
+        )
+        .await
+        .expect("reading the CSP violations");
+    serde_json::from_value(seen).expect("a list of violations")
+}
+
+/// Fails if any page so far broke the console's CSP.
+async fn no_csp_violations(browser: &Client, page: &str) {
+    let seen = csp_violations(browser).await;
+    assert!(seen.is_empty(), "{page}: CSP violations: {seen:#?}");
 }
 
 fn screenshots() -> PathBuf {
@@ -205,6 +264,7 @@ async fn the_console_in_chromium() {
     let admin = host.admin_url();
     let profile = tempfile::tempdir().unwrap();
     let browser = browser(&driver, &chromium, profile.path()).await;
+    watch_csp(&driver, &browser).await;
 
     // Requests: three signed requests with known ids appear without a reload.
     browser.goto(&format!("{admin}/")).await.unwrap();
@@ -291,6 +351,7 @@ async fn the_console_in_chromium() {
     .await;
     type_into(&browser, "#f-id", "").await;
     wait_rows(&browser, "unfiltered", |ids| ids.len() >= 5).await;
+    no_csp_violations(&browser, "Requests").await;
 
     // A row opens its detail: the plugin's log lines and the timings.
     browser
@@ -312,6 +373,7 @@ async fn the_console_in_chromium() {
     )
     .await;
     screenshot(&browser, "request").await;
+    no_csp_violations(&browser, "a request's detail").await;
 
     // Try it: an async key, and the answer delivered to the link the host served.
     browser.goto(&format!("{admin}/try")).await.unwrap();
@@ -343,6 +405,7 @@ async fn the_console_in_chromium() {
     })
     .await;
     screenshot(&browser, "try-it").await;
+    no_csp_violations(&browser, "Try it").await;
 
     // Deliveries: the retrying one and the failed one, by their links' tags.
     gone.wait_for(1, Duration::from_secs(10)).await;
@@ -354,6 +417,7 @@ async fn the_console_in_chromium() {
     let page = browser.source().await.unwrap();
     assert!(!page.contains("/ingest/"), "a link's path is shown: {page}");
     screenshot(&browser, "deliveries").await;
+    no_csp_violations(&browser, "Deliveries").await;
 
     // Plugins: a broken .wasm's reload error, while the last good version serves.
     browser.goto(&format!("{admin}/plugins")).await.unwrap();
@@ -369,6 +433,7 @@ async fn the_console_in_chromium() {
     )
     .await;
     screenshot(&browser, "plugins").await;
+    no_csp_violations(&browser, "Plugins").await;
 
     // Charts: drawn by uPlot from the in-memory buckets.
     browser.goto(&format!("{admin}/charts")).await.unwrap();
@@ -390,6 +455,33 @@ async fn the_console_in_chromium() {
     .await;
     assert!(legend.contains("echo.async"), "{legend}");
     screenshot(&browser, "charts").await;
+    no_csp_violations(&browser, "Charts").await;
+
+    // The watch hears a violation: an inline script, refused by the CSP.
+    browser
+        .execute(
+            "var s = document.createElement('script'); s.textContent = 'window.inlined = 1'; \
+             document.head.appendChild(s);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    common::wait_until(
+        "the injected inline script is heard as a CSP violation",
+        Duration::from_secs(5),
+        || async {
+            csp_violations(&browser)
+                .await
+                .iter()
+                .any(|v| v.starts_with("script-src"))
+        },
+    )
+    .await;
+    let ran = browser
+        .execute("return window.inlined === 1", vec![])
+        .await
+        .unwrap();
+    assert_eq!(ran, json!(false), "an inline script ran");
 
     browser.close().await.unwrap();
     drop(driver);
@@ -430,6 +522,7 @@ async fn the_token_form_in_chromium() {
     let admin = format!("http://{}", host.admin_addr().unwrap());
     let profile = tempfile::tempdir().unwrap();
     let browser = browser(&driver, &chromium, profile.path()).await;
+    watch_csp(&driver, &browser).await;
 
     browser.goto(&format!("{admin}/plugins")).await.unwrap();
     wait_text(&browser, "h1", Duration::from_secs(10), |t| {
@@ -441,6 +534,7 @@ async fn the_token_form_in_chromium() {
         "data shown without the token"
     );
     screenshot(&browser, "token").await;
+    no_csp_violations(&browser, "the token form").await;
     type_into(&browser, "#token", "wrong-token").await;
     browser
         .find(Locator::Css("form button"))
@@ -470,6 +564,7 @@ async fn the_token_form_in_chromium() {
         .await
         .unwrap();
     assert_eq!(visible, json!(""), "the cookie is readable by scripts");
+    no_csp_violations(&browser, "Requests and Plugins after the token").await;
     browser.close().await.unwrap();
     drop(driver);
     host.shutdown().await.unwrap();

@@ -1,7 +1,9 @@
 //! What recording a request for the console costs the request path, counted
 //! (not timed): heap allocations per request with the console on and off, in
 //! the same process, through the whole pipeline with a native handler. A
-//! request that succeeds and logs nothing must be recorded without one.
+//! request that succeeds and logs nothing must be recorded without one; and
+//! with the console on, every request measured must really be recorded (a
+//! console that dropped them would cost nothing too).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -47,12 +49,26 @@ impl Handler for Echo {
     }
 }
 
-/// Allocations per request over `n` requests, after `warm_up` requests.
-async fn allocations_per_request(console_requests: usize, warm_up: usize, n: usize) -> f64 {
+/// The most the two console-off runs may differ by, in allocations per
+/// request, for the comparison to mean anything (they measured the same).
+const MAX_NOISE: f64 = 0.2;
+
+/// One run: allocations per request, and what its console recorded.
+struct Run {
+    per_request: f64,
+    /// Changes the console recorded (its pages' version).
+    changes: u64,
+    /// Rows on the Requests page, filtered to `echo` answered 200.
+    rows: usize,
+}
+
+/// Allocations per request over `n` requests, after `warm_up` requests; then
+/// what the console holds, read from the admin listener (idle while counting).
+async fn allocations_per_request(console_requests: usize, warm_up: usize, n: usize) -> Run {
     let data = tempfile::tempdir().unwrap();
     let config = Config::parse(
         &format!(
-            "[server]\ndata_dir = {:?}\nwatch = false\nadmin_listen = \"\"\nconsole_requests = {console_requests}\n[keys]\necho = \"native\"\n",
+            "[server]\ndata_dir = {:?}\nwatch = false\nadmin_listen = \"127.0.0.1:0\"\nconsole_requests = {console_requests}\n[keys]\necho = \"native\"\n",
             data.path().display().to_string()
         ),
         Path::new("optech.toml"),
@@ -105,21 +121,66 @@ async fn allocations_per_request(console_requests: usize, warm_up: usize, n: usi
         send().await;
     }
     let per_request = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / n as f64;
+
+    let admin = format!("http://{}", host.admin_addr().unwrap());
+    let page = client
+        .get(format!("{admin}/requests/rows?key=echo&status=200"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rows = page.matches("data-request-id=").count();
+    // The page's version: bumped on every change the console records.
+    let changes = page
+        .split("/requests/rows?v=")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no version in {page}"));
     host.shutdown().await.unwrap();
-    per_request
+    Run {
+        per_request,
+        changes,
+        rows,
+    }
 }
 
 #[tokio::test]
 async fn recording_a_request_allocates_nothing() {
     // Past the ring's size, so every entry written replaces one.
     let (warm_up, n) = (300, 2_000);
+    let ring = 100;
     let off = allocations_per_request(0, warm_up, n).await;
-    let on = allocations_per_request(100, warm_up, n).await;
+    let recorded = allocations_per_request(ring, warm_up, n).await;
     let off_again = allocations_per_request(0, warm_up, n).await;
+    let on = recorded.per_request;
+    let (off, off_again) = (off.per_request, off_again.per_request);
     eprintln!(
-        "allocations per request (client and host): console off {off:.2}, on {on:.2}, off again {off_again:.2}"
+        "allocations per request (client and host): console off {off:.2}, on {on:.2}, off again {off_again:.2}; \
+         with it on, {} changes recorded and {} rows kept",
+        recorded.changes, recorded.rows
+    );
+    // The console on recorded what it was given: a change (at least) for
+    // every request, and the newest `ring` of them in the ring.
+    assert!(
+        recorded.changes >= (warm_up + n) as u64,
+        "the console recorded {} changes over {} requests",
+        recorded.changes,
+        warm_up + n
+    );
+    assert_eq!(
+        recorded.rows, ring,
+        "the console's ring shows {} of the last {ring} requests",
+        recorded.rows
     );
     let noise = (off - off_again).abs();
+    assert!(
+        noise <= MAX_NOISE,
+        "two runs with the console off differ by {noise:.2} allocations per request \
+         ({off:.2} / {off_again:.2}): too noisy to tell what recording costs (at most {MAX_NOISE})"
+    );
     assert!(
         on - off.max(off_again) <= noise + 0.1,
         "the console adds {:.2} allocations per request (off {off:.2} / {off_again:.2}, on {on:.2})",

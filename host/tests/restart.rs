@@ -1,6 +1,8 @@
 //! The broker promise across process deaths: the real `optech` binary answers
-//! 202, is killed with SIGKILL before delivering, starts again, and every answer
-//! arrives exactly once. And SIGTERM drains instead of dropping.
+//! 202, is killed with SIGKILL before delivering (while its handlers run, or
+//! once a result is recorded but its link not yet reached), starts again, and
+//! every answer arrives exactly once, a recorded one without its handler
+//! running again. And SIGTERM drains instead of dropping.
 
 mod common;
 
@@ -92,6 +94,88 @@ async fn answers_accepted_before_a_sigkill_arrive_once_after_restart() {
     assert_eq!(receiver.count(), N);
     second.child.kill().unwrap();
     second.child.wait().unwrap();
+}
+
+/// The record of `link` in the SQLite outbox under `data`: its state, its
+/// recorded result, and how many delivery attempts it made.
+fn record(data: &Path, link: &str) -> Option<(String, Option<Vec<u8>>, i64)> {
+    let db = rusqlite::Connection::open_with_flags(
+        data.join("outbox.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .ok()?;
+    db.query_row(
+        "SELECT state, result, attempts FROM requests WHERE link = ?1",
+        [link],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_recorded_but_not_delivered_before_a_sigkill_is_delivered_once_without_rerunning()
+{
+    build_plugins().as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), "10s");
+    let client = reqwest::Client::new();
+    // The link's port, with nothing listening on it yet: every POST is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let link = format!("http://127.0.0.1:{port}/ingest/answered");
+
+    let mut first = start(&config);
+    assert_eq!(post(&client, &first.url, &link, 10).await, 202);
+    // Its result recorded and its link tried (and refused): killed now.
+    common::wait_until(
+        "the answer is recorded and its link tried",
+        Duration::from_secs(10),
+        || async {
+            record(&data, &link)
+                .is_some_and(|(state, _, attempts)| state == "answered" && attempts >= 1)
+        },
+    )
+    .await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let (state, recorded, attempts) = record(&data, &link).unwrap();
+    assert_eq!(state, "answered");
+    let recorded = recorded.expect("a recorded result");
+
+    // The link is up now; the host starts again.
+    let receiver = Receiver::start_on(port).await;
+    let restarted = Instant::now();
+    let second = start(&config);
+    receiver.wait_for(1, Duration::from_secs(30)).await;
+    common::wait_until("the record is closed", Duration::from_secs(10), || async {
+        common::open_records(&data) == 0
+    })
+    .await;
+    let got = receiver.to(&link);
+    eprintln!(
+        "an answer recorded after {attempts} refused attempt(s), then SIGKILL: delivered {} time(s), \
+         {:?} after the restart",
+        got.len(),
+        got.first().map(|d| d.at.duration_since(restarted))
+    );
+    assert_eq!(got.len(), 1, "delivered {} times", got.len());
+    assert_eq!(
+        String::from_utf8_lossy(&got[0].body),
+        String::from_utf8_lossy(&recorded),
+        "the body delivered is not the one recorded"
+    );
+    assert_eq!(record(&data, &link).unwrap().0, "delivered");
+    // The handler did not run again: the new process made no call.
+    assert_eq!(
+        second.plugin_health("tk").await["calls"],
+        0,
+        "the handler ran again after the restart"
+    );
+    assert!(second.log_contains("re-delivering an answer recorded earlier"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Hostile plugins cannot hurt the host or their neighbours: each gets its
-//! status, the host keeps serving, a flood is refused rather than queued, and a
-//! healthy plugin stays fast while an infinite loop is hammered.
+//! status, the host keeps serving, a flood is refused rather than queued, its
+//! text forges no line on the host's stdout or stderr, and a healthy plugin
+//! beside 50 infinite loops fares no worse than beside fair CPU work.
 
 mod common;
 
@@ -166,6 +167,18 @@ async fn plugin_output_goes_to_the_log_tagged_and_capped() {
     );
 }
 
+/// Every line the process wrote, on stdout (its log) and on stderr, with the
+/// stream's name.
+fn all_lines(process: &common::Process) -> Vec<(&'static str, String)> {
+    let stdout = process.lines.lock().unwrap().clone();
+    let stderr = process.stderr.lock().unwrap().clone();
+    stdout
+        .into_iter()
+        .map(|l| ("stdout", l))
+        .chain(stderr.into_iter().map(|l| ("stderr", l)))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_text_cannot_forge_a_log_line_or_show_a_secret() {
     build_plugins().as_ref().unwrap();
@@ -185,35 +198,56 @@ async fn plugin_text_cannot_forge_a_log_line_or_show_a_secret() {
             .0,
         200
     );
-    // Through its log and its stdout: each one line, the newline escaped.
+    // Through its log, its stdout and its stderr. Its log line is one line,
+    // the newline escaped; its stdout and stderr are split into lines, each
+    // a line of the host's log tagged with the plugin and the stream. Nothing
+    // the host writes, on stdout or stderr, starts with the forged text.
     process
         .wait_for_log(
             "ok\\n2026-01-01T00:00:00Z ERROR forged",
             Duration::from_secs(5),
         )
         .await;
-    common::wait_until("both lines logged", Duration::from_secs(5), || async {
-        process
-            .lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains("forged"))
-            .count()
-            >= 2
+    common::wait_until(
+        "the plugin's stdout and stderr are written",
+        Duration::from_secs(5),
+        || async {
+            all_lines(&process)
+                .iter()
+                .filter(|(_, l)| l.contains("forged"))
+                .count()
+                >= 3
+        },
+    )
+    .await;
+    // The call has ended: all it would write is written.
+    common::wait_until("the call has ended", Duration::from_secs(5), || async {
+        process.plugin_health("testkit").await["running"] == 0
     })
     .await;
     {
-        let lines = process.lines.lock().unwrap();
-        let forging: Vec<&String> = lines.iter().filter(|l| l.contains("forged")).collect();
-        assert_eq!(forging.len(), 2, "{forging:?}");
-        for line in &forging {
+        let lines = all_lines(&process);
+        let forging: Vec<&(&str, String)> =
+            lines.iter().filter(|(_, l)| l.contains("forged")).collect();
+        assert_eq!(forging.len(), 3, "{forging:?}");
+        for (stream, line) in &forging {
+            assert_eq!(
+                *stream, "stdout",
+                "the plugin's text on the host's stderr: {line}"
+            );
             assert!(line.contains("testkit"), "{line}");
+        }
+        for tag in ["stream=\"stdout\"", "stream=\"stderr\"", "ok\\n2026"] {
             assert!(
-                !line.starts_with("2026-01-01T00:00:00Z"),
-                "a forged line: {line}"
+                forging.iter().any(|(_, l)| l.contains(tag)),
+                "no {tag} line: {forging:?}"
             );
         }
+        let starts_forged: Vec<&(&str, String)> = lines
+            .iter()
+            .filter(|(_, l)| l.trim_start().starts_with("2026-01-01T00:00:00Z"))
+            .collect();
+        assert!(starts_forged.is_empty(), "a forged line: {starts_forged:?}");
     }
 
     // A secret the plugin was given never leaves through its text.
@@ -237,17 +271,23 @@ async fn plugin_text_cannot_forge_a_log_line_or_show_a_secret() {
     process
         .wait_for_log("failed with [redacted]", Duration::from_secs(5))
         .await;
-    let lines = process.lines.lock().unwrap();
-    assert!(
-        lines.iter().all(|l| !l.contains("SECRETVALUE")),
-        "a secret reached the log"
-    );
+    common::wait_until("the calls have ended", Duration::from_secs(5), || async {
+        process.plugin_health("testkit").await["running"] == 0
+    })
+    .await;
+    let lines = all_lines(&process);
+    let leaked: Vec<&(&str, String)> = lines
+        .iter()
+        .filter(|(_, l)| l.contains("SECRETVALUE"))
+        .collect();
+    assert!(leaked.is_empty(), "a secret reached the output: {leaked:?}");
+    // Its log line, stdout and stderr, each redacted.
     assert!(
         lines
             .iter()
-            .filter(|l| l.contains("token is [redacted]"))
+            .filter(|(_, l)| l.contains("token is [redacted]"))
             .count()
-            >= 2
+            >= 3
     );
 }
 
@@ -425,26 +465,102 @@ async fn the_answer_sent_is_capped_as_json_whatever_the_characters() {
     assert_eq!(over.error_code(), "output_too_large");
 }
 
-/// p99 of `n` sequential echo requests, in milliseconds.
+/// p99 of `n` sequential echo requests, in milliseconds. It stops early once
+/// more than 1% of them took longer than [`ISOLATION_CAP_MS`] (one not
+/// answered in ten times that counts as that long): the p99 is over the cap
+/// then, and is given as the least of those, so a starved host fails the test
+/// in seconds rather than minutes.
 async fn echo_p99(client: &reqwest::Client, url: &str, n: usize) -> f64 {
+    let at = (n * 99 / 100).min(n - 1);
+    let patience = Duration::from_secs_f64(ISOLATION_CAP_MS * 10.0 / 1000.0);
     let mut times = Vec::with_capacity(n);
+    let mut over = Vec::new();
     for i in 0..n {
         let started = Instant::now();
-        let (status, _) = ask(client, url, "echo", json!({"i": i.to_string()})).await;
-        assert_eq!(status, 200);
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        let asked = ask(client, url, "echo", json!({"i": i.to_string()}));
+        if let Ok((status, _)) = tokio::time::timeout(patience, asked).await {
+            assert_eq!(status, 200);
+        }
+        let took = started.elapsed().as_secs_f64() * 1000.0;
+        times.push(took);
+        if took > ISOLATION_CAP_MS {
+            over.push(took);
+            if over.len() > n - 1 - at {
+                return over.iter().copied().fold(f64::INFINITY, f64::min);
+            }
+        }
     }
     times.sort_by(|a, b| a.total_cmp(b));
-    times[(n * 99 / 100).min(n - 1)]
+    times[at]
 }
 
-/// The bound this test asserts: a healthy plugin's p99 under attack stays below
-/// the spinning plugin's 1 s timeout by this much. A worker thread held by a
-/// spinning plugin until its deadline would put the healthy plugin's requests
-/// behind it for up to the whole second; one that yields at every epoch tick
-/// shares the cores. (The figures themselves are measured, not asserted: a
-/// timing bound tighter than the failure it guards would fail on a busy machine.)
-const ISOLATION_BOUND_MS: f64 = 750.0;
+/// How much worse a healthy plugin's p99 may be beside 50 infinite loops than
+/// beside 50 well-behaved CPU-bound calls, measured in the same run: a loop
+/// that yields at every epoch tick and is stopped at its deadline costs its
+/// neighbours what fair CPU work costs them (about 200 ms here, 2 cores and
+/// 50 calls taking 1 ms turns), so twice that leaves room for noise.
+const ISOLATION_FACTOR: f64 = 2.0;
+
+/// The cap on the bound, whatever the baseline: half the loops' 1 s timeout.
+/// A worker thread held by a spinning plugin until its deadline would put the
+/// healthy plugin's requests behind it for up to the whole second.
+const ISOLATION_CAP_MS: f64 = 500.0;
+
+/// Keeps 50 calls of `key` in flight until `stop`, each answered `status`;
+/// returns when the plugin `spinner` runs at least 40 of them, with the tasks.
+async fn hammer(
+    process: &common::Process,
+    client: &reqwest::Client,
+    key: &'static str,
+    inputs: serde_json::Value,
+    status: u16,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<u32>> {
+    let tasks = (0..50)
+        .map(|_| {
+            let (client, url, stop, inputs) = (
+                client.clone(),
+                process.url.clone(),
+                stop.clone(),
+                inputs.clone(),
+            );
+            tokio::spawn(async move {
+                let mut hits = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let (got, _) = ask(&client, &url, key, inputs.clone()).await;
+                    assert_eq!(got, status, "{key}");
+                    hits += 1;
+                }
+                hits
+            })
+        })
+        .collect();
+    common::wait_until(
+        &format!("50 calls of {key} under way"),
+        Duration::from_secs(10),
+        || async {
+            // A host too starved to answer this within a second has them under
+            // way too; the measurement shows what that costs.
+            let health = process.plugin_health("spinner");
+            match tokio::time::timeout(Duration::from_secs(1), health).await {
+                Ok(health) => health["running"].as_u64() >= Some(40),
+                Err(_) => true,
+            }
+        },
+    )
+    .await;
+    tasks
+}
+
+/// Stops a [`hammer`] and counts the calls its tasks made.
+async fn stop_hammer(stop: &AtomicBool, tasks: Vec<tokio::task::JoinHandle<u32>>) -> u32 {
+    stop.store(true, Ordering::Relaxed);
+    let mut calls = 0;
+    for task in tasks {
+        calls += task.await.unwrap();
+    }
+    calls
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spinning_plugin_does_not_starve_a_healthy_one() {
@@ -453,46 +569,38 @@ async fn a_spinning_plugin_does_not_starve_a_healthy_one() {
     let config = write_config(
         dir.path(),
         "",
-        "[keys]\nloop = \"spinner\"\necho = \"healthy\"\n[plugins.spinner]\nsource = \"testkit.wasm\"\ntimeout = \"1s\"\n[plugins.healthy]\nsource = \"testkit.wasm\"\n",
+        "[keys]\nloop = \"spinner\"\nspin = \"spinner\"\necho = \"healthy\"\n\
+         [plugins.spinner]\nsource = \"testkit.wasm\"\ntimeout = \"1s\"\n\
+         [plugins.healthy]\nsource = \"testkit.wasm\"\n",
     );
     let process = start_process(&config);
     let client = reqwest::Client::new();
     let _ = echo_p99(&client, &process.url, 50).await; // warm up
     let alone = echo_p99(&client, &process.url, 400).await;
 
+    // The baseline: 50 well-behaved neighbours, each busy for 200 ms a call.
     let stop = Arc::new(AtomicBool::new(false));
-    let attackers: Vec<_> = (0..50)
-        .map(|_| {
-            let (client, url, stop) = (client.clone(), process.url.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut hits = 0u32;
-                while !stop.load(Ordering::Relaxed) {
-                    let (status, _) = ask(&client, &url, "loop", json!({})).await;
-                    assert_eq!(status, 504);
-                    hits += 1;
-                }
-                hits
-            })
-        })
-        .collect();
-    common::wait_until(
-        "the attack is under way",
-        Duration::from_secs(10),
-        || async { process.plugin_health("spinner").await["running"].as_u64() >= Some(40) },
-    )
-    .await;
+    let busy = hammer(&process, &client, "spin", json!({"ms": "200"}), 200, &stop).await;
+    let fair = echo_p99(&client, &process.url, 400).await;
+    let spins = stop_hammer(&stop, busy).await;
+
+    // The attack: 50 infinite loops, each stopped at its 1 s deadline.
+    let stop = Arc::new(AtomicBool::new(false));
+    let attack = hammer(&process, &client, "loop", json!({}), 504, &stop).await;
     let loaded = echo_p99(&client, &process.url, 400).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut timeouts = 0;
-    for a in attackers {
-        timeouts += a.await.unwrap();
-    }
+    let timeouts = stop_hammer(&stop, attack).await;
+
+    let bound = (fair * ISOLATION_FACTOR).min(ISOLATION_CAP_MS);
     eprintln!(
-        "healthy echo p99: {alone:.2} ms alone, {loaded:.2} ms with 50 infinite loops in flight ({timeouts} timed out)"
+        "healthy echo p99: {alone:.2} ms alone, {fair:.2} ms beside 50 calls busy for 200 ms \
+         ({spins} made), {loaded:.2} ms beside 50 infinite loops ({timeouts} timed out); \
+         bound {bound:.1} ms ({ISOLATION_FACTOR} x the baseline, at most {ISOLATION_CAP_MS} ms)"
     );
+    assert!(spins >= 50, "the baseline's neighbours did not run");
     assert!(timeouts >= 50, "the attack did not run");
     assert!(
-        loaded <= ISOLATION_BOUND_MS,
-        "p99 {loaded:.1} ms under attack vs {alone:.1} ms alone: over the {ISOLATION_BOUND_MS} ms bound"
+        loaded <= bound,
+        "p99 {loaded:.1} ms beside infinite loops vs {fair:.1} ms beside fair CPU work \
+         ({alone:.1} ms alone): over the {bound:.1} ms bound"
     );
 }

@@ -1,6 +1,7 @@
 //! TLS termination on the public listener: requests over HTTPS with the
-//! configured certificate; a renewed certificate is served without a restart;
-//! a broken one never replaces the one being served.
+//! configured certificate; a renewed certificate is served without a restart,
+//! and so is each of several Kubernetes Secret volume swaps in a row; a broken
+//! one never replaces the one being served.
 
 mod common;
 
@@ -108,8 +109,12 @@ fn kubelet_publish(dir: &Path, generation: u32, cert: &str, key: &str) {
     }
 }
 
+/// How many times the Secret volume test swaps `..data` (kubelet swaps it on
+/// every update of the Secret, for as long as the pod runs).
+const SWAPS: u32 = 3;
+
 #[tokio::test]
-async fn a_kubernetes_secret_volume_swap_is_served_without_a_restart() {
+async fn every_kubernetes_secret_volume_swap_is_served_without_a_restart() {
     let certs = tempfile::tempdir().unwrap();
     let (first_cert, first_key) = certificate();
     kubelet_publish(certs.path(), 1, &first_cert, &first_key);
@@ -127,16 +132,28 @@ async fn a_kubernetes_secret_volume_swap_is_served_without_a_restart() {
     let admin = host.admin_url();
     let reloaded_before = reloads(&admin, "ok").await;
 
-    let (second_cert, second_key) = certificate();
-    kubelet_publish(certs.path(), 2, &second_cert, &second_key);
-    common::wait_until(
-        "the certificate behind the swapped ..data link is served",
-        Duration::from_secs(10),
-        || async { matches!(echo(&trusting(&second_cert), &https).await, Ok(200)) },
-    )
-    .await;
-    assert_eq!(reloads(&admin, "ok").await, reloaded_before + 1.0);
-    assert!(echo(&trusting(&first_cert), &https).await.is_err());
+    // Each swap's certificate is served, and the one it replaced no longer is.
+    let mut previous = first_cert;
+    for swap in 1..=SWAPS {
+        let (cert, key) = certificate();
+        kubelet_publish(certs.path(), swap + 1, &cert, &key);
+        common::wait_until(
+            &format!("swap {swap}: the certificate behind the swapped ..data link is served"),
+            Duration::from_secs(10),
+            || async { matches!(echo(&trusting(&cert), &https).await, Ok(200)) },
+        )
+        .await;
+        assert_eq!(
+            reloads(&admin, "ok").await,
+            reloaded_before + f64::from(swap),
+            "swap {swap}: one reload each"
+        );
+        assert!(
+            echo(&trusting(&previous), &https).await.is_err(),
+            "swap {swap}: the replaced certificate is still served"
+        );
+        previous = cert;
+    }
 }
 
 /// `optech_tls_reloads_total{outcome}` on the admin listener.

@@ -370,6 +370,9 @@ pub struct Process {
     pub admin: Option<String>,
     /// Everything it has printed to stdout (its log), line by line.
     pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Everything it has printed to stderr, line by line (also passed on to
+    /// the test's own stderr).
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -476,11 +479,21 @@ fn start_optech(subcommand: &str, config: &Path, log: &str, env: &[(&str, &str)]
         .env("OPTECH_LOG", log)
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit());
+        .stderr(std::process::Stdio::piped());
     for (name, value) in env {
         command.env(name, value);
     }
     let mut child = command.spawn().expect("starting optech");
+    // Drained from the start, so the child never blocks on a full pipe.
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let errors = BufReader::new(child.stderr.take().unwrap());
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in errors.lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            sink.lock().unwrap().push(line);
+        }
+    });
     let stdout = child.stdout.take().unwrap();
     let mut reader = BufReader::new(stdout).lines();
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -514,6 +527,7 @@ fn start_optech(subcommand: &str, config: &Path, log: &str, env: &[(&str, &str)]
         url,
         admin,
         lines,
+        stderr,
     }
 }
 

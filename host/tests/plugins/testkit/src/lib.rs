@@ -97,15 +97,30 @@ fn handle(request: Request) -> Result<Data, Error> {
             }
             Ok(Data::new().with("logged", lines))
         }
+        "flood" => {
+            // More than the console keeps of one request: `lines` log lines of
+            // `width` bytes, then a line of `width` bytes on stdout and on
+            // stderr; the answer is the inputs (as big as the caller made them).
+            let lines: usize = inputs.parse("lines")?;
+            let width: usize = inputs.parse("width")?;
+            let line = "f".repeat(width);
+            for _ in 0..lines {
+                log::info(&line);
+            }
+            println!("{line}");
+            eprintln!("{line}");
+            Ok(Data::from(request.inputs().clone()))
+        }
         "say" => {
             // Says `text` (plus the value of config `secret`, if named) in the
-            // log and on stdout; with `fail`, also as its error.
+            // log, on stdout and on stderr; with `fail`, also as its error.
             let mut text = inputs.require("text")?.to_string();
             if let Some(name) = inputs.get("secret") {
                 text.push_str(&config(name).unwrap_or_default());
             }
             log::info(&text);
             println!("{text}");
+            eprintln!("{text}");
             if inputs.get("fail").is_some() {
                 return Err(Error::failed(text));
             }
