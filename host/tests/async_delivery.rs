@@ -161,6 +161,33 @@ async fn retry_after_is_honoured_on_429(backend: &Backend) {
     );
 }
 
+/// `Retry-After: 0` (or any wait shorter than the backoff) does not make the
+/// host retry in a tight loop: each gap is at least the backoff's floor (half
+/// its step, 0.125 s doubling), so a link that says `0` forever gets tens of
+/// POSTs in a link's ten minutes, not thousands a second.
+async fn retry_after_zero_keeps_the_backoff(backend: &Backend) {
+    const REFUSALS: usize = 5;
+    let host = host(backend, "async", "10m").await;
+    let receiver = Receiver::start().await;
+    receiver.script(&[(503, Some("0")); REFUSALS]);
+    let link = receiver.link("retry-now");
+    assert_eq!(send(&host, &link, "echo", json!({})).await.status, 202);
+    wait_state(&host, &link, State::Delivered).await;
+    let attempts = receiver.to(&link);
+    assert_eq!(attempts.len(), REFUSALS + 1, "refused 5 times, then delivered");
+    let first = optech_host::delivery::RetryPolicy::default().first_delay;
+    for (n, pair) in attempts.windows(2).enumerate() {
+        let gap = pair[1].at - pair[0].at;
+        // The n-th retry's step is first_delay * 2^n; the jitter keeps at least half.
+        let floor = first * (1 << n) / 2;
+        assert!(
+            gap >= floor.mul_f64(0.95),
+            "retry {} came {gap:?} after the last, under the backoff's floor {floor:?}",
+            n + 1
+        );
+    }
+}
+
 async fn other_4xx_are_final(backend: &Backend) {
     let host = host(backend, "async", "10m").await;
     let receiver = Receiver::start().await;
@@ -388,6 +415,7 @@ on_both_backends!(
     failures_are_retried_until_the_receiver_takes_it,
     a_receiver_that_is_down_then_up_gets_the_answer,
     retry_after_is_honoured_on_429,
+    retry_after_zero_keeps_the_backoff,
     other_4xx_are_final,
     nothing_is_sent_after_the_link_expires,
     handler_failures_are_delivered_as_error_bodies,
