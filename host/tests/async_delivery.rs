@@ -174,7 +174,11 @@ async fn retry_after_zero_keeps_the_backoff(backend: &Backend) {
     assert_eq!(send(&host, &link, "echo", json!({})).await.status, 202);
     wait_state(&host, &link, State::Delivered).await;
     let attempts = receiver.to(&link);
-    assert_eq!(attempts.len(), REFUSALS + 1, "refused 5 times, then delivered");
+    assert_eq!(
+        attempts.len(),
+        REFUSALS + 1,
+        "refused 5 times, then delivered"
+    );
     let first = optech_host::delivery::RetryPolicy::default().first_delay;
     for (n, pair) in attempts.windows(2).enumerate() {
         let gap = pair[1].at - pair[0].at;

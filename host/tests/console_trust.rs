@@ -36,9 +36,13 @@ async fn start(server: &str) -> TestHost {
     let config = Config::load_with(&path, &env).unwrap();
     let signer = Signer::new(common::SECRET.as_bytes(), None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let host = Host::start(&config, Identity::new(signer.clone(), common::CLIENT_ID), listener)
-        .await
-        .unwrap();
+    let host = Host::start(
+        &config,
+        Identity::new(signer.clone(), common::CLIENT_ID),
+        listener,
+    )
+    .await
+    .unwrap();
     TestHost {
         url: format!("http://{}", host.addr()),
         host,
@@ -104,7 +108,10 @@ async fn unsigned_requests_are_counted_not_kept() {
     }
     let admin = host.admin_url();
     let page = get(&host.client, &format!("{admin}/")).await;
-    assert!(page.contains("signed-1"), "the signed request is still listed");
+    assert!(
+        page.contains("signed-1"),
+        "the signed request is still listed"
+    );
     assert!(
         page.contains("1000 request(s) refused before their signature was checked"),
         "{page}"
@@ -226,7 +233,9 @@ async fn an_admin_listener_beyond_loopback_needs_a_token() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let signer = Signer::new(common::SECRET.as_bytes(), None);
     let refused = Host::start(&config, Identity::new(signer, "c"), listener).await;
-    let err = refused.err().expect("no admin listener beyond loopback without a token");
+    let err = refused
+        .err()
+        .expect("no admin listener beyond loopback without a token");
     assert!(err.to_string().contains("admin_token"), "{err}");
 }
 
@@ -237,7 +246,10 @@ async fn an_admin_listener_beyond_loopback_needs_a_token() {
 async fn secrets_that_json_escapes_are_redacted_in_payloads() {
     let host = start("console_payloads = true\n").await;
     let inputs = json!({"name": "token", "echoed": AWKWARD_SECRET});
-    assert_eq!(ask(&host, "awkward", json!({"key": "config", "inputs": inputs})).await, 200);
+    assert_eq!(
+        ask(&host, "awkward", json!({"key": "config", "inputs": inputs})).await,
+        200
+    );
     let entries = entries_of(&host, "awkward").await;
     let page = get(
         &host.client,

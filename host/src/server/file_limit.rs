@@ -40,6 +40,7 @@ fn needed(connections: usize) -> u64 {
 /// Raises the soft limit toward `wanted` (never above the hard limit, never
 /// lowering it); the soft limit after, or `None` where there is no such limit.
 #[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not on every unix
 fn raise_to(wanted: u64) -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
