@@ -10,10 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Receiver, TestHost, testkit_dir, wait_until};
-use optech_host::config::Config;
 use optech_host::credentials::Environment;
 use optech_host::signature::Signer;
-use optech_host::{Host, Identity};
 use serde_json::json;
 
 const TOKEN: &str = "console-test-token-0123456789";
@@ -42,35 +40,8 @@ const CONSOLE_PATHS: &[&str] = &[
 /// A host over the test plugins whose config may name the admin token and
 /// plugin secrets (given here, not through the process environment).
 async fn start(server: &str, rest: &str) -> TestHost {
-    if let Err(e) = common::build_plugins() {
-        panic!("building the plugins failed: {e}");
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("optech.toml");
-    let text = format!(
-        "[server]\nadmin_listen = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\n{server}\n{rest}",
-        testkit_dir().display().to_string(),
-        dir.path().join("data").display().to_string(),
-    );
-    std::fs::write(&path, text).unwrap();
     let env = Environment::from_pairs([(TOKEN_ENV, TOKEN), ("TESTKIT_TOKEN", PLUGIN_SECRET)]);
-    let config = Config::load_with(&path, &env).unwrap();
-    let signer = Signer::new(common::SECRET.as_bytes(), None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let host = Host::start(
-        &config,
-        Identity::new(signer.clone(), common::CLIENT_ID),
-        listener,
-    )
-    .await
-    .unwrap();
-    TestHost {
-        url: format!("http://{}", host.addr()),
-        host,
-        client: reqwest::Client::new(),
-        signer,
-        dir,
-    }
+    TestHost::start_with_env(&testkit_dir(), &format!("{server}\n{rest}"), &env).await
 }
 
 const KEYS: &str = r#"
@@ -97,18 +68,7 @@ async fn get(client: &reqwest::Client, url: &str) -> (u16, String, reqwest::head
 
 /// POSTs a signed request with a known request id.
 async fn ask(host: &TestHost, id: &str, body: serde_json::Value) -> u16 {
-    let body = body.to_string();
-    host.client
-        .post(&host.url)
-        .header("content-type", "application/json")
-        .header("x-optech-signature", host.signer.sign(body.as_bytes()))
-        .header("x-request-id", id)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    host.ask_with_id(id, body).await
 }
 
 #[tokio::test]

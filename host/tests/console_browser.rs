@@ -228,18 +228,7 @@ async fn type_into(browser: &Client, css: &str, text: &str) {
 }
 
 async fn ask(host: &TestHost, id: &str, body: serde_json::Value) -> u16 {
-    let body = body.to_string();
-    host.client
-        .post(&host.url)
-        .header("content-type", "application/json")
-        .header("x-optech-signature", host.signer.sign(body.as_bytes()))
-        .header("x-request-id", id)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    host.ask_with_id(id, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,52 +19,18 @@ const SECRET_WORDS: [&str; 4] = ["ALPHAWORD", "BRAVOWORD", "CHARLIEWORD", "DELTA
 
 /// A host over the testkit, with the awkward secret in its config.
 async fn start(server: &str) -> TestHost {
-    common::build_plugins().as_ref().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("optech.toml");
-    let text = format!(
-        "[server]\nadmin_listen = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\n{server}\n\
-         [keys]\necho = \"testkit\"\nconfig = \"testkit\"\n\"echo.async\" = \"later\"\n\
+    let rest = format!(
+        "{server}\n[keys]\necho = \"testkit\"\nconfig = \"testkit\"\n\"echo.async\" = \"later\"\n\
          [plugins.testkit]\nsource = \"testkit.wasm\"\n\
          [plugins.testkit.config]\ntoken = {{ env = \"AWKWARD_TOKEN\" }}\n\
-         [plugins.later]\nsource = \"testkit.wasm\"\nmode = \"async\"\n",
-        testkit_dir().display().to_string(),
-        dir.path().join("data").display().to_string(),
+         [plugins.later]\nsource = \"testkit.wasm\"\nmode = \"async\"\n"
     );
-    std::fs::write(&path, text).unwrap();
     let env = Environment::from_pairs([("AWKWARD_TOKEN", AWKWARD_SECRET)]);
-    let config = Config::load_with(&path, &env).unwrap();
-    let signer = Signer::new(common::SECRET.as_bytes(), None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let host = Host::start(
-        &config,
-        Identity::new(signer.clone(), common::CLIENT_ID),
-        listener,
-    )
-    .await
-    .unwrap();
-    TestHost {
-        url: format!("http://{}", host.addr()),
-        host,
-        client: reqwest::Client::new(),
-        signer,
-        dir,
-    }
+    TestHost::start_with_env(&testkit_dir(), &rest, &env).await
 }
 
 async fn ask(host: &TestHost, id: &str, body: serde_json::Value) -> u16 {
-    let body = body.to_string();
-    host.client
-        .post(&host.url)
-        .header("content-type", "application/json")
-        .header("x-optech-signature", host.signer.sign(body.as_bytes()))
-        .header("x-request-id", id)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    host.ask_with_id(id, body).await
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> String {

@@ -617,17 +617,8 @@ async fn a_saved_typescript_source_is_served_under_dev_with_no_failed_request() 
         SwapLoad::start(old, new, Duration::from_millis(10), move || {
             let url = url.clone();
             async move {
-                let client = reqwest::Client::new();
                 let body = json!({"key": "hot", "inputs": {"name": "b"}}).to_string();
-                let response = common::try_post_signed(&client, &url, body)
-                    .await
-                    .map_err(|e| format!("no answer: {e}"))?;
-                let status = response.status().as_u16();
-                let text = response
-                    .text()
-                    .await
-                    .map_err(|e| format!("{status}, no body: {e}"))?;
-                Ok((status, text))
+                common::swap::signed_answer(&url, body).await
             }
         })
     };

@@ -685,17 +685,8 @@ async fn dev_hot_swaps_a_saved_python_plugin_with_no_failed_request() {
     let dev = common::start_dev(&dir.join("optech.toml"));
     let url = dev.url.clone();
     let ask = move |url: String| async move {
-        let client = reqwest::Client::new();
         let body = json!({"key": "hot", "inputs": {"name": "Ada"}}).to_string();
-        let response = common::try_post_signed(&client, &url, body)
-            .await
-            .map_err(|e| format!("no answer: {e}"))?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| format!("{status}, no body: {e}"))?;
-        Ok::<_, String>((status, text))
+        common::swap::signed_answer(&url, body).await
     };
     let (status, old) = ask(url.clone()).await.unwrap();
     let first: Value = serde_json::from_str(&old).unwrap_or_default();

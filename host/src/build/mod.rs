@@ -195,6 +195,21 @@ pub fn nothing_to_build(dir: &Path) -> String {
     )
 }
 
+/// A folder holding `files` (paths relative to it, with their text): a
+/// plugin's sources for the builders' unit tests.
+#[cfg(test)]
+pub(crate) fn folder_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("creating a folder");
+        }
+        std::fs::write(path, text).expect("writing a file");
+    }
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -158,13 +158,37 @@ impl TestHost {
         rest: &str,
         previous_secret: Option<&str>,
     ) -> anyhow::Result<TestHost> {
+        Self::try_start_with(plugins_dir, rest, previous_secret, None).await
+    }
+
+    /// [`TestHost::start`] with the config's `{ env = ... }` values (an admin
+    /// token, plugin secrets) taken from `env`, not the process environment.
+    pub async fn start_with_env(
+        plugins_dir: &Path,
+        rest: &str,
+        env: &optech_host::credentials::Environment,
+    ) -> TestHost {
+        Self::try_start_with(plugins_dir, rest, None, Some(env))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    async fn try_start_with(
+        plugins_dir: &Path,
+        rest: &str,
+        previous_secret: Option<&str>,
+        env: Option<&optech_host::credentials::Environment>,
+    ) -> anyhow::Result<TestHost> {
         if let Err(e) = build_plugins() {
             panic!("building the plugins failed: {e}");
         }
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("optech.toml");
         std::fs::write(&path, config_text(plugins_dir, rest))?;
-        let config = Config::load(&path)?;
+        let config = match env {
+            Some(env) => Config::load_with(&path, env)?,
+            None => Config::load(&path)?,
+        };
         let signer = Signer::new(SECRET.as_bytes(), previous_secret.map(str::as_bytes));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let host = Host::start(&config, Identity::new(signer.clone(), CLIENT_ID), listener).await?;
@@ -209,6 +233,22 @@ impl TestHost {
             headers,
             body,
         }
+    }
+
+    /// POSTs `body` signed, with the request id `id`; the status.
+    pub async fn ask_with_id(&self, id: &str, body: Value) -> u16 {
+        let body = body.to_string();
+        self.client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("x-optech-signature", self.signer.sign(body.as_bytes()))
+            .header("x-request-id", id)
+            .body(body)
+            .send()
+            .await
+            .expect("request failed")
+            .status()
+            .as_u16()
     }
 
     /// POSTs `{"key": key, "inputs": inputs}` signed.

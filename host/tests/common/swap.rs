@@ -148,3 +148,18 @@ impl SwapLoad {
         t
     }
 }
+
+/// One signed request to `url`, as [`SwapLoad`] sends them: the status and
+/// body, or why there was none.
+pub async fn signed_answer(url: &str, body: String) -> Result<(u16, String), String> {
+    let client = reqwest::Client::new();
+    let response = super::try_post_signed(&client, url, body)
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
+    let status = response.status().as_u16();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| format!("{status}, no body: {e}"))?;
+    Ok((status, text))
+}

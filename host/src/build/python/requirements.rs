@@ -720,17 +720,7 @@ fn names_the_sdk(line: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A plugin folder holding `files`.
-    fn plugin(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        for (path, text) in files {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        dir
-    }
+    use crate::build::folder_with as plugin;
 
     fn refusal(files: &[(&str, &str)]) -> String {
         let dir = plugin(files);
