@@ -192,11 +192,10 @@ impl Host {
             signer: identity.signer.clone(),
             max_body: config.server.max_body,
             body_timeout: clients.body_timeout,
-            unverified: Arc::new(Semaphore::new(
-                usize::try_from(clients.max_unverified)
-                    .unwrap_or(usize::MAX)
-                    .min(Semaphore::MAX_PERMITS),
-            )),
+            unverified: crate::server::BodyBudget::new(
+                clients.max_unverified,
+                metrics.unverified_body_bytes.clone(),
+            ),
             local_only: identity.dev_secret,
             in_flight: in_flight.clone(),
             jobs: jobs.clone(),

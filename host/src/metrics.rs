@@ -105,6 +105,8 @@ pub struct Metrics {
     /// The public listener's open connections, and those it refused or
     /// closed before they finished a request.
     pub connections: ConnectionCounters,
+    /// Body bytes read from requests whose signature is not yet checked.
+    pub unverified_body_bytes: Gauge,
     /// Not exported: the admin console's memory of recent requests. Kept here
     /// because everything that counts a request already holds this struct.
     pub recent: Arc<Recent>,
@@ -232,6 +234,14 @@ impl Metrics {
              max_connections, header_timeout, tls_handshake, send_timeout",
             connections.closed.clone(),
         );
+        let unverified_body_bytes = Gauge::default();
+        registry.register_with_unit(
+            "unverified_body",
+            "Body bytes read from requests whose signature is not yet checked, \
+             held against server.max_unverified",
+            Unit::Bytes,
+            unverified_body_bytes.clone(),
+        );
         // Series with a fixed set of label values start at zero, so a rate is
         // defined from the first scrape and an absent series means a typo.
         for cause in ["host", "plugin", "instances", "store"] {
@@ -273,6 +283,7 @@ impl Metrics {
             plugin_in_flight,
             outbound,
             connections,
+            unverified_body_bytes,
             recent: Arc::default(),
         }
     }

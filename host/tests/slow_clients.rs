@@ -76,6 +76,10 @@ async fn open_connections(admin: &str) -> f64 {
     value(&scrape(admin).await, "optech_connections_open", &[])
 }
 
+async fn unverified_bytes(admin: &str) -> f64 {
+    value(&scrape(admin).await, "optech_unverified_body_bytes", &[])
+}
+
 async fn closed(admin: &str, reason: &str) -> f64 {
     counter(
         &scrape(admin).await,
@@ -328,24 +332,40 @@ async fn unverified_bodies_share_a_byte_budget() {
         stream.write_all(&chunk).await.unwrap();
         stalled.push(stream);
     }
-    let client = reqwest::Client::new();
-    // The two hold 400 KiB of the 512: a third's 200 KiB do not fit.
-    let mut refused = None;
-    for _ in 0..50 {
-        let mut third = TcpStream::connect(&target).await.unwrap();
-        third.write_all(head.as_bytes()).await.unwrap();
-        let _ = third.write_all(&chunk).await;
-        let answer = read_until_closed(&mut third, Duration::from_secs(3)).await;
-        if let Some(text) = answer.filter(|t| t.starts_with("HTTP/1.1 503")) {
-            refused = Some(text);
-            break;
-        }
-    }
-    let refused = refused.expect("a body past the budget is refused");
+    // Which connection the budget refuses depends on the order the host reads
+    // them in: wait until it holds both stalled bodies, 400 KiB of the 512.
+    let admin = process.admin.clone().unwrap();
+    let held = 2.0 * chunk.len() as f64;
+    common::wait_until(
+        "both stalled bodies are held",
+        Duration::from_secs(10),
+        || async { unverified_bytes(&admin).await == held },
+    )
+    .await;
+    // A third's 200 KiB do not fit.
+    let mut third = TcpStream::connect(&target).await.unwrap();
+    third.write_all(head.as_bytes()).await.unwrap();
+    let _ = third.write_all(&chunk).await;
+    let refused = read_until_closed(&mut third, Duration::from_secs(10))
+        .await
+        .expect("a body past the budget is refused at once");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     assert!(refused.contains("\"busy\""), "{refused}");
+    assert_eq!(
+        unverified_bytes(&admin).await,
+        held,
+        "the refused body's bytes are given back"
+    );
+    let client = reqwest::Client::new();
     let (status, _) = signed_echo(&client, &process.url).await;
     assert_eq!(status, 200, "a small signed request fits in what is left");
     drop(stalled);
+    common::wait_until(
+        "closed bodies give their bytes back",
+        Duration::from_secs(10),
+        || async { unverified_bytes(&admin).await == 0.0 },
+    )
+    .await;
 }
 
 /// A client that stops reading its answer is cut off at the send deadline

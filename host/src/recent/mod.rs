@@ -375,14 +375,14 @@ impl Recent {
         let took = arrived.elapsed();
         let at = unix_secs(now_us());
         let mut inner = self.lock();
+        // The version is not bumped: the list does not change, so a flood of
+        // refusals makes no open Requests page render its rows again.
         let Inner {
             charts,
-            version,
             no_key,
             refused,
             ..
         } = &mut *inner;
-        *version += 1;
         charts.count(no_key, at, Some(took));
         charts.error(code, at);
         match refused.iter_mut().find(|(c, _)| *c == code) {

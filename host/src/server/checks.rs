@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
@@ -50,7 +51,7 @@ pub async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-    unverified: &Arc<Semaphore>,
+    unverified: &BodyBudget,
     timeout: Duration,
 ) -> Result<(Bytes, Unverified), ApiError> {
     let too_large = || {
@@ -71,7 +72,10 @@ pub async fn read_body(
     let read = async {
         let mut body = body;
         let mut buffer = Buffer::Empty;
-        let mut held = Unverified(None);
+        let mut held = Unverified {
+            permit: None,
+            gauge: unverified.held.clone(),
+        };
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
                 ApiError::new(
@@ -106,15 +110,40 @@ pub async fn read_body(
     }
 }
 
+/// The bytes that bodies not yet verified may hold, over all requests
+/// (`server.max_unverified`), and how many they hold now.
+#[derive(Debug, Clone)]
+pub struct BodyBudget {
+    permits: Arc<Semaphore>,
+    /// `optech_unverified_body_bytes`: what an operator watches to see the
+    /// budget fill, and what tests wait on instead of guessing.
+    held: Gauge,
+}
+
+impl BodyBudget {
+    pub fn new(bytes: u64, held: Gauge) -> Self {
+        let permits = usize::try_from(bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(permits)),
+            held,
+        }
+    }
+}
+
 /// Bytes of a body read but not yet verified, held against `max_unverified`
 /// until dropped.
 #[derive(Debug)]
-pub struct Unverified(Option<OwnedSemaphorePermit>);
+pub struct Unverified {
+    permit: Option<OwnedSemaphorePermit>,
+    gauge: Gauge,
+}
 
 impl Unverified {
     /// Holds `bytes` more, or refuses the request: the host holds as much of
     /// other requests' unsigned bodies as it will.
-    fn take(&mut self, budget: &Arc<Semaphore>, bytes: usize) -> Result<(), ApiError> {
+    fn take(&mut self, budget: &BodyBudget, bytes: usize) -> Result<(), ApiError> {
         let busy = || {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -128,14 +157,25 @@ impl Unverified {
             return Ok(());
         }
         let permit = budget
+            .permits
             .clone()
             .try_acquire_many_owned(bytes)
             .map_err(|_| busy())?;
-        match &mut self.0 {
+        self.gauge.inc_by(i64::from(bytes));
+        match &mut self.permit {
             Some(held) => held.merge(permit),
-            None => self.0 = Some(permit),
+            None => self.permit = Some(permit),
         }
         Ok(())
+    }
+}
+
+impl Drop for Unverified {
+    fn drop(&mut self) {
+        if let Some(permit) = &self.permit {
+            self.gauge
+                .dec_by(i64::try_from(permit.num_permits()).unwrap_or(i64::MAX));
+        }
     }
 }
 

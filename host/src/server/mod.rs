@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 pub use admin::{AdminState, admin_app};
-pub use checks::check_request;
+pub use checks::{BodyBudget, check_request};
 pub use error::ApiError;
 pub use file_limit::connections_within;
 pub use listener::{ConnectionLimits, serve};
@@ -52,7 +52,7 @@ pub struct AppState {
     /// How long a body may take to arrive once its headers have.
     pub body_timeout: Duration,
     /// Body bytes that requests not yet verified may hold, over all of them.
-    pub unverified: Arc<Semaphore>,
+    pub unverified: checks::BodyBudget,
     /// Answer only to a `Host` that names this machine by address: while the
     /// host signs with `optech dev`'s secret, which a web page could use
     /// through DNS rebinding.
