@@ -19,36 +19,15 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use common::swap::SwapLoad;
-use common::{CLIENT_ID, Receiver, SECRET, TestHost};
-use optech_host::build::{self, BuildDirs};
+use common::{CLIENT_ID, Receiver, SECRET, TestHost, pykit_dir};
 use serde_json::{Value, json};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The folder of the Python test plugin `pykit` (kept apart from
-/// `host/tests/plugins`, so tests that need no Python do not build it).
-fn pykit_dir() -> PathBuf {
-    workspace().join("host/tests/python")
-}
-
-fn build_dirs() -> BuildDirs {
-    BuildDirs::with_target(workspace().join("target/plugins"))
-}
-
-/// Builds `pykit` once per test run, through `optech build`'s code.
 fn pykit() -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        build::build_all(&pykit_dir(), &build_dirs())
-            .map(|_| ())
-            .map_err(|e| format!("{e:#}"))
-    });
-    if let Err(e) = built {
-        panic!("building the Python test plugin failed: {e}");
-    }
-    pykit_dir()
+    common::build_pykit()
 }
 
 /// `[server]` keys that give a host its own data folder, whose compiled

@@ -52,6 +52,28 @@ fn build_language(language: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The folder of the Python test plugin `pykit` (kept apart from
+/// `host/tests/plugins`, so tests that need no Python do not build it).
+pub fn pykit_dir() -> PathBuf {
+    workspace().join("host/tests/python")
+}
+
+/// Builds `pykit` once per test binary, through `optech build`'s code, and
+/// returns its folder (`pykit.wasm` is in it).
+pub fn build_pykit() -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let dirs = BuildDirs::with_target(workspace().join("target/plugins"));
+        build::build_all(&pykit_dir(), &dirs)
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    });
+    if let Err(e) = built {
+        panic!("building the Python test plugin failed: {e}");
+    }
+    pykit_dir()
+}
+
 /// `npm ci` and `npm run build` in `sdk-js/`: the plugins in this repository
 /// link the SDK's folder, so its `dist/` must be built from the current source.
 pub fn build_sdk_js() -> Result<(), String> {
