@@ -136,7 +136,7 @@ impl PageMap {
 /// this function will perform a scan of `ptr` for `len` bytes which will search
 /// for pages that:
 ///
-/// * Are present.
+/// * Are present, or swapped out.
 /// * Have been written.
 /// * Are NOT backed by the "zero" page.
 /// * Are NOT backed by a "file" page.
@@ -170,9 +170,12 @@ impl PageMap {
 /// Putting this all together this helps explain the search criteria for
 /// `PAGEMAP_SCAN`, notably:
 ///
-/// * `Categories::PRESENT` - we're only interested in present pages, anything
-///   unmapped wasn't touched by the guest so no need for the host to touch it
-///   either.
+/// * `Categories::PRESENT | Categories::SWAPPED` (any of) - we're only
+///   interested in pages with contents of their own, anything unmapped wasn't
+///   touched by the guest so no need for the host to touch it either. A dirty
+///   page the kernel swapped out is not present but still holds the guest's
+///   writes: it is neither reset nor decommitted unless it is matched here, so
+///   the next instance would read them.
 ///
 /// * `Categories::WRITTEN` - if a page was only read by the guest no need to
 ///   take a look at it as the contents aren't changed from the initial image.
@@ -211,10 +214,10 @@ impl PageMap {
 ///   a region of memory to store a list of `page_region` structures. Below this
 ///   is always `MAX_REGIONS`. If there are more than this number of disjoint
 ///   regions of memory that need to be reported then the ioctl will also return
-///   early without reaching the end of memory. Note that this means that all
-///   further memory will be `decommit`'d with reported regions still going to
-///   `reset_manually`. This is arguably something we should detect and improve
-///   in Wasmtime, but for now `MAX_REGIONS` is hardcoded.
+///   early without reaching the end of memory. The scan is then resumed from
+///   `walk_end` with what is left of the `max_pages` budget, so a working set
+///   of many scattered runs (a JS or Python heap) is reset in place rather
+///   than decommitted past its first `MAX_REGIONS` runs.
 ///
 /// In the end this ends up being a "more clever" version of this function than
 /// the one in the `pagemap_disabled` module. By using `PAGEMAP_SCAN` we can
@@ -276,73 +279,89 @@ pub unsafe fn reset_with_pagemap(
         },
     };
 
-    // For now use a fixed set of regions on the stack, but in the future this
-    // may want to use a dynamically allocated vector for more regions for
-    // example.
+    // A fixed set of regions on the stack; when it fills, the scan resumes
+    // from where the kernel stopped.
     const MAX_REGIONS: usize = 32;
     let mut storage = [MaybeUninit::uninit(); MAX_REGIONS];
-
-    let scan_arg = PageMapScanBuilder::new(ptr::slice_from_raw_parts(ptr, len.byte_count()))
-        .max_pages(keep_resident.byte_count() / host_page_size)
-        // We specifically want pages that are NOT backed by the zero page or
-        // backed by files. Such pages mean that they haven't changed from their
-        // original contents, so they're inverted.
-        .category_inverted(Categories::PFNZERO | Categories::FILE)
-        // Search for pages that are written and present as those are the dirty
-        // pages. Additionally search for the zero page/file page as those are
-        // inverted above meaning we're searching for pages that specifically
-        // don't have those flags.
-        .category_mask(
-            Categories::WRITTEN | Categories::PRESENT | Categories::PFNZERO | Categories::FILE,
-        )
-        // Don't return any categories back. This helps group regions together
-        // since the reported set of categories is always empty and we otherwise
-        // aren't looking for anything in particular.
-        .return_mask(Categories::empty())
-        .build(&mut storage);
-
-    // SAFETY: this should be a safe ioctl as we control the fd we're operating
-    // on plus all of `scan_arg`, but this relies on `Ioctl` below being the
-    // correct implementation and such.
-    let result = match unsafe { ioctl(&pagemap.0, scan_arg) } {
-        Ok(result) => result,
-
-        // If the ioctl fails for whatever reason, we at least tried, so fall
-        // back to the default behavior.
-        //
-        // SAFETY: the safety requirement of
-        // `pagemap_disabled::reset_with_pagemap` is the same as this function.
-        Err(err) => unsafe {
-            log::warn!("failed pagemap scan {err}");
-            return crate::runtime::vm::pagemap_disabled::reset_with_pagemap(
-                None,
-                ptr,
-                len,
-                keep_resident,
-                reset_manually,
-                decommit,
-            );
-        },
-    };
-
-    // For all regions that were written in the scan reset them manually, then
-    // afterwards decommit everything else.
+    let max_pages = keep_resident.byte_count() / host_page_size;
+    let end = ptr.wrapping_add(len.byte_count());
+    let mut walk_start = ptr;
     let mut bytes_resident = 0;
-    for region in result.regions() {
-        // SAFETY: we're relying on Linux to pass in valid region ranges within
-        // the `ptr/len` we specified to the original syscall.
-        unsafe {
-            reset_manually(&mut *region.region().cast_mut());
+
+    loop {
+        let scan_len = end.addr() - walk_start.addr();
+        let scan_arg = PageMapScanBuilder::new(ptr::slice_from_raw_parts(walk_start, scan_len))
+            .max_pages(max_pages - bytes_resident / host_page_size)
+            // We specifically want pages that are NOT backed by the zero page
+            // or backed by files. Such pages mean that they haven't changed
+            // from their original contents, so they're inverted.
+            .category_inverted(Categories::PFNZERO | Categories::FILE)
+            // Search for pages that are written as those are the dirty pages.
+            // Additionally search for the zero page/file page as those are
+            // inverted above meaning we're searching for pages that
+            // specifically don't have those flags.
+            .category_mask(Categories::WRITTEN | Categories::PFNZERO | Categories::FILE)
+            // Dirty pages are present, or swapped out with the guest's writes.
+            .category_anyof_mask(Categories::PRESENT | Categories::SWAPPED)
+            // Don't return any categories back. This helps group regions
+            // together since the reported set of categories is always empty
+            // and we otherwise aren't looking for anything in particular.
+            .return_mask(Categories::empty())
+            .build(&mut storage);
+
+        // SAFETY: this should be a safe ioctl as we control the fd we're
+        // operating on plus all of `scan_arg`, but this relies on `Ioctl`
+        // below being the correct implementation and such.
+        let result = match unsafe { ioctl(&pagemap.0, scan_arg) } {
+            Ok(result) => result,
+
+            // If the ioctl fails for whatever reason, we at least tried, so
+            // fall back to the default behavior for the rest of the range,
+            // from where this scan started, with the rest of the budget.
+            //
+            // SAFETY: the safety requirement of
+            // `pagemap_disabled::reset_with_pagemap` is the same as this
+            // function, and the rest of the range lies within `ptr/len`.
+            Err(err) => unsafe {
+                log::warn!("failed pagemap scan {err}");
+                return bytes_resident
+                    + crate::runtime::vm::pagemap_disabled::reset_with_pagemap(
+                        None,
+                        walk_start,
+                        HostAlignedByteCount::new(scan_len).unwrap(),
+                        keep_resident
+                            .saturating_sub(HostAlignedByteCount::new(bytes_resident).unwrap()),
+                        reset_manually,
+                        decommit,
+                    );
+            },
+        };
+
+        // For all regions that were written in the scan reset them manually,
+        // then afterwards decommit everything else.
+        for region in result.regions() {
+            // SAFETY: we're relying on Linux to pass in valid region ranges
+            // within the `ptr/len` we specified to the original syscall.
+            unsafe {
+                reset_manually(&mut *region.region().cast_mut());
+            }
+            bytes_resident += region.len();
         }
-        bytes_resident += region.len();
+
+        // Resume where the kernel stopped if it stopped only because `storage`
+        // filled: not at the end, and with some of the page budget left.
+        let buffer_full = result.regions().len() == MAX_REGIONS;
+        walk_start = result.walk_end().cast_mut();
+        if !(buffer_full && walk_start < end && bytes_resident / host_page_size < max_pages) {
+            break;
+        }
     }
 
     // Report everything after `walk_end` to the end of memory as memory that
     // must be decommitted as the scan didn't reach it. Note that if `walk_end`
     // is already at the end of memory then the byte size of the decommitted
     // memory here will be 0 meaning that this is a noop.
-    let scan_size = result.walk_end().addr() - ptr.addr();
-    decommit(result.walk_end().cast_mut(), len.byte_count() - scan_size);
+    decommit(walk_start, end.addr() - walk_start.addr());
 
     bytes_resident
 }
@@ -465,7 +484,6 @@ mod ioctl {
         ///
         /// For more detail see the `pagemap_scan_is_interesting_page` function
         /// in the Linux kernel source.
-        #[expect(dead_code, reason = "bindings for the future if we need them")]
         pub fn category_anyof_mask(&mut self, flags: Categories) -> &mut PageMapScanBuilder {
             self.pm_scan_arg.category_anyof_mask = flags;
             self
@@ -953,6 +971,67 @@ mod tests {
             result.regions()[0].categories(),
             Categories::WRITTEN | Categories::PFNZERO
         );
+    }
+
+    /// Resets a mapping of `pages` pages in which every other page of the
+    /// first `2 * written` was written, keeping `keep` pages resident: the
+    /// pages given to `reset_manually`, and the range given to `decommit`.
+    #[cfg(feature = "pooling-allocator")]
+    fn reset_scattered(
+        pages: usize,
+        written: usize,
+        keep: usize,
+    ) -> Option<(usize, (*const u8, usize), MmapAnonymous)> {
+        use super::{PageMap, reset_with_pagemap};
+        use crate::runtime::vm::HostAlignedByteCount;
+
+        let pagemap = PageMap::new()?;
+        let page_size = rustix::param::page_size();
+        let mmap = MmapAnonymous::new(pages);
+        for i in 0..written {
+            mmap.write(2 * i);
+        }
+        let mut reset = 0;
+        let mut decommitted = (ptr::null(), 0);
+        let bytes = unsafe {
+            reset_with_pagemap(
+                Some(&pagemap),
+                mmap.ptr.cast(),
+                HostAlignedByteCount::new(pages * page_size).unwrap(),
+                HostAlignedByteCount::new(keep * page_size).unwrap(),
+                |region| {
+                    region.fill(0);
+                    reset += region.len() / page_size;
+                },
+                |ptr, len| decommitted = (ptr.cast_const(), len),
+            )
+        };
+        assert_eq!(bytes, reset * page_size);
+        Some((reset, decommitted, mmap))
+    }
+
+    #[test]
+    #[cfg(feature = "pooling-allocator")]
+    fn reset_resumes_past_a_full_region_buffer() {
+        // 200 disjoint dirty runs: more than `MAX_REGIONS`, all reset in place.
+        let Some((reset, (_, decommitted), _)) = reset_scattered(500, 200, 500) else {
+            return;
+        };
+        assert_eq!(reset, 200);
+        assert_eq!(decommitted, 0);
+    }
+
+    #[test]
+    #[cfg(feature = "pooling-allocator")]
+    fn reset_stops_at_the_page_budget() {
+        // 50 of the 200 dirty pages fit the budget; the rest, from past the
+        // 50th (page 98) and up to the 51st (page 100), is decommitted.
+        let Some((reset, (start, len), mmap)) = reset_scattered(500, 200, 50) else {
+            return;
+        };
+        assert_eq!(reset, 50);
+        assert!(start >= mmap.page_end(98) && start <= mmap.page_end(99));
+        assert_eq!(start.wrapping_add(len), mmap.end());
     }
 
     #[test]
