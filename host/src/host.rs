@@ -86,6 +86,7 @@ impl Host {
                 .compile_cache
                 .then(|| config.server.data_dir.join("compiled")),
             cache_max: config.server.compile_cache_max,
+            keep_resident: config.server.keep_resident,
             ..RuntimeOptions::default()
         })?;
         let plugins = loader::load_all(&runtime, config).await.map_err(|errors| {

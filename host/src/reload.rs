@@ -262,6 +262,7 @@ fn same_server(a: &Config, b: &Config) -> bool {
         && a.watch == b.watch
         && a.compile_cache == b.compile_cache
         && a.compile_cache_max == b.compile_cache_max
+        && a.keep_resident == b.keep_resident
         && a.outbox_retention == b.outbox_retention
         && a.outbox == b.outbox
         && a.outbox_lease == b.outbox_lease

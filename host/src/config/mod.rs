@@ -42,10 +42,10 @@ pub use plugins::{
     MAX_MEMORY, Mode, PluginConfig, is_plugin_name,
 };
 pub use server::{
-    DEFAULT_ADMIN_LISTEN, DEFAULT_COMPILE_CACHE_MAX, DEFAULT_LINK_TTL, DEFAULT_LISTEN,
-    DEFAULT_MAX_BODY, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTBOX_LEASE, DEFAULT_OUTBOX_RETENTION,
-    DEFAULT_SHUTDOWN_GRACE, MIN_OUTBOX_LEASE, MIN_OUTBOX_MAX_SIZE, OUTBOX_URL_ENV, OutboxUrl,
-    ServerConfig, TlsFiles, parse_optional_addr, redact_url,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_COMPILE_CACHE_MAX, DEFAULT_KEEP_RESIDENT, DEFAULT_LINK_TTL,
+    DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTBOX_LEASE,
+    DEFAULT_OUTBOX_RETENTION, DEFAULT_SHUTDOWN_GRACE, MIN_OUTBOX_LEASE, MIN_OUTBOX_MAX_SIZE,
+    OUTBOX_URL_ENV, OutboxUrl, ServerConfig, TlsFiles, parse_optional_addr, redact_url,
 };
 
 #[derive(Debug, Error)]
@@ -240,6 +240,7 @@ mod tests {
         );
         assert_eq!(config.server.outbox_retention, DEFAULT_OUTBOX_RETENTION);
         assert_eq!(config.server.compile_cache_max, DEFAULT_COMPILE_CACHE_MAX);
+        assert_eq!(config.server.keep_resident, DEFAULT_KEEP_RESIDENT);
         assert_eq!(config.server.plugins_dir, Path::new("/srv/optech/plugins"));
         assert_eq!(config.server.max_body, 1024 * 1024);
         let echo = &config.plugins["echo"];
@@ -322,6 +323,7 @@ mod tests {
             admin_listen = ""
             outbox_retention = "1h"
             compile_cache_max = "64MiB"
+            keep_resident = "4MiB"
             [keys]
             "order status" = "orders"
             "order eta" = "orders"
@@ -343,6 +345,7 @@ mod tests {
         assert_eq!(config.server.admin_listen, None);
         assert_eq!(config.server.outbox_retention, Duration::from_secs(3600));
         assert_eq!(config.server.compile_cache_max, 64 << 20);
+        assert_eq!(config.server.keep_resident, 4 << 20);
         assert_eq!(config.keys.len(), 2);
         let orders = &config.plugins["orders"];
         assert_eq!(orders.source, Path::new("/srv/optech/wasm/orders-v2.wasm"));
@@ -405,6 +408,29 @@ mod tests {
         ] {
             assert!(keys.contains(&expected), "{expected} missing in {keys:?}");
         }
+    }
+
+    #[test]
+    fn keep_resident_is_a_size_of_at_most_4gib() {
+        let off = parse("[server]\nkeep_resident = \"0\"\n").unwrap();
+        assert_eq!(off.server.keep_resident, 0);
+        for (value, expected) in [
+            ("\"8GiB\"", "at most 4GiB"),
+            ("\"lots\"", "not a size"),
+            ("64", "string"),
+        ] {
+            let err = parse(&format!("[server]\nkeep_resident = {value}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("/srv/optech/optech.toml")
+                    && err.contains("server.keep_resident")
+                    && err.contains(expected),
+                "{err}"
+            );
+        }
+        let err = parse("[server]\nkeep_resdent = \"1MiB\"\n").unwrap_err();
+        assert!(err.to_string().contains("keep_resident"), "{err}");
     }
 
     #[test]

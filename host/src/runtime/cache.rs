@@ -67,8 +67,10 @@ impl ComponentCache {
 /// Compiled components on disk, so a restart skips Cranelift.
 pub(super) struct DiskCache {
     dir: PathBuf,
-    /// Hex of the engine's compatibility hash: wasmtime version, target and
-    /// settings. A different engine never reads another's files.
+    /// Hex of the engine's compatibility hash (wasmtime version, target and
+    /// settings) and of the dense image size, which shapes the compiled
+    /// memory images but is not in that hash. A different engine never reads
+    /// another's files.
     engine_tag: String,
     max_bytes: u64,
 }
@@ -77,6 +79,9 @@ impl DiskCache {
     pub(super) fn new(dir: PathBuf, engine: &Engine, max_bytes: u64) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
+        engine
+            .get_memory_guaranteed_dense_image_size()
+            .hash(&mut hasher);
         let cache = Self {
             dir,
             engine_tag: format!("{:016x}", hasher.finish()),
@@ -303,6 +308,21 @@ mod tests {
         assert_eq!(folder_bytes(&dir.path().join("functions")), 60);
         let smaller = FunctionCache::new(dir.path().join("functions"), 10);
         assert!(smaller.get(b"k2").is_none());
+    }
+
+    #[test]
+    fn engines_that_lay_out_memory_images_differently_do_not_share_files() {
+        // The dense image size is not in wasmtime's compatibility hash, but
+        // it decides whether a compiled module has a copy-on-write image.
+        let dir = tempfile::tempdir().unwrap();
+        let tag = |size: u64| {
+            let mut config = wasmtime::Config::new();
+            config.memory_guaranteed_dense_image_size(size);
+            let engine = Engine::new(&config).unwrap();
+            DiskCache::new(dir.path().to_path_buf(), &engine, u64::MAX).engine_tag
+        };
+        assert_eq!(tag(16 << 20), tag(16 << 20));
+        assert_ne!(tag(16 << 20), tag(64 << 20));
     }
 
     #[test]

@@ -17,13 +17,17 @@ use crate::outbound::Outbound;
 /// often a busy plugin yields its tokio worker.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// Bytes of a freed memory or table slot that stay mapped for the next instance.
-/// Only pages an instance touched are reset and kept, so this caps, rather than
-/// sets, the resident cost per warm slot. More does not help a JavaScript plugin:
-/// its touched pages are scattered, and wasmtime's scan keeps at most 32 runs of
-/// them and decommits the rest (measured: 1, 16 and 64 MiB all left ~70 page
-/// faults per request on a componentize-js echo; BENCHMARKS.md).
-const KEEP_RESIDENT: usize = 1 << 20;
+/// Bytes of a freed table slot that stay mapped for the next instance: about
+/// 20 times what one request of a TypeScript or Python echo dirties in its
+/// tables (30 and 50 KiB).
+const TABLE_KEEP_RESIDENT: usize = 1 << 20;
+
+/// Initial memory images up to this size are always mapped copy-on-write,
+/// however sparse. componentize-js's snapshot spans 8 MiB of which only 3.4
+/// MiB are data, so past wasmtime's default of 16 MiB a larger TypeScript
+/// plugin would have its data segments copied into every new instance; 64
+/// MiB is the default memory cap a plugin's image must fit in anyway.
+const DENSE_IMAGE_SIZE: u64 = crate::config::DEFAULT_MEMORY;
 
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
@@ -36,6 +40,9 @@ pub struct RuntimeOptions {
     pub cache_dir: Option<PathBuf>,
     /// Bytes the on-disk cache may hold before the least recently used files go.
     pub cache_max: u64,
+    /// Bytes of its memory a freed pool slot keeps, reset in place, for the
+    /// next instance (`[server] keep_resident`).
+    pub keep_resident: u64,
     /// Plugins' outbound HTTP; `None` for the system resolver and fresh pools.
     pub outbound: Option<Outbound>,
 }
@@ -47,6 +54,7 @@ impl Default for RuntimeOptions {
             max_idle: 64,
             cache_dir: None,
             cache_max: crate::config::DEFAULT_COMPILE_CACHE_MAX,
+            keep_resident: crate::config::DEFAULT_KEEP_RESIDENT,
             outbound: None,
         }
     }
@@ -109,16 +117,24 @@ impl Runtime {
             .max_memory_size(usize::try_from(crate::config::MAX_MEMORY).unwrap_or(usize::MAX))
             // Return freed slots' pages to the kernel in batches: fewer syscalls
             // and TLB shootdowns per request.
-            .decommit_batch_size(64);
+            .decommit_batch_size(64)
+            // Free slots kept warm for plugins not running now (image mapped,
+            // pages reset in place) before one with no warm slot of its own
+            // takes the least recently used, so a plugin that comes back does
+            // not map its image and fault its heap in again: as many as may
+            // idle (wasmtime's default is 100). Each holds up to `keep_resident`.
+            .max_unused_warm_slots(options.max_idle);
         if PoolingAllocationConfig::is_pagemap_scan_available() {
             // Keep a freed slot's touched pages mapped and reset only those
-            // (Linux 6.7+ `PAGEMAP_SCAN` finds them): the next instance takes no
-            // page faults and no `madvise`. Without the scan, resetting would mean
-            // a memset of the whole resident size per request, which costs more
-            // than the faults it saves.
+            // (Linux 6.7+ `PAGEMAP_SCAN` finds them, all of them with the patch
+            // in vendor/wasmtime): the next instance takes no page faults and
+            // no `madvise`. Without the scan, resetting would mean a memset of
+            // the whole resident size per request, which costs more than the
+            // faults it saves.
+            let keep_resident = usize::try_from(options.keep_resident).unwrap_or(usize::MAX);
             pool.pagemap_scan(Enabled::Yes)
-                .linear_memory_keep_resident(KEEP_RESIDENT)
-                .table_keep_resident(KEEP_RESIDENT);
+                .linear_memory_keep_resident(keep_resident)
+                .table_keep_resident(TABLE_KEEP_RESIDENT.min(keep_resident));
         }
 
         let mut config = Config::new();
@@ -141,6 +157,7 @@ impl Runtime {
             .epoch_interruption(true)
             // No WASIp3 concurrency: measurably cheaper store + instantiate + call.
             .concurrency_support(false)
+            .memory_guaranteed_dense_image_size(DENSE_IMAGE_SIZE)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)
             .map_err(|e| anyhow::anyhow!("creating the wasmtime engine: {e:#}"))?;
