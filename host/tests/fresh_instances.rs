@@ -51,10 +51,11 @@ impl Lang {
         }
     }
 
-    /// What a request reports when it finds `mark`, an earlier request's,
-    /// everywhere it looks (the Rust kit's counts and pages are checked apart).
-    fn seen(self, mark: &str) -> Value {
-        let heap = format!("{mark} x 1048576");
+    /// What a request reports when it finds `last`'s marks everywhere it
+    /// looks, or none (the Rust kit's counts and pages are checked apart).
+    fn seen(self, last: Option<&str>) -> Value {
+        let mark = last.unwrap_or("none");
+        let heap = last.map_or("none".into(), |m| format!("{m} x 1048576"));
         match self {
             Lang::Rust => json!({"static": mark, "heap": mark, "page": mark, "table": mark}),
             Lang::Js => json!({"global": mark, "closure": mark, "heap": heap}),
@@ -135,7 +136,7 @@ impl Probe {
         }
         assert_eq!(
             data,
-            self.lang.seen("none"),
+            self.lang.seen(None),
             "mark {mark} found an earlier request's"
         );
     }
@@ -148,7 +149,7 @@ impl Probe {
         let data = answer.json()["data"].clone();
         eprintln!("{:?}, a reused instance, mark {mark}: {data}", self.lang);
         let last = (mark.parse::<u32>().unwrap() - 1).to_string();
-        for (field, want) in self.lang.seen(&last).as_object().unwrap() {
+        for (field, want) in self.lang.seen(Some(&last)).as_object().unwrap() {
             assert_eq!(
                 &data[field], want,
                 "{:?} mark {mark}: {field} in {data}",
