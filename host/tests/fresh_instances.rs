@@ -262,7 +262,13 @@ async fn after_a_trap(lang: Lang) {
     };
     probe.sees_nothing().await;
     for _ in 0..2 {
+        let started = Instant::now();
         let (_, answer) = probe.ask(Some("trap")).await;
+        eprintln!(
+            "{lang:?}, marked then trapped: {} after {:?}",
+            text(&answer),
+            started.elapsed()
+        );
         assert_eq!(answer.status, 500, "{lang:?}: {}", text(&answer));
         assert_eq!(
             answer.error_code(),
