@@ -2,6 +2,7 @@
 // in "async:echo", what follows the last ":" does, so several plugin entries
 // (modes, limits) can share the behaviours.
 import { FetchError, InvalidInput, config, handler, log } from "optech-sdk";
+import { marks } from "./marks.js";
 
 /** Where the plugin's back end is, from its config. */
 function backEnd(path: string): string {
@@ -77,6 +78,8 @@ export const handle = handler(async (req) => {
       big[big.length - 1] = 1;
       return { length: big.length };
     }
+    case "marks":
+      return marks(req.inputs);
     case "never":
       return await new Promise<never>(() => {});
     default:

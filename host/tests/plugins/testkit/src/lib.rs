@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use optech_sdk::{Data, Error, Request, config, http, log};
 
+mod marks;
+
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
 fn handle(request: Request) -> Result<Data, Error> {
@@ -150,6 +152,7 @@ fn handle(request: Request) -> Result<Data, Error> {
             let served = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
             Ok(Data::new().with("served", served))
         }
+        "marks" => marks::marks(inputs),
         "version" => Ok(Data::new().with("version", option_env!("TESTKIT_VERSION").unwrap_or("1"))),
         other => Err(Error::invalid_input(format!(
             "testkit has no behaviour {other:?}"
