@@ -88,6 +88,11 @@ struct Args {
     /// recording off, to count what recording costs a request.
     #[arg(long, default_value_t = 1000)]
     console_requests: usize,
+    /// The component to serve as `echo` instead of `plugins/echo.wasm`: say
+    /// `bench/js/echo-js.wasm` or `bench/python/echo-py.wasm` (built by
+    /// `optech-bench`), to count what a big component's instance costs.
+    #[arg(long)]
+    wasm: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,12 +112,21 @@ fn main() -> anyhow::Result<()> {
     let plugins = root.join("plugins");
     let dir = tempfile::tempdir()?;
     let reuse = if args.mode.ends_with("reused") {
-        "[plugins.echo]\nrequests_per_instance = 1000000\n"
+        "requests_per_instance = 1000000\n"
     } else {
         ""
     };
+    let source = match &args.wasm {
+        Some(path) => format!("source = {:?}\n", std::path::absolute(path)?.display().to_string()),
+        None => String::new(),
+    };
+    let plugin = if reuse.is_empty() && source.is_empty() {
+        String::new()
+    } else {
+        format!("[plugins.echo]\n{reuse}{source}")
+    };
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\nwatch = false\nadmin_listen = \"\"\nconsole_requests = {}\n{reuse}[keys]\necho = \"echo\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\nwatch = false\nadmin_listen = \"\"\nconsole_requests = {}\n{plugin}[keys]\necho = \"echo\"\n",
         plugins.display().to_string(),
         dir.path().join("data").display().to_string(),
         args.console_requests,

@@ -115,9 +115,13 @@ impl Runtime {
             .total_tables(slots.saturating_mul(8))
             .total_stacks(slots)
             .max_memory_size(usize::try_from(crate::config::MAX_MEMORY).unwrap_or(usize::MAX))
-            // Return freed slots' pages to the kernel in batches: fewer syscalls
-            // and TLB shootdowns per request.
-            .decommit_batch_size(64)
+            // No decommit batching (wasmtime's default of 1): a freed slot that
+            // gave pages back waits in the queue until the batch fills, so the
+            // next request of the same plugin takes a cold slot and faults its
+            // heap in. Batches of 64 measured 2,902 against 3,756 TypeScript
+            // and 3,363 against 3,898 Python requests/s, Python's peak RSS 611
+            // against 309 MiB, and Rust the same (BENCHMARKS.md).
+            .decommit_batch_size(1)
             // Free slots kept warm for plugins not running now (image mapped,
             // pages reset in place) before one with no warm slot of its own
             // takes the least recently used, so a plugin that comes back does

@@ -25,6 +25,14 @@ pub struct CompiledModule {
     index: Arc<CompiledFunctionsTable>,
     /// Sorted list, by function index, of names we have for this module.
     func_names: Vec<FunctionName>,
+    /// Where each defined function's body and array-to-Wasm trampoline (empty
+    /// if it has none) are in the text section, by `DefinedFuncIndex`. Every
+    /// function reference a new instance makes (`ref.func`, table
+    /// initialization) looks both up; through `index`, with its namespace
+    /// search and binary search of sparse keys, that was a third of
+    /// instantiating a component like CPython that fills its table itself.
+    /// (optech: patched in, see vendor/README.md.)
+    defined_func_locs: Vec<[FunctionLoc; 2]>,
 }
 
 impl CompiledModule {
@@ -51,6 +59,23 @@ impl CompiledModule {
         index: Arc<CompiledFunctionsTable>,
         profiler: &dyn ProfilingAgent,
     ) -> Result<Self> {
+        let module_index = info.module.module_index;
+        let located = |key| {
+            index
+                .func_loc(key)
+                .copied()
+                .unwrap_or(FunctionLoc { start: 0, length: 0 })
+        };
+        let defined_func_locs = info
+            .module
+            .defined_func_indices()
+            .map(|i| {
+                [
+                    located(FuncKey::DefinedWasmFunction(module_index, i)),
+                    located(FuncKey::ArrayToWasmTrampoline(module_index, i)),
+                ]
+            })
+            .collect();
         let mut ret = Self {
             unique_id: CompiledModuleId::new(),
             engine_code,
@@ -58,6 +83,7 @@ impl CompiledModule {
             meta: info.meta,
             index,
             func_names: info.func_names,
+            defined_func_locs,
         };
         ret.register_profiling(profiler)?;
 
@@ -167,9 +193,22 @@ impl CompiledModule {
 
     /// Gets the function location information for a given function index.
     pub fn func_loc(&self, key: FuncKey) -> &FunctionLoc {
-        self.index
-            .func_loc(key)
-            .expect("defined function should be present")
+        let dense = match key {
+            FuncKey::DefinedWasmFunction(module, i) if module == self.module_index() => {
+                self.defined_func_locs.get(i.as_u32() as usize).map(|locs| &locs[0])
+            }
+            FuncKey::ArrayToWasmTrampoline(module, i) if module == self.module_index() => {
+                self.defined_func_locs.get(i.as_u32() as usize).map(|locs| &locs[1])
+            }
+            _ => None,
+        };
+        match dense {
+            Some(loc) if !loc.is_empty() => loc,
+            _ => self
+                .index
+                .func_loc(key)
+                .expect("defined function should be present"),
+        }
     }
 
     /// Returns the original binary offset in the file that `index` was defined
@@ -268,5 +307,53 @@ impl<'a> SymbolizeContext<'a> {
     /// to calculate lookup values into the DWARF.
     pub fn code_section_offset(&self) -> u64 {
         self.code_section_offset
+    }
+}
+
+#[cfg(all(test, feature = "cranelift", feature = "wat"))]
+mod tests {
+    use wasmtime_environ::FuncKey;
+
+    /// (optech: patched in, see vendor/README.md.) The dense locations agree
+    /// with the generic index for every defined function, with and without
+    /// an array-to-Wasm trampoline.
+    #[test]
+    fn defined_func_locs_agree_with_the_index() {
+        let engine = crate::Engine::default();
+        let module = crate::Module::new(
+            &engine,
+            r#"(module
+                (table 4 funcref)
+                (func $a)
+                (func $b (export "b"))
+                (func $c (param i32) (result i32) local.get 0)
+                (func $d (result funcref) ref.func $c)
+                (func $e)
+                (elem (i32.const 0) func $a $c)
+                (elem declare func $e))"#,
+        )
+        .unwrap();
+        let compiled = module.compiled_module();
+        let module_index = compiled.module().module_index;
+        let mut trampolines = 0;
+        for i in compiled.module().defined_func_indices() {
+            let keys = [
+                FuncKey::DefinedWasmFunction(module_index, i),
+                FuncKey::ArrayToWasmTrampoline(module_index, i),
+            ];
+            for key in keys {
+                match compiled.index.func_loc(key) {
+                    Some(expected) => {
+                        assert_eq!(compiled.func_loc(key), expected, "{key:?}");
+                        trampolines += usize::from(key == keys[1]);
+                    }
+                    None => assert!(compiled.defined_func_locs[i.as_u32() as usize]
+                        .iter()
+                        .any(|loc| loc.is_empty())),
+                }
+            }
+        }
+        // $a, $b, $c and $e escape (an element, an export, `ref.func`).
+        assert!(trampolines >= 4, "{trampolines} trampolines");
     }
 }

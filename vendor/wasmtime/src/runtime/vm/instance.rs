@@ -960,20 +960,29 @@ impl Instance {
         // it's better for instantiation performance if we don't have to track
         // "is-initialized" state at all!
 
-        let module_with_code = ModuleWithCode::in_store(
-            registry,
-            self.runtime_module()
-                .expect("funcref impossible in fake module"),
-        )
-        .expect("module not in store");
-
-        let array_call =
-            VmPtr::from(NonNull::from(module_with_code.function(array_to_wasm_key)).cast());
+        let module = self
+            .runtime_module()
+            .expect("funcref impossible in fake module");
+        // A store has its own copy of a module's code only to set breakpoints
+        // in it; otherwise its code is the engine's, and looking it up in the
+        // store's registry (two B-tree searches) for every function reference
+        // of every new instance is work with a known answer. (optech: patched
+        // in, see vendor/README.md.)
+        let text = if module.engine().tunables().debug_guest {
+            ModuleWithCode::in_store(registry, module)
+                .expect("module not in store")
+                .store_code_text()
+        } else {
+            module.engine_code().text()
+        };
+        let compiled = module.compiled_module();
+        let array_call = VmPtr::from(
+            NonNull::from(&text[compiled.function_range(array_to_wasm_key)]).cast(),
+        );
 
         let wasm_call = Some(VmPtr::from(
             NonNull::new(
-                module_with_code
-                    .function(wasm_key)
+                text[compiled.function_range(wasm_key)]
                     .as_ptr()
                     .cast::<VMWasmCallFunction>()
                     .cast_mut(),
