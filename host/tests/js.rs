@@ -173,6 +173,8 @@ data = "js"
 require = "js"
 invalid = "js"
 throw = "js"
+async-echo = "js"
+async-invalid = "js"
 config = "js"
 fetch = "js"
 fetch-url = "js"
@@ -267,6 +269,19 @@ token = "tok-456"
     assert_eq!(thrown.status, 500, "{}", thrown.raw);
     assert_eq!(thrown.body["error"]["code"], "plugin_error");
     assert_eq!(thrown.message(), "the back end is on fire");
+    // The same from a handler that returns a promise (the SDK's async path).
+    let later = ask(&url, "async-echo", json!({"a": "1"})).await;
+    assert_eq!(
+        later.body["data"],
+        json!({"key": "async-echo", "a": "1"}),
+        "{}",
+        later.raw
+    );
+    let invalid_later = ask(&url, "async-invalid", json!({})).await;
+    assert_eq!(
+        (invalid_later.status, invalid_later.message()),
+        (400, "no order, after a wait")
+    );
 
     // Config in; log and console.log lines out, into the host's log.
     let config_answer = ask(&url, "config", json!({"name": "greeting"})).await;

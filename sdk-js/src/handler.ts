@@ -10,10 +10,13 @@ export type HandleError = { tag: "invalid-input"; val: string } | { tag: "failed
 /**
  * The function a plugin exports as `handle`: what the host calls, once per
  * request. Make one with {@link handler}; call one in a unit test with
- * `run` from `optech-sdk/testing`. It resolves to the answer's fields, or
- * rejects with a {@link HandleError}.
+ * `run` from `optech-sdk/testing`. It returns the answer's fields (a promise of
+ * them if the handler is async), or throws (rejects with) a {@link HandleError}.
  */
-export type Handle = (key: string, inputs: Array<[string, string]>) => Promise<Fields>;
+export type Handle = (
+  key: string,
+  inputs: Array<[string, string]>,
+) => Fields | Promise<Fields>;
 
 /**
  * Makes a plugin's `handle` export from a function of one {@link Request}, sync
@@ -31,16 +34,38 @@ export type Handle = (key: string, inputs: Array<[string, string]>) => Promise<F
  * ```
  */
 export function handler(fn: (req: Request) => Data | Promise<Data>): Handle {
-  return async (key: string, inputs: Array<[string, string]>): Promise<Fields> => {
-    const release = backend.keepAlive();
+  return (key: string, inputs: Array<[string, string]>): Fields | Promise<Fields> => {
+    let result: Data | Promise<Data>;
     try {
-      return toFields(await fn({ key, inputs: new Inputs(inputs) }));
+      result = fn({ key, inputs: new Inputs(inputs) });
+      // A sync handler answers here: no promise, no event loop to keep
+      // alive, nothing more for a fresh instance to run than the handler.
+      if (!isPromiseLike(result)) return toFields(result);
     } catch (e) {
       throw handleError(e);
-    } finally {
-      release();
     }
+    return settle(result);
   };
+}
+
+/** Waits for an async handler's data, keeping the event loop alive meanwhile. */
+async function settle(pending: PromiseLike<Data>): Promise<Fields> {
+  const release = backend.keepAlive();
+  try {
+    return toFields(await pending);
+  } catch (e) {
+    throw handleError(e);
+  } finally {
+    release();
+  }
+}
+
+function isPromiseLike(value: unknown): value is PromiseLike<Data> {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === "function"
+  );
 }
 
 /** What the host is told about a thrown value. */

@@ -115,3 +115,22 @@ test("FetchError is a TypeError with a reason", () => {
   assert.equal(e.reason, "denied");
   assert.equal(e.name, "FetchError");
 });
+
+test("a sync handler answers without a promise; an async one with one; both throw the same errors", async () => {
+  const sync = handler((req) => ({ key: req.key }));
+  const fields = sync("k", []);
+  assert.equal(typeof fields.then, "undefined");
+  assert.deepEqual(fields, [["key", "k"]]);
+  assert.throws(
+    () => handler(() => { throw new InvalidInput("bad"); })("k", []),
+    (e) => e.tag === "invalid-input" && e.val === "bad",
+  );
+  assert.throws(() => handler(() => 12)("k", []), (e) => e.tag === "failed" && /not a number/.test(e.val));
+  const later = handler(async () => ({ a: 1 }))("k", []);
+  assert.equal(typeof later.then, "function");
+  assert.deepEqual(await later, [["a", "1"]]);
+  await assert.rejects(
+    handler(async () => { throw new InvalidInput("late"); })("k", []),
+    (e) => e.tag === "invalid-input" && e.val === "late",
+  );
+});

@@ -1,7 +1,7 @@
 // Test-only plugin: the request's key selects a behaviour (host/tests/js.rs);
 // in "async:echo", what follows the last ":" does, so several plugin entries
 // (modes, limits) can share the behaviours.
-import { FetchError, InvalidInput, config, handler, log } from "optech-sdk";
+import { type Data, FetchError, InvalidInput, type Request, config, handler, log } from "optech-sdk";
 import { marks } from "./marks.js";
 
 /** Where the plugin's back end is, from its config. */
@@ -11,7 +11,9 @@ function backEnd(path: string): string {
   return `${base}${path}`;
 }
 
-export const handle = handler(async (req) => {
+// The behaviours that need no waiting answer synchronously (the SDK's sync
+// path: no promise, no event loop); the others are async.
+export const handle = handler((req) => {
   const behaviour = req.key.slice(req.key.lastIndexOf(":") + 1);
   switch (behaviour) {
     case "echo":
@@ -28,6 +30,30 @@ export const handle = handler(async (req) => {
       log.info(`config asked for ${req.inputs.get("name")}`);
       console.log("a console.log line");
       return { value: config(req.inputs.require("name")) ?? "(unset)" };
+    case "loop":
+      for (;;) {
+        // Spins until the host's deadline stops it.
+      }
+    case "alloc": {
+      const big = new Uint8Array(1 << 30);
+      big[big.length - 1] = 1;
+      return { length: big.length };
+    }
+    case "marks":
+      return marks(req.inputs);
+    default:
+      return waiting(req, behaviour);
+  }
+});
+
+async function waiting(req: Request, behaviour: string): Promise<Data> {
+  switch (behaviour) {
+    case "async-invalid":
+      await Promise.resolve();
+      throw new InvalidInput("no order, after a wait");
+    case "async-echo":
+      await Promise.resolve();
+      return { key: req.key, ...Object.fromEntries(req.inputs) };
     case "fetch": {
       const res = await fetch(backEnd(req.inputs.get("path") ?? "/"), {
         headers: { authorization: `Bearer ${config("token") ?? ""}` },
@@ -69,20 +95,9 @@ export const handle = handler(async (req) => {
       );
       return { bodies: bodies.join(","), ticked };
     }
-    case "loop":
-      for (;;) {
-        // Spins until the host's deadline stops it.
-      }
-    case "alloc": {
-      const big = new Uint8Array(1 << 30);
-      big[big.length - 1] = 1;
-      return { length: big.length };
-    }
-    case "marks":
-      return marks(req.inputs);
     case "never":
       return await new Promise<never>(() => {});
     default:
       throw new InvalidInput(`jskit has no behaviour for key ${req.key}`);
   }
-});
+}
