@@ -129,6 +129,7 @@ impl Host {
         };
         let router = Arc::new(Router::new(Routes::new(&config.keys, &plugins)));
         let runtime_metrics = runtime.metrics().clone();
+        let pool = runtime.clone();
         let reloader = Reloader::new(config.clone(), plugins, runtime, router.clone());
         let watch = if config.server.watch {
             Some(reloader.watch().await?)
@@ -252,6 +253,7 @@ impl Host {
                     reloader,
                     metrics,
                     jobs: jobs.clone(),
+                    runtime: pool,
                     max_in_flight: config.server.max_in_flight,
                     in_flight,
                     ready,

@@ -107,6 +107,10 @@ pub struct Metrics {
     pub connections: ConnectionCounters,
     /// Body bytes read from requests whose signature is not yet checked.
     pub unverified_body_bytes: Gauge,
+    /// Freed pool slots kept warm for the next instance (set when scraped).
+    pub pool_warm_slots: Gauge,
+    /// Bytes those warm slots keep resident, memories and tables (set when scraped).
+    pub pool_warm_bytes: Gauge,
     /// Not exported: the admin console's memory of recent requests. Kept here
     /// because everything that counts a request already holds this struct.
     pub recent: Arc<Recent>,
@@ -242,6 +246,21 @@ impl Metrics {
             Unit::Bytes,
             unverified_body_bytes.clone(),
         );
+        let pool_warm_slots = Gauge::default();
+        registry.register(
+            "pool_warm_slots",
+            "Freed instance slots kept warm (image mapped, touched pages reset in \
+             place) for the next instance, at most 64",
+            pool_warm_slots.clone(),
+        );
+        let pool_warm_bytes = Gauge::default();
+        registry.register_with_unit(
+            "pool_warm",
+            "Memory the warm slots keep resident for the next instance, each \
+             memory at most server.keep_resident",
+            Unit::Bytes,
+            pool_warm_bytes.clone(),
+        );
         // Series with a fixed set of label values start at zero, so a rate is
         // defined from the first scrape and an absent series means a typo.
         for cause in ["host", "plugin", "instances", "store"] {
@@ -284,6 +303,8 @@ impl Metrics {
             outbound,
             connections,
             unverified_body_bytes,
+            pool_warm_slots,
+            pool_warm_bytes,
             recent: Arc::default(),
         }
     }

@@ -280,6 +280,15 @@ async fn metrics_parse_have_every_series_and_count_known_traffic_exactly() {
     );
     assert_eq!(value(&after, "optech_outbox_open_records", &[]), 0.0);
     assert_eq!(value(&after, "optech_in_flight_requests", &[]), 0.0);
+    // The instances that served are gone; their slots stay warm, each keeping
+    // the few pages its instance touched.
+    let warm = value(&after, "optech_pool_warm_slots", &[]);
+    let warm_bytes = value(&after, "optech_pool_warm_bytes", &[]);
+    assert!(warm >= 1.0, "{warm} warm slots");
+    assert!(
+        warm_bytes > 0.0 && warm_bytes <= warm * 16.0 * 1024.0 * 1024.0,
+        "{warm_bytes} bytes in {warm} warm slots"
+    );
 
     // Every series the host promises is there.
     let names: std::collections::BTreeSet<&str> =
@@ -301,6 +310,8 @@ async fn metrics_parse_have_every_series_and_count_known_traffic_exactly() {
         "optech_in_flight_requests",
         "optech_plugin_in_flight_calls",
         "optech_outbound_requests_total",
+        "optech_pool_warm_slots",
+        "optech_pool_warm_bytes",
     ] {
         assert!(names.contains(metric), "no {metric} in {names:?}");
     }

@@ -152,8 +152,26 @@ fn main() -> anyhow::Result<()> {
             &content_hash(&bytes),
         )?)
     };
+    let metrics = runtime.metrics().clone();
     let (allocations, bytes) = match args.mode.as_str() {
-        "fresh" | "reused" => calls(handler, args.requests)?,
+        "fresh" | "reused" => {
+            let before = instantiations(&metrics)?;
+            let started = Instant::now();
+            let counts = calls(handler, args.requests)?;
+            let took = started.elapsed();
+            let after = instantiations(&metrics)?;
+            // Wall time on one thread, warm-up included: a figure for the
+            // machine it ran on, beside the counts that are not.
+            println!(
+                "{}: {:.1} µs per call, of which {:.1} µs instantiating ({} instances for {} calls)",
+                args.mode,
+                took.as_secs_f64() * 1e6 / (2 * args.requests) as f64,
+                (after.1 - before.1) * 1e6 / (after.0 - before.0).max(1.0),
+                after.0 - before.0,
+                2 * args.requests,
+            );
+            counts
+        }
         "http-native" | "http-fresh" | "http-reused" => {
             http(&config, runtime, handler, args.requests)?
         }
@@ -167,6 +185,19 @@ fn main() -> anyhow::Result<()> {
         args.requests
     );
     Ok(())
+}
+
+/// Instances made so far and the seconds they took, from the host's own
+/// `optech_instantiation_duration_seconds` histogram.
+fn instantiations(metrics: &optech_host::metrics::Metrics) -> anyhow::Result<(f64, f64)> {
+    let text = metrics.encode()?;
+    let sum = |suffix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("optech_instantiation_duration_seconds_{suffix}")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    Ok((sum("count"), sum("sum")))
 }
 
 struct NativeEcho;

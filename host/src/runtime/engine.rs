@@ -79,6 +79,15 @@ pub struct Runtime {
     _ticker: Arc<EpochTicker>,
 }
 
+/// What the pool keeps for instances to come (`Runtime::warm_slots`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarmSlots {
+    /// Freed memory slots with their image mapped and pages reset in place.
+    pub memories: u32,
+    /// Bytes those slots, and the warm table slots, keep resident.
+    pub bytes: usize,
+}
+
 /// A counter of idle instances with a cap, so instances kept for reuse never
 /// take the pool slots that running calls need.
 pub(super) struct IdleBudget {
@@ -214,6 +223,20 @@ impl Runtime {
         };
         self.lock_components().insert(sha256, component.clone());
         Ok(component)
+    }
+
+    /// Freed pool slots kept warm and the bytes they keep resident (memories
+    /// and tables); zeros when the engine does not pool.
+    pub fn warm_slots(&self) -> WarmSlots {
+        match self.engine.pooling_allocator_metrics() {
+            Some(pool) => WarmSlots {
+                memories: pool.unused_warm_memories(),
+                bytes: pool
+                    .unused_memory_bytes_resident()
+                    .saturating_add(pool.unused_table_bytes_resident()),
+            },
+            None => WarmSlots::default(),
+        }
     }
 
     /// The metrics of the host this runtime belongs to.

@@ -17,7 +17,7 @@ mod host_api;
 mod output;
 mod plugin;
 
-pub use engine::{Runtime, RuntimeOptions};
+pub use engine::{Runtime, RuntimeOptions, WarmSlots};
 pub use plugin::{LoadError, WasmHandler};
 
 /// Host-side bindings of `wit/plugin.wit`.

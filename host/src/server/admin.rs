@@ -27,6 +27,7 @@ use crate::jobs::Jobs;
 use crate::metrics::{Metrics, SharedMetrics};
 use crate::reload::{ReloadStatus, Reloader};
 use crate::router::Router;
+use crate::runtime::Runtime;
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -34,6 +35,8 @@ pub struct AdminState {
     pub reloader: Arc<Reloader>,
     pub metrics: SharedMetrics,
     pub jobs: Arc<Jobs>,
+    /// The engine, for the pool's warm slots.
+    pub runtime: Runtime,
     /// The host's in-flight cap and its semaphore, to report how full it is.
     pub max_in_flight: usize,
     pub in_flight: Arc<Semaphore>,
@@ -129,6 +132,11 @@ async fn metrics(State(admin): State<Arc<AdminState>>) -> Response {
             .get_or_create(&Metrics::plugin(&plugin.settings.name))
             .set(i64::try_from(plugin.stats.running()).unwrap_or(i64::MAX));
     }
+    let warm = admin.runtime.warm_slots();
+    metrics.pool_warm_slots.set(i64::from(warm.memories));
+    metrics
+        .pool_warm_bytes
+        .set(i64::try_from(warm.bytes).unwrap_or(i64::MAX));
     metrics
         .outbox_claims_held
         .set(i64::try_from(admin.jobs.claims_held()).unwrap_or(i64::MAX));
