@@ -117,7 +117,10 @@ fn main() -> anyhow::Result<()> {
         ""
     };
     let source = match &args.wasm {
-        Some(path) => format!("source = {:?}\n", std::path::absolute(path)?.display().to_string()),
+        Some(path) => format!(
+            "source = {:?}\n",
+            std::path::absolute(path)?.display().to_string()
+        ),
         None => String::new(),
     };
     let plugin = if reuse.is_empty() && source.is_empty() {
