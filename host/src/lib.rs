@@ -28,6 +28,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod signature;
+pub mod store;
 pub mod tls;
 
 pub use host::{Host, Identity};

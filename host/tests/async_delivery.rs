@@ -312,8 +312,11 @@ async fn a_handler_parked_in_a_wasi_sleep_has_its_timeout_delivered_at_the_deadl
         "the timeout of a 30 s sleep under a 1 s timeout was delivered {after:?} after the request"
     );
     assert_eq!(delivery.json()["error"]["code"], "plugin_timeout");
+    // At the 1 s deadline, not when the 30 s sleep ends: the bound leaves a
+    // loaded machine 5 s of slack (1.65 s was seen under a parallel build)
+    // and is still far from 30 s.
     assert!(
-        after < Duration::from_millis(1500),
+        after >= Duration::from_secs(1) && after < Duration::from_secs(6),
         "delivered after {after:?}"
     );
 }

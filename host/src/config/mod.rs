@@ -513,6 +513,40 @@ mod tests {
     }
 
     #[test]
+    fn store_grants_are_bucket_names() {
+        let config = parse(
+            "[keys]\nk = \"orders\"\n[plugins.orders]\nstores = [\"tokens\", \"counters\", \"tokens\"]\n",
+        )
+        .unwrap();
+        let stores: Vec<&str> = config.plugins["orders"]
+            .stores
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(stores, ["counters", "tokens"]);
+        assert!(
+            parse("[keys]\nk = \"p\"\n").unwrap().plugins["p"]
+                .stores
+                .is_empty()
+        );
+        let err = parse(
+            "[keys]\nk = \"orders\"\n[plugins.orders]\nstores = [\"ok\", \"Tokens\", \"\", \"a b\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 4: plugins.orders.stores: \"Tokens\" is not a bucket name"),
+            "{err}"
+        );
+        assert!(
+            err.contains("\"\" is not") && err.contains("\"a b\" is not"),
+            "{err}"
+        );
+        assert!(err.contains("3 problem(s)"), "{err}");
+        assert!(parse("[keys]\nk = \"p\"\n[plugins.p]\nstores = \"tokens\"\n").is_err());
+    }
+
+    #[test]
     fn secrets_come_from_the_environment_and_never_show() {
         let env = Environment::from_pairs([("ORDERS_TOKEN", "s3cr3t-t0k3n")]);
         let text = "[keys]\nk = \"orders\"\n[plugins.orders.config]\nbase_url = \"https://api.example.com\"\ntoken = { env = \"ORDERS_TOKEN\" }\n";

@@ -1,7 +1,7 @@
 //! `[keys]` and `[plugins.NAME]`: which plugin answers which key, how (mode,
 //! limits), and what it may read (`[plugins.NAME.config]`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,8 +28,12 @@ const KNOWN: &[&str] = &[
     "max_output",
     "max_in_flight",
     "requests_per_instance",
+    "stores",
     "config",
 ];
+
+/// The longest bucket name `stores` may grant.
+pub const MAX_BUCKET_NAME: usize = 64;
 
 /// How a plugin's answer reaches the platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -70,6 +74,9 @@ pub struct PluginConfig {
     pub requests_per_instance: u32,
     /// Where the plugin may send HTTP requests, and within which limits.
     pub egress: EgressSettings,
+    /// The key-value buckets the plugin may open (`stores = [...]`); two
+    /// plugins share a bucket only if both are granted its name.
+    pub stores: BTreeSet<String>,
     /// What the plugin reads with `config(name)`.
     pub config: BTreeMap<String, ConfigValue>,
 }
@@ -243,8 +250,33 @@ fn read_plugin(
             )
             .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
         egress: egress::read(reader, section),
+        stores: read_stores(reader, section),
         config: read_values(reader, &config, env),
     }
+}
+
+/// `stores = ["tokens", ...]`: bucket names of 1 to 64 lowercase letters,
+/// digits, `-` and `_`, so a name reads the same in every SDK, log and URL.
+fn read_stores(reader: &mut Reader<'_>, section: &Section<'_>) -> BTreeSet<String> {
+    let mut stores = BTreeSet::new();
+    for (name, span) in section.strings(reader, "stores") {
+        let valid = (1..=MAX_BUCKET_NAME).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if valid {
+            stores.insert(name);
+        } else {
+            reader.problem(
+                section.key("stores"),
+                span,
+                format!(
+                    "{name:?} is not a bucket name: 1 to {MAX_BUCKET_NAME} of a-z, 0-9, - and _"
+                ),
+            );
+        }
+    }
+    stores
 }
 
 /// `[plugins.NAME.config]`: scalars as text, `{ env = "NAME" }` from `env`.
