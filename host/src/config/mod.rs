@@ -9,7 +9,7 @@
 //!
 //! `read.rs` reads a table key by key; `server.rs` is `[server]` (its admin
 //! and console keys in `admin.rs`, what a client may hold in `clients.rs`), `plugins.rs` is `[keys]` and
-//! `[plugins.NAME]`, `egress.rs` a plugin's outbound HTTP settings.
+//! `[plugins.NAME]`, `egress.rs` a plugin's outbound HTTP settings, `store.rs` is `[store]`.
 
 mod admin;
 mod clients;
@@ -17,6 +17,7 @@ mod egress;
 mod plugins;
 mod read;
 mod server;
+mod store;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,6 +47,10 @@ pub use server::{
     DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTBOX_LEASE,
     DEFAULT_OUTBOX_RETENTION, DEFAULT_SHUTDOWN_GRACE, MIN_OUTBOX_LEASE, MIN_OUTBOX_MAX_SIZE,
     OUTBOX_URL_ENV, OutboxUrl, ServerConfig, TlsFiles, parse_optional_addr, redact_url,
+};
+pub use store::{
+    DEFAULT_MAX_BYTES_PER_PLUGIN, DEFAULT_MAX_KEY_SIZE, DEFAULT_MAX_KEYS_PER_BUCKET,
+    DEFAULT_MAX_VALUE_SIZE, StoreSettings,
 };
 
 #[derive(Debug, Error)]
@@ -105,9 +110,11 @@ pub struct Config {
     pub keys: BTreeMap<String, String>,
     /// Every plugin that a key maps to, by name.
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// `[store]`: the limits of plugins' key-value buckets.
+    pub store: StoreSettings,
 }
 
-const KNOWN_SECTIONS: &[&str] = &["server", "keys", "plugins"];
+const KNOWN_SECTIONS: &[&str] = &["server", "keys", "plugins", "store"];
 
 impl Config {
     /// Reads and validates a config file; secrets (`{ env = "NAME" }`) come from
@@ -182,11 +189,14 @@ impl Config {
             &server.plugins_dir,
             env,
         );
+        let store_section = root.section(&mut reader, "store");
+        let store = store::read(&mut reader, &store_section);
         let config = Config {
             path: path.to_path_buf(),
             server,
             keys,
             plugins,
+            store,
         };
         Ok((config, reader.problems))
     }
@@ -544,6 +554,36 @@ mod tests {
         );
         assert!(err.contains("3 problem(s)"), "{err}");
         assert!(parse("[keys]\nk = \"p\"\n[plugins.p]\nstores = \"tokens\"\n").is_err());
+    }
+
+    #[test]
+    fn store_limits_are_read_and_checked() {
+        let config = parse(
+            "[store]\nmax_key_size = \"256B\"\nmax_value_size = \"64KiB\"\nmax_keys_per_bucket = 10\nmax_bytes_per_plugin = \"1MiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.store,
+            StoreSettings {
+                max_key_size: 256,
+                max_value_size: 64 * 1024,
+                max_keys_per_bucket: 10,
+                max_bytes_per_plugin: 1 << 20,
+            }
+        );
+        assert_eq!(parse("").unwrap().store, StoreSettings::default());
+        let err = parse(
+            "[store]\nmax_key_size = \"1MiB\"\nmax_keys_per_bucket = 0\nmax_value = \"1KiB\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 2: store.max_key_size: must be between"),
+            "{err}"
+        );
+        assert!(err.contains("line 3: store.max_keys_per_bucket"), "{err}");
+        assert!(err.contains("store.max_value"), "{err}");
+        assert!(err.contains("3 problem(s)"), "{err}");
     }
 
     #[test]

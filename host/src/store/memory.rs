@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use super::{Backend, StoreError, Usage, Write, add, expired, footprint, stored_integer};
+use super::{
+    Backend, Standing, StoreError, Usage, Write, add, admit, expired, footprint, stored_integer,
+};
 
 /// Buckets in a map under one lock: every call is one atomic step.
 #[derive(Default)]
@@ -71,28 +73,18 @@ impl State {
         Ok(())
     }
 
-    /// Whether the write fits the bucket's key count and the writer's bytes.
+    /// Whether the write fits the limits, by what the maps hold now.
     fn admit(&self, w: &Write<'_>, value: &[u8]) -> Result<(), StoreError> {
         let bucket = self.entries.get(w.bucket);
-        let old = bucket.and_then(|b| b.get(w.key));
-        let keys = bucket.map_or(0, |b| b.len() as u64);
-        if old.is_none() && keys >= w.limits.max_keys_per_bucket {
-            return Err(StoreError::TooManyKeys {
-                bucket: w.bucket.into(),
-                limit: w.limits.max_keys_per_bucket,
-            });
-        }
-        let held = self.owned.get(w.owner).copied().unwrap_or(0);
-        let freed = old
-            .filter(|o| o.owner == w.owner)
-            .map_or(0, |o| footprint(w.key, &o.value));
-        if held - freed.min(held) + footprint(w.key, value) > w.limits.max_bytes_per_plugin {
-            return Err(StoreError::PluginFull {
-                plugin: w.owner.into(),
-                limit: w.limits.max_bytes_per_plugin,
-            });
-        }
-        Ok(())
+        let existing = bucket
+            .and_then(|b| b.get(w.key))
+            .map(|old| (old.owner.as_str(), footprint(w.key, &old.value)));
+        let standing = Standing {
+            existing,
+            bucket_keys: bucket.map_or(0, |b| b.len() as u64),
+            held: self.owned.get(w.owner).copied().unwrap_or(0),
+        };
+        admit(w, value, standing)
     }
 
     fn release(&mut self, owner: &str, bytes: u64) {

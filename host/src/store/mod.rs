@@ -25,6 +25,8 @@ use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
+use crate::config::StoreSettings;
+
 /// Why a store call was refused. The message is what the plugin is told: it
 /// names the limit or the grant and the setting that changes it.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -35,9 +37,9 @@ pub enum StoreError {
     NotGranted { plugin: String, bucket: String },
     #[error("a key must not be empty")]
     EmptyKey,
-    #[error("a key of {len} bytes is over the limit of {limit} (store.max_key_bytes)")]
+    #[error("a key of {len} bytes is over the limit of {limit} (store.max_key_size)")]
     KeyTooLarge { len: usize, limit: usize },
-    #[error("a value of {len} bytes is over the limit of {limit} (store.max_value_bytes)")]
+    #[error("a value of {len} bytes is over the limit of {limit} (store.max_value_size)")]
     ValueTooLarge { len: usize, limit: usize },
     #[error("bucket `{bucket}` holds {limit} keys, its limit (store.max_keys_per_bucket)")]
     TooManyKeys { bucket: String, limit: u64 },
@@ -55,7 +57,7 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// What one plugin may put in the store. Settings of `[store]`.
+/// What one plugin may put in the store: `[store]` of `optech.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_key_bytes: usize,
@@ -64,14 +66,21 @@ pub struct Limits {
     pub max_bytes_per_plugin: u64,
 }
 
+impl From<&StoreSettings> for Limits {
+    fn from(settings: &StoreSettings) -> Self {
+        let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Self {
+            max_key_bytes: bytes(settings.max_key_size),
+            max_value_bytes: bytes(settings.max_value_size),
+            max_keys_per_bucket: settings.max_keys_per_bucket,
+            max_bytes_per_plugin: settings.max_bytes_per_plugin,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_key_bytes: 1024,
-            max_value_bytes: 1 << 20,
-            max_keys_per_bucket: 100_000,
-            max_bytes_per_plugin: 64 << 20,
-        }
+        Self::from(&StoreSettings::default())
     }
 }
 
@@ -352,6 +361,40 @@ fn add(key: &str, current: i64, by: i64) -> Result<i64, StoreError> {
         .ok_or_else(|| StoreError::Overflow { key: key.into() })
 }
 
+/// What a write finds where it goes, to be judged by the limits.
+struct Standing<'a> {
+    /// The key's writer and footprint if it is there, expired or not.
+    existing: Option<(&'a str, u64)>,
+    /// Keys the bucket holds, expired ones not yet pruned included.
+    bucket_keys: u64,
+    /// Bytes the writer holds.
+    held: u64,
+}
+
+/// Whether a write fits the bucket's key count and its writer's bytes: a new
+/// key needs room in the bucket; the writer pays for what it writes, less
+/// what it wrote there before.
+fn admit(w: &Write<'_>, value: &[u8], standing: Standing<'_>) -> Result<(), StoreError> {
+    if standing.existing.is_none() && standing.bucket_keys >= w.limits.max_keys_per_bucket {
+        return Err(StoreError::TooManyKeys {
+            bucket: w.bucket.into(),
+            limit: w.limits.max_keys_per_bucket,
+        });
+    }
+    let freed = standing
+        .existing
+        .filter(|(owner, _)| *owner == w.owner)
+        .map_or(0, |(_, bytes)| bytes);
+    if standing.held.saturating_sub(freed) + footprint(w.key, value) > w.limits.max_bytes_per_plugin
+    {
+        return Err(StoreError::PluginFull {
+            plugin: w.owner.into(),
+            limit: w.limits.max_bytes_per_plugin,
+        });
+    }
+    Ok(())
+}
+
 /// The bytes a key and its value count against their writer.
 fn footprint(key: &str, value: &[u8]) -> u64 {
     (key.len() + value.len()) as u64
@@ -417,7 +460,7 @@ mod tests {
             .unwrap();
         assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"12345678"[..]));
         let err = b.set("k", b"123456789", None).await.unwrap_err();
-        assert!(err.to_string().contains("store.max_value_bytes"), "{err}");
+        assert!(err.to_string().contains("store.max_value_size"), "{err}");
     }
 
     #[test]

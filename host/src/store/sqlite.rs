@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::OnceCell;
 
-use super::{Backend, StoreError, Usage, Write, add, footprint, stored_integer};
+use super::{Backend, Standing, StoreError, Usage, Write, add, footprint, stored_integer};
 
 /// The database file's name in the data directory.
 pub const FILE: &str = "store.sqlite3";
@@ -165,50 +165,26 @@ fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Whether the write fits the bucket's key count and the writer's bytes.
+/// Whether the write fits the limits, by the counts the tables keep.
 fn admit(
     tx: &Transaction<'_>,
     w: &Write<'_>,
     value: &[u8],
     old: Option<&Row>,
 ) -> Result<(), StoreError> {
-    if old.is_none() {
-        let keys: i64 = tx
-            .query_row(
-                "SELECT keys FROM kv_buckets WHERE bucket = ?1",
-                params![w.bucket],
-                |r| r.get(0),
-            )
+    let number = |sql: &str, arg: &str| -> Result<u64, StoreError> {
+        let n: Option<i64> = tx
+            .query_row(sql, params![arg], |r| r.get(0))
             .optional()
-            .map_err(unavailable)?
-            .unwrap_or(0);
-        if u64::try_from(keys).unwrap_or(0) >= w.limits.max_keys_per_bucket {
-            return Err(StoreError::TooManyKeys {
-                bucket: w.bucket.into(),
-                limit: w.limits.max_keys_per_bucket,
-            });
-        }
-    }
-    let held: i64 = tx
-        .query_row(
-            "SELECT bytes FROM kv_owners WHERE owner = ?1",
-            params![w.owner],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(unavailable)?
-        .unwrap_or(0);
-    let held = u64::try_from(held).unwrap_or(0);
-    let freed = old
-        .filter(|o| o.owner == w.owner)
-        .map_or(0, |o| footprint(w.key, &o.value));
-    if held - freed.min(held) + footprint(w.key, value) > w.limits.max_bytes_per_plugin {
-        return Err(StoreError::PluginFull {
-            plugin: w.owner.into(),
-            limit: w.limits.max_bytes_per_plugin,
-        });
-    }
-    Ok(())
+            .map_err(unavailable)?;
+        Ok(n.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+    };
+    let standing = Standing {
+        existing: old.map(|o| (o.owner.as_str(), footprint(w.key, &o.value))),
+        bucket_keys: number("SELECT keys FROM kv_buckets WHERE bucket = ?1", w.bucket)?,
+        held: number("SELECT bytes FROM kv_owners WHERE owner = ?1", w.owner)?,
+    };
+    super::admit(w, value, standing)
 }
 
 /// Puts a value within the limits, pruning expired keys first if it would
