@@ -28,11 +28,26 @@ use crate::router::{Router, Routes};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::server::{self, AdminState, AppState, ConnectionLimits, Readiness};
 use crate::signature::Signer;
+use crate::store::sqlite::SqliteBackend;
+use crate::store::{Limits, Pruner, Stores};
 use crate::tls::TlsWatch;
 
 /// Connections the admin listener keeps open at once: an operator's browser
 /// and a scraper or two.
 const ADMIN_CONNECTIONS: usize = 64;
+
+/// How often expired keys of the plugins' store are deleted.
+const STORE_PRUNE_PERIOD: Duration = Duration::from_secs(60);
+
+/// The plugins' store: the file `store.sqlite3` in the data directory, or
+/// the shared PostgreSQL of the outbox, so replicas share their buckets too.
+fn stores_for(config: &Config) -> Stores {
+    let limits = Limits::from(&config.store);
+    Stores::new(
+        Arc::new(SqliteBackend::new(&config.server.data_dir)),
+        limits,
+    )
+}
 
 /// Who the host is to the platform: how it signs and verifies, and its client id.
 #[derive(Clone)]
@@ -64,6 +79,7 @@ pub struct Host {
     jobs: Arc<Jobs>,
     _watch: Option<WatchHandle>,
     _tls_watch: Option<TlsWatch>,
+    _pruner: Pruner,
     grace: Duration,
     shutdown: tokio::sync::watch::Sender<bool>,
     admin_shutdown: tokio::sync::watch::Sender<bool>,
@@ -87,6 +103,7 @@ impl Host {
                 .then(|| config.server.data_dir.join("compiled")),
             cache_max: config.server.compile_cache_max,
             keep_resident: config.server.keep_resident,
+            stores: Some(stores_for(config)),
             ..RuntimeOptions::default()
         })?;
         let plugins = loader::load_all(&runtime, config).await.map_err(|errors| {
@@ -130,6 +147,7 @@ impl Host {
         let router = Arc::new(Router::new(Routes::new(&config.keys, &plugins)));
         let runtime_metrics = runtime.metrics().clone();
         let pool = runtime.clone();
+        let pruner = runtime.stores().prune_every(STORE_PRUNE_PERIOD);
         let reloader = Reloader::new(config.clone(), plugins, runtime, router.clone());
         let watch = if config.server.watch {
             Some(reloader.watch().await?)
@@ -282,6 +300,7 @@ impl Host {
             jobs,
             _watch: watch,
             _tls_watch: tls_watch,
+            _pruner: pruner,
             grace: config.server.shutdown_grace,
             shutdown,
             admin_shutdown,

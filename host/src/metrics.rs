@@ -56,11 +56,24 @@ pub struct OutboundLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreCallLabels {
+    pub plugin: String,
+    /// `ok`, `refused` (a grant or a limit: the plugin's doing) or
+    /// `unavailable` (the database, or the request's deadline).
+    pub outcome: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn handler_buckets() -> Histogram {
     // 0.5 ms to about 33 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 17))
+}
+
+fn store_buckets() -> Histogram {
+    // 5 µs to about 5 s.
+    Histogram::new(exponential_buckets(0.000005, 2.0, 21))
 }
 
 fn instantiation_buckets() -> Histogram {
@@ -107,6 +120,10 @@ pub struct Metrics {
     pub connections: ConnectionCounters,
     /// Body bytes read from requests whose signature is not yet checked.
     pub unverified_body_bytes: Gauge,
+    /// Plugins' key-value store calls, by plugin and outcome.
+    pub store_calls: Family<StoreCallLabels, Counter>,
+    /// Time of store calls as the plugin waits on them, by plugin.
+    pub store_call_seconds: HistogramFamily<PluginLabels>,
     /// Freed pool slots kept warm for the next instance (set when scraped).
     pub pool_warm_slots: Gauge,
     /// Bytes those warm slots keep resident, memories and tables (set when scraped).
@@ -246,6 +263,21 @@ impl Metrics {
             Unit::Bytes,
             unverified_body_bytes.clone(),
         );
+        let store_calls = Family::default();
+        registry.register(
+            "store_calls",
+            "Plugins' key-value store calls, by plugin and outcome: ok, refused (a grant \
+             or a limit), unavailable (the database or the request's deadline)",
+            store_calls.clone(),
+        );
+        let store_call_seconds: HistogramFamily<PluginLabels> =
+            Family::new_with_constructor(store_buckets);
+        registry.register_with_unit(
+            "store_call_duration",
+            "Time of plugins' key-value store calls, by plugin",
+            Unit::Seconds,
+            store_call_seconds.clone(),
+        );
         let pool_warm_slots = Gauge::default();
         registry.register(
             "pool_warm_slots",
@@ -303,6 +335,8 @@ impl Metrics {
             outbound,
             connections,
             unverified_body_bytes,
+            store_calls,
+            store_call_seconds,
             pool_warm_slots,
             pool_warm_bytes,
             recent: Arc::default(),

@@ -33,7 +33,9 @@
 //!   included;
 //! - [`log`]: lines in the host's log, tagged with the plugin and the request;
 //! - [`http`]: requests to the plugin's own back ends, where its
-//!   `allowed_hosts` lets it go.
+//!   `allowed_hosts` lets it go;
+//! - [`store`]: a key-value store that outlives the instance (a cached token,
+//!   a counter), in the buckets its `stores` grant.
 //!
 //! The contract with the host is the WIT world in this crate's `wit/plugin.wit`
 //! (`optech:plugin@0.1.0`); any language that builds a component exporting its
@@ -55,6 +57,7 @@ mod error;
 pub mod http;
 mod inputs;
 pub mod log;
+pub mod store;
 
 pub use data::Data;
 pub use error::Error;
@@ -71,6 +74,8 @@ pub mod bindings {
         export_macro_name: "__export_plugin",
         default_bindings_module: "optech_sdk::bindings",
         runtime_path: "optech_sdk::bindings::__rt",
+        // The world imports `wasi:keyvalue`, which has no bindings crate to reuse.
+        generate_all,
     });
 
     #[doc(hidden)]
@@ -148,6 +153,23 @@ pub mod testing {
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn config(name: &str) -> Option<String> {
         CONFIG.with(|c| c.borrow().get(name).cloned())
+    }
+
+    /// Empties every bucket of [`store`](crate::store) in this test thread
+    /// (each thread starts with none), and sets its clock back. Outside the
+    /// host every bucket opens, as if granted. Inside the host it has no effect.
+    pub fn clear_store() {
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::store::clear();
+    }
+
+    /// Moves this test thread's store clock on by `by`, so keys set with a
+    /// time to live expire without waiting. Inside the host it has no effect.
+    pub fn advance_store_clock(by: std::time::Duration) {
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::store::advance(by);
+        #[cfg(target_arch = "wasm32")]
+        let _ = by;
     }
 }
 

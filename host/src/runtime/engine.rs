@@ -12,6 +12,8 @@ use super::cache::{ComponentCache, DiskCache, FunctionCache};
 use super::host_api::PluginState;
 use crate::metrics::SharedMetrics;
 use crate::outbound::Outbound;
+use crate::store::memory::MemoryBackend;
+use crate::store::{Limits, Stores};
 
 /// How often the engine's epoch advances: the granularity of timeouts, and how
 /// often a busy plugin yields its tokio worker.
@@ -45,6 +47,8 @@ pub struct RuntimeOptions {
     pub keep_resident: u64,
     /// Plugins' outbound HTTP; `None` for the system resolver and fresh pools.
     pub outbound: Option<Outbound>,
+    /// Plugins' key-value store; `None` keeps it in memory (tests, benchmarks).
+    pub stores: Option<Stores>,
 }
 
 impl Default for RuntimeOptions {
@@ -56,6 +60,7 @@ impl Default for RuntimeOptions {
             cache_max: crate::config::DEFAULT_COMPILE_CACHE_MAX,
             keep_resident: crate::config::DEFAULT_KEEP_RESIDENT,
             outbound: None,
+            stores: None,
         }
     }
 }
@@ -74,6 +79,8 @@ pub struct Runtime {
     pub(super) idle: Arc<IdleBudget>,
     /// Plugins' outbound HTTP: the resolver and the pooled clients.
     pub(super) outbound: Outbound,
+    /// Plugins' key-value store, which each plugin reaches through its grant.
+    pub(super) stores: Stores,
     /// What the host counts; the plugins and the host share it.
     metrics: SharedMetrics,
     _ticker: Arc<EpochTicker>,
@@ -206,6 +213,9 @@ impl Runtime {
                 .clone()
                 .unwrap_or_default()
                 .with_metrics(metrics.clone()),
+            stores: options.stores.clone().unwrap_or_else(|| {
+                Stores::new(Arc::new(MemoryBackend::default()), Limits::default())
+            }),
             metrics,
             _ticker: Arc::new(ticker),
         })
@@ -237,6 +247,11 @@ impl Runtime {
             },
             None => WarmSlots::default(),
         }
+    }
+
+    /// The key-value store plugins are granted buckets of.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
     }
 
     /// The metrics of the host this runtime belongs to.

@@ -1,6 +1,7 @@
 //! What a plugin instance can reach: its own config, the log, a WASI context
-//! with nothing in it but clocks and random, and `wasi:http` through its
-//! plugin's egress (`outbound`): only the hosts its allowlist names.
+//! with nothing in it but clocks and random, `wasi:http` through its
+//! plugin's egress (`outbound`): only the hosts its allowlist names, and the
+//! key-value store through its grant (`keyvalue`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,13 +26,13 @@ const MAX_LOG_LINE: usize = 4096;
 /// The data of one instance's store: lives as long as the instance, one call
 /// by default, or up to `requests_per_instance` calls.
 pub struct PluginState {
-    info: Arc<PluginInfo>,
+    pub(super) info: Arc<PluginInfo>,
     /// When the current call must stop; read by the epoch callback.
     pub(super) deadline: Instant,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     egress: Egress,
-    table: ResourceTable,
+    pub(super) table: ResourceTable,
     pub(super) limits: StoreLimits,
     log_lines: u32,
     stdout: PluginOutput,

@@ -6,7 +6,9 @@
 //!   unless the plugin sets `requests_per_instance`; then only an instance whose
 //!   last call returned cleanly serves again, and never more than N calls;
 //! - a plugin reaches only what `host_api` gives it: its config, the log,
-//!   clocks and random (no files, env, sockets or stdin);
+//!   clocks and random (no files, env, sockets or stdin), `wasi:http` within
+//!   its allowlist, and `keyvalue`: the buckets its `stores` grant, each call
+//!   bounded by the request's deadline;
 //! - time is bounded by epoch interruption (the call yields to tokio every
 //!   tick and traps at its deadline), memory by a `ResourceLimiter`, and the
 //!   number of live instances by the pooling allocator.
@@ -14,6 +16,7 @@
 mod cache;
 mod engine;
 mod host_api;
+mod keyvalue;
 mod output;
 mod plugin;
 
@@ -25,6 +28,15 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "optech:plugin/plugin",
+        // The store's calls wait on a database; the host's own do not.
+        imports: {
+            "wasi:keyvalue": async,
+            "optech:plugin/keyvalue-extras": async,
+        },
         exports: { default: async },
+        with: {
+            "wasi:keyvalue/store.bucket": super::keyvalue::BucketHandle,
+            "wasi:keyvalue/atomics.cas": super::keyvalue::CasHandle,
+        },
     });
 }

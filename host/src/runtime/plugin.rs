@@ -8,6 +8,7 @@ use wasmtime::{Store, UpdateDeadline};
 use super::Runtime;
 use super::bindings::{Plugin as PluginWorld, PluginPre, optech::plugin::types::Error as WitError};
 use super::host_api::PluginState;
+use super::keyvalue::StoreMeter;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::config::{ConfigValue, PluginConfig};
@@ -17,6 +18,7 @@ use crate::outbound::PluginEgress;
 use crate::protocol::Fields;
 use crate::recent::{Recent, Ticket};
 use crate::redact::Redactor;
+use crate::store::Grant;
 
 /// Why a component cannot serve as a plugin.
 #[derive(Debug, Error)]
@@ -43,6 +45,9 @@ pub(super) struct PluginInfo {
     pub redactor: Redactor,
     /// Where each call's log lines are kept for the console.
     pub recent: Arc<Recent>,
+    /// The key-value buckets its `stores` grant.
+    pub grant: Grant,
+    pub store_meter: StoreMeter,
 }
 
 /// A compiled plugin, ready to instantiate once per call (or, with
@@ -109,6 +114,10 @@ impl WasmHandler {
                 egress,
                 redactor: Redactor::for_config(&settings.config),
                 recent: runtime.metrics().recent.clone(),
+                grant: runtime
+                    .stores
+                    .grant(&settings.name, settings.stores.iter().cloned()),
+                store_meter: StoreMeter::new(runtime.metrics(), &settings.name),
             }),
             timeout: settings.timeout,
             requests_per_instance: settings.requests_per_instance,

@@ -172,6 +172,14 @@ pub struct Stores {
     limits: Limits,
 }
 
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Stores {
     pub fn new(backend: Arc<dyn Backend>, limits: Limits) -> Self {
         Self { backend, limits }
@@ -186,12 +194,40 @@ impl Stores {
         }
     }
 
+    /// Deletes expired keys every `period` until the returned guard drops,
+    /// so keys set once and never read again do not hold their bytes forever.
+    pub fn prune_every(&self, period: Duration) -> Pruner {
+        let backend = self.backend.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match backend.prune(SystemTime::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!("store: pruned {n} expired keys"),
+                    Err(e) => tracing::warn!("store: pruning expired keys failed: {e}"),
+                }
+            }
+        });
+        Pruner(task)
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+}
+
+/// The background pruning of [`Stores::prune_every`]; stops when dropped.
+pub struct Pruner(tokio::task::JoinHandle<()>);
+
+impl Drop for Pruner {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -392,6 +392,10 @@ impl Backend for SqliteBackend {
     }
 
     async fn prune(&self, now: SystemTime) -> Result<u64, StoreError> {
+        // Pruning never creates the file: no file, nothing to prune.
+        if self.db.get().is_none() && !self.path.exists() {
+            return Ok(0);
+        }
         self.with_tx(move |tx| prune(tx, millis(now))).await
     }
 }

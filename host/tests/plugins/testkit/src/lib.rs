@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use optech_sdk::{Data, Error, Request, config, http, log};
 
+mod kv;
 mod marks;
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -153,6 +154,7 @@ fn handle(request: Request) -> Result<Data, Error> {
             Ok(Data::new().with("served", served))
         }
         "marks" => marks::marks(inputs),
+        "kv" => kv::kv(inputs),
         "version" => Ok(Data::new().with("version", option_env!("TESTKIT_VERSION").unwrap_or("1"))),
         other => Err(Error::invalid_input(format!(
             "testkit has no behaviour {other:?}"
