@@ -1,7 +1,8 @@
 //! One contract: the WIT the host links against (`wit/plugin.wit`) and the
 //! copies the published SDKs carry (`sdk/wit/plugin.wit` for Rust,
 //! `sdk-py/src/optech_sdk/wit/plugin.wit` for Python, `sdk-js/wit/plugin.wit`
-//! for TypeScript/JavaScript) must never drift apart.
+//! for TypeScript/JavaScript) must never drift apart; nor the `wasi:keyvalue`
+//! package it imports (`wit/deps/keyvalue/keyvalue.wit`).
 
 use std::path::Path;
 
@@ -39,4 +40,21 @@ fn the_python_sdk_carries_the_same_wit_as_the_host() {
         host == sdk,
         "sdk-py/src/optech_sdk/wit/plugin.wit differs from wit/plugin.wit: copy the contract over"
     );
+}
+
+#[test]
+fn every_sdk_carries_the_same_keyvalue_package_as_the_host() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let host = std::fs::read_to_string(root.join("wit/deps/keyvalue/keyvalue.wit")).unwrap();
+    for copy in [
+        "sdk/wit/deps/keyvalue/keyvalue.wit",
+        "sdk-js/wit/deps/keyvalue.wit",
+        "sdk-py/src/optech_sdk/wit/deps/keyvalue/keyvalue.wit",
+    ] {
+        let sdk = std::fs::read_to_string(root.join(copy)).unwrap();
+        assert!(
+            host == sdk,
+            "{copy} differs from wit/deps/keyvalue/keyvalue.wit: copy it over"
+        );
+    }
 }

@@ -425,6 +425,8 @@ fn pack_sdk(into: &Path) -> PathBuf {
         "wit/plugin.wit",
         "wit/js.wit",
         "wit/deps/http.wit",
+        "wit/deps/keyvalue.wit",
+        "dist/store.js",
     ] {
         assert!(files.contains(&wanted), "{wanted} not packed: {files:?}");
     }

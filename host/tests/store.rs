@@ -278,3 +278,87 @@ async fn concurrent_increments_sum_and_a_compare_and_swap_race_has_one_winner() 
     .await;
     assert_eq!(again["swapped"], "true");
 }
+
+/// The `orders` example's stand-in back end (`plugins/orders/backend/server.py`),
+/// killed on drop.
+struct OrdersBackEnd {
+    child: std::process::Child,
+    url: String,
+}
+
+impl OrdersBackEnd {
+    fn start(token_ttl: u64) -> Self {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new("python3")
+            .arg(common::workspace().join("plugins/orders/backend/server.py"))
+            .args(["--port", "0", "--token-ttl", &token_ttl.to_string()])
+            .env("ORDERS_CLIENT_SECRET", "test-client-secret")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the stand-in back end");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the back end said {line:?}"))
+            .to_string();
+        Self { child, url }
+    }
+
+    async fn tokens_issued(&self) -> u64 {
+        let body = reqwest::get(format!("{}/stats", self.url))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let stats: Value = serde_json::from_slice(&body).unwrap();
+        stats["tokens_issued"].as_u64().unwrap()
+    }
+}
+
+impl Drop for OrdersBackEnd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_orders_example_fetches_its_token_once_until_it_expires() {
+    let back_end = OrdersBackEnd::start(3);
+    let url = &back_end.url;
+    let config = format!(
+        "[keys]\n\"order status\" = \"orders\"\n\
+         [plugins.orders]\nallowed_hosts = [{url:?}]\nstores = [\"tokens\"]\n\
+         [plugins.orders.config]\nbase_url = {url:?}\ntoken_url = \"{url}/oauth/token\"\n\
+         client_id = \"optech\"\nclient_secret = \"test-client-secret\"\n"
+    );
+    let host = TestHost::start(&common::examples_dir(), &config).await;
+    let order = || async {
+        let answer = host.ask("order status", json!({"order_id": "A-17"})).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.json());
+        assert_eq!(answer.json()["data"]["status"], "shipped");
+    };
+    for _ in 0..10 {
+        order().await;
+    }
+    assert_eq!(
+        back_end.tokens_issued().await,
+        1,
+        "one token for 10 requests"
+    );
+    // Kept for its 3 s of life: then the next request fetches another.
+    wait_until(
+        "a new token after expiry",
+        Duration::from_secs(15),
+        || async {
+            order().await;
+            back_end.tokens_issued().await >= 2
+        },
+    )
+    .await;
+}

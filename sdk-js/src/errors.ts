@@ -46,3 +46,33 @@ export class FetchError extends TypeError {
     this.url = url;
   }
 }
+
+/** Why a store call failed (see {@link StoreError}). */
+export type StoreFailure =
+  /** No bucket of that name exists. */
+  | "no-such-store"
+  /** The bucket is not granted to this plugin: `stores` in its `[plugins.NAME]` table must name it. */
+  | "access-denied"
+  /** Anything else: a limit, a store that is down, the call's deadline. */
+  | "other";
+
+/**
+ * How a call on a {@link Bucket} fails: the bucket is not granted to the
+ * plugin, a limit refused the write, the store is down or did not answer by
+ * the request's deadline. The message says which (and, for a limit, the
+ * setting that changes it). Uncaught, it is answered `500 plugin_error` with
+ * its message.
+ */
+export class StoreError extends Error {
+  /** Why the call failed. */
+  readonly kind: StoreFailure;
+  /** The bucket the call was on. */
+  readonly bucket: string;
+
+  constructor(kind: StoreFailure, bucket: string, message: string) {
+    super(message);
+    this.name = "StoreError";
+    this.kind = kind;
+    this.bucket = bucket;
+  }
+}

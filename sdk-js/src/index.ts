@@ -27,6 +27,12 @@
  * host's log. In Node (a handler's unit tests, with `optech-sdk/testing`), the
  * same code runs against Node's own `fetch`.
  *
+ * State that must outlive a request (a counter, a cached token) goes in the
+ * host's key-value store: `store.open("counters")` gives a {@link Bucket}
+ * with `get`, `set` (with a `ttl`), `increment`, `compareAndSwap`, `keys`.
+ * A plugin opens only the buckets `stores` grants it in optech.toml; in Node
+ * the store is in memory.
+ *
  * @module
  */
 import { backend } from "#backend";
@@ -34,9 +40,16 @@ import { backend } from "#backend";
 import type { Level } from "./backend/types.js";
 
 export type { Data, Fields } from "./data.js";
-export { FetchError, type FetchFailure, InvalidInput } from "./errors.js";
+export {
+  FetchError,
+  type FetchFailure,
+  InvalidInput,
+  StoreError,
+  type StoreFailure,
+} from "./errors.js";
 export { type Handle, type HandleError, handler } from "./handler.js";
 export { Inputs, type Request } from "./request.js";
+export { type Bucket, type SetOptions, store } from "./store.js";
 export type { Level };
 
 /**

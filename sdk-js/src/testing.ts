@@ -15,8 +15,29 @@
  * });
  * ```
  *
+ * The key-value store (`store.open` of `optech-sdk`) is in memory in Node,
+ * one for the process, kept from one `run` to the next as the host's store
+ * outlives an instance; {@link store} here controls it:
+ *
+ * ```ts
+ * import { beforeEach } from "node:test";
+ * import { store as kv } from "optech-sdk";
+ * import { store } from "optech-sdk/testing";
+ *
+ * beforeEach(() => store.reset());
+ *
+ * test("counts visits", async () => {
+ *   store.grant("counters");                        // as `stores = ["counters"]`
+ *   await run(handle, { inputs: { user: "ada" } });
+ *   const out = await run(handle, { inputs: { user: "ada" } });
+ *   assert.equal(out.data?.seen, "2");
+ *   assert.equal(kv.open("counters").get("seen:ada"), "2");
+ * });
+ * ```
+ *
  * @module
  */
+import { memory } from "./backend/memory.js";
 import type { Level } from "./backend/types.js";
 import { current, type RunContext } from "./context.js";
 import type { Handle, HandleError } from "./handler.js";
@@ -72,6 +93,40 @@ export async function run(handle: Handle, options: RunOptions = {}): Promise<Out
     };
   }
 }
+
+/**
+ * The key-value store of unit tests: in memory, with the host's semantics
+ * (values are bytes, a `ttl` expires a key, `increment` stores decimal text,
+ * keys list in byte order, the host's default key and value size limits).
+ * Until {@link store.grant}, every bucket opens.
+ */
+export const store: {
+  /**
+   * Only these buckets open from now on, as if `stores` in the plugin's
+   * `[plugins.NAME]` table named just them: any other fails with a
+   * `StoreError` of kind `"access-denied"`. Replaces an earlier grant.
+   */
+  readonly grant: (...buckets: string[]) => void;
+  /**
+   * Every store call fails with a `StoreError` of kind `"other"` and this
+   * message, as when the host's store is down; `undefined` ends it.
+   */
+  readonly fail: (message: string | undefined) => void;
+  /** Moves the store's clock `seconds` ahead, so that keys set with a `ttl` expire without waiting. */
+  readonly advance: (seconds: number) => void;
+  /** Empties every bucket, lifts the grant (every bucket opens), ends `fail`, resets the clock. */
+  readonly reset: () => void;
+} = Object.freeze({
+  grant: (...buckets: string[]) => memory.grant(buckets),
+  fail: (message: string | undefined) => memory.fail(message),
+  advance: (seconds: number) => {
+    if (!Number.isFinite(seconds) || seconds < 0) {
+      throw new RangeError(`advance takes a number of seconds, not ${String(seconds)}`);
+    }
+    memory.advance(seconds);
+  },
+  reset: () => memory.reset(),
+});
 
 let installed = false;
 

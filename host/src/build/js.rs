@@ -37,6 +37,8 @@ const COMPONENTIZE_JS: &str = "0.23.0";
 const ESBUILD: &str = "0.25.12";
 /// The host's contract, for plugins that do not use the SDK (which carries its own).
 const HOST_WIT: &str = include_str!("../../../wit/plugin.wit");
+/// The `wasi:keyvalue` package the host's world imports, written beside it.
+const KEYVALUE_WIT: &str = include_str!("../../../wit/deps/keyvalue/keyvalue.wit");
 /// Some of componentize-js's dependencies need Node 20.
 const MIN_NODE: u32 = 20;
 /// The condition under which `optech-sdk` resolves to its component backend.
@@ -384,10 +386,15 @@ fn wit_for(plugin_dir: &Path, work: &Path) -> anyhow::Result<(PathBuf, &'static 
         return Ok((sdk_wit, "js"));
     }
     let wit = work.join("wit");
-    std::fs::create_dir_all(&wit).with_context(|| format!("creating {}", wit.display()))?;
-    let file = wit.join("plugin.wit");
-    if std::fs::read_to_string(&file).ok().as_deref() != Some(HOST_WIT) {
-        std::fs::write(&file, HOST_WIT).with_context(|| format!("writing {}", file.display()))?;
+    let deps = wit.join("deps");
+    std::fs::create_dir_all(&deps).with_context(|| format!("creating {}", deps.display()))?;
+    for (file, text) in [
+        (wit.join("plugin.wit"), HOST_WIT),
+        (deps.join("keyvalue.wit"), KEYVALUE_WIT),
+    ] {
+        if std::fs::read_to_string(&file).ok().as_deref() != Some(text) {
+            std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+        }
     }
     Ok((wit, "plugin"))
 }

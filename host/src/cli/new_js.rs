@@ -102,6 +102,9 @@ export const handle = handler(async (req) => {{
   log.info(`greeting ${{name}}`);
   // A back end is one fetch() away, to the hosts in the plugin's allowed_hosts:
   //   const res = await fetch(`${{config("base_url")}}/customers/${{name}}`);
+  // State that outlives a request goes in a bucket that `stores` grants in
+  // [plugins.{name}] of optech.toml (import {{ store }} from "optech-sdk"):
+  //   const visits = store.open("visits").increment(name);
   // Throw new InvalidInput(...) for a 400; any other throw is a 500 plugin_error.
   return {{ message: `${{greeting}}, ${{name}}!`, key: req.key }};
 }});

@@ -25,6 +25,9 @@ def handle(req):
     name = req.inputs.require("name")
     # From `[plugins.{name}.config]` in optech.toml.
     greeting = config("greeting") or "hello"
+    # State that outlives a request goes in a bucket that `stores` grants in
+    # `[plugins.{name}]` of optech.toml (`from optech_sdk import store`):
+    #   visits = store.open("visits").increment(name)
     return {{"message": f"{{greeting}}, {{name}}!", "key": req.key}}
 "#
     )

@@ -1,9 +1,11 @@
-// The SDK inside the host: config and log are the host's imports, and `fetch`
-// is the host's outbound HTTP client (see fetch.ts). Only bundles built with
-// the `optech-component` condition (`optech build`) load this file.
+// The SDK inside the host: config and log are the host's imports, `fetch`
+// is the host's outbound HTTP client (see fetch.ts), and the key-value store
+// is wasi:keyvalue with the host's extras (see keyvalue.ts). Only bundles
+// built with the `optech-component` condition (`optech build`) load this file.
 import { config, log } from "optech:plugin/host@0.1.0";
 
 import { fetch } from "./fetch.js";
+import { openBucket } from "./keyvalue.js";
 import type { Backend, Level } from "./types.js";
 
 globalThis.fetch = fetch as typeof globalThis.fetch;
@@ -25,4 +27,5 @@ export const backend: Backend = {
     const timer = setInterval(() => {}, KEEP_ALIVE_MS);
     return () => clearInterval(timer);
   },
+  openBucket,
 };

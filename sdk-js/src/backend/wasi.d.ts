@@ -101,3 +101,46 @@ declare module "wasi:http/outgoing-handler@0.2.12" {
   /** Throws an ErrorCode. */
   export function handle(request: OutgoingRequest, options: RequestOptions | undefined): FutureIncomingResponse;
 }
+
+declare module "wasi:keyvalue/store@0.2.0-draft2" {
+  export type Error = { tag: "no-such-store" } | { tag: "access-denied" } | { tag: "other"; val: string };
+  export interface KeyResponse {
+    keys: string[];
+    cursor?: string;
+  }
+  /** Throws an Error. */
+  export function open(identifier: string): Bucket;
+  /** Every method throws an Error. */
+  export class Bucket {
+    get(key: string): Uint8Array | undefined;
+    set(key: string, value: Uint8Array): void;
+    delete(key: string): void;
+    exists(key: string): boolean;
+    listKeys(cursor: string | undefined): KeyResponse;
+    [Symbol.dispose](): void;
+  }
+}
+
+declare module "wasi:keyvalue/atomics@0.2.0-draft2" {
+  import type { Bucket, Error } from "wasi:keyvalue/store@0.2.0-draft2";
+  export type CasError = { tag: "store-error"; val: Error } | { tag: "cas-failed"; val: Cas };
+  export class Cas {
+    /** Throws an Error. */
+    static new(bucket: Bucket, key: string): Cas;
+    /** Throws an Error. */
+    current(): Uint8Array | undefined;
+    [Symbol.dispose](): void;
+  }
+  /** Throws an Error. */
+  export function increment(bucket: Bucket, key: string, delta: bigint): bigint;
+  /** Takes the handle; throws a CasError. */
+  export function swap(cas: Cas, value: Uint8Array): void;
+}
+
+declare module "optech:plugin/keyvalue-extras@0.1.0" {
+  import type { Bucket, KeyResponse } from "wasi:keyvalue/store@0.2.0-draft2";
+  /** Throws an Error. */
+  export function setWithTtl(bucket: Bucket, key: string, value: Uint8Array, ttlSeconds: bigint): void;
+  /** Throws an Error. */
+  export function listKeysWithPrefix(bucket: Bucket, prefix: string, cursor: string | undefined): KeyResponse;
+}

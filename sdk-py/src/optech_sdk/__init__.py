@@ -34,6 +34,9 @@ handler has:
   (``print`` works too);
 - `http`: requests to the plugin's own back ends, where its `allowed_hosts`
   lets it go;
+- `store`: the host's key-value store, state that outlives a request
+  (``store.open("counters").increment("hits")``), in the buckets its
+  `stores` grants; its calls raise `StoreError`;
 - `testing`: a handler's unit tests in plain CPython.
 
 By default the host runs every request in a fresh instance, so module
@@ -44,12 +47,23 @@ carry over. Write handlers that are correct either way.
 
 from __future__ import annotations
 
-from . import _backend, http, log
+from . import _backend, http, log, store
 from ._core import Data, handler
-from ._errors import InvalidInput
+from ._errors import InvalidInput, StoreError
 from ._request import Inputs, Request
 
-__all__ = ["Data", "Inputs", "InvalidInput", "Request", "config", "handler", "http", "log"]
+__all__ = [
+    "Data",
+    "Inputs",
+    "InvalidInput",
+    "Request",
+    "StoreError",
+    "config",
+    "handler",
+    "http",
+    "log",
+    "store",
+]
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,7 @@
-"""Where a handler's config reads, log lines and outbound requests go: to the
-host inside a component, to a test's values under `optech_sdk.testing.call`,
-and otherwise to Python's `logging` with no config and no network."""
+"""Where a handler's config reads, log lines, outbound requests and store
+calls go: to the host inside a component, to a test's values under
+`optech_sdk.testing.call`, and otherwise to Python's `logging` with no config
+and no network, and to a key-value store in memory."""
 
 from __future__ import annotations
 
@@ -39,6 +40,31 @@ logger = logging.getLogger("optech_sdk.plugin")
 """Outside the host, a handler's `log` lines go here (pytest's caplog sees them)."""
 
 
+class RawBucket(Protocol):
+    """An open bucket in the contract's terms (bytes, pages): the host's
+    `wasi:keyvalue` imports inside a component, a dict in memory outside.
+    Every method may raise `KvError`."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def set(self, key: str, value: bytes, ttl: int | None) -> None:
+        """`ttl`: seconds, at least 1 (`keyvalue-extras.set-with-ttl`)."""
+
+    def delete(self, key: str) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def increment(self, key: str, delta: int) -> int: ...
+
+    def list_keys(self, prefix: str, cursor: str | None) -> tuple[list[str], str | None]:
+        """One page of keys starting with `prefix`, in byte order, and the
+        cursor of the next page (`None` on the last)."""
+
+    def compare_and_swap(self, key: str, expected: bytes | None, value: bytes) -> bool:
+        """Sets `value` if the key holds `expected` (`None`: absent), in one
+        step; whether it did. The value set has no time to live."""
+
+
 class Backend(Protocol):
     def config(self, name: str) -> str | None: ...
 
@@ -46,9 +72,13 @@ class Backend(Protocol):
 
     def send(self, request: Request) -> Response: ...
 
+    def open_bucket(self, name: str) -> RawBucket:
+        """Opens a bucket of the key-value store; may raise `KvError`."""
+
 
 class Local:
-    """Plain CPython: no config, `logging` for the log, no network."""
+    """Plain CPython: no config, `logging` for the log, no network, the
+    key-value store in memory."""
 
     def config(self, name: str) -> str | None:
         return None
@@ -63,6 +93,11 @@ class Local:
             "outbound HTTP runs only inside the optech host; in a unit test, "
             "give optech_sdk.testing.call an `http` function that answers it"
         )
+
+    def open_bucket(self, name: str) -> RawBucket:
+        from ._memory import open_bucket
+
+        return open_bucket(name)
 
 
 _default: Backend = Local()

@@ -10,8 +10,9 @@ import sys
 from urllib.parse import urlsplit
 
 from componentize_py_types import Err
+from wit_world.imports import atomics, keyvalue_extras, outgoing_handler
 from wit_world.imports import host as wit_host
-from wit_world.imports import outgoing_handler
+from wit_world.imports import store as wit_store
 from wit_world.imports import wasi_http_types as wasi
 from wit_world.imports.optech_plugin_types import Error_Failed, Error_InvalidInput
 from wit_world.imports.streams import StreamError_Closed, StreamError_LastOperationFailed
@@ -19,7 +20,7 @@ from wit_world.imports.streams import StreamError_Closed, StreamError_LastOperat
 from . import http
 from ._backend import Level
 from ._core import Fields, failure_message, format_traceback, registered, to_fields
-from ._errors import InvalidInput
+from ._errors import InvalidInput, KvError, StoreError
 from ._request import Inputs, Request
 
 _LEVELS = {
@@ -65,7 +66,7 @@ class WitWorld:
         except InvalidInput as error:
             raise Err(Error_InvalidInput(str(error))) from None
         except (Exception, SystemExit) as error:
-            message = failure_message(error, (http.Error,))
+            message = failure_message(error, (http.Error, StoreError))
             if isinstance(error, ImportError):
                 message += f" ({_IMPORT_HINT})"
             try:
@@ -91,6 +92,100 @@ class Host:
 
     def send(self, request: http.Request) -> http.Response:
         return _send(request)
+
+    def open_bucket(self, name: str) -> HostBucket:
+        try:
+            return HostBucket(wit_store.open(name))
+        except Err as error:
+            raise _kv_error(error.value) from None
+
+
+class HostBucket:
+    """A bucket of the host's store: `wasi:keyvalue` and the host's
+    `keyvalue-extras`, their errors raised as `KvError`."""
+
+    def __init__(self, bucket: wit_store.Bucket) -> None:
+        self._bucket = bucket
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            value: bytes | None = self._bucket.get(key)
+            return value
+        except Err as error:
+            raise _kv_error(error.value) from None
+
+    def set(self, key: str, value: bytes, ttl: int | None) -> None:
+        try:
+            if ttl is None:
+                self._bucket.set(key, value)
+            else:
+                keyvalue_extras.set_with_ttl(self._bucket, key, value, ttl)
+        except Err as error:
+            raise _kv_error(error.value) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self._bucket.delete(key)
+        except Err as error:
+            raise _kv_error(error.value) from None
+
+    def exists(self, key: str) -> bool:
+        try:
+            found: bool = self._bucket.exists(key)
+            return found
+        except Err as error:
+            raise _kv_error(error.value) from None
+
+    def increment(self, key: str, delta: int) -> int:
+        try:
+            total: int = atomics.increment(self._bucket, key, delta)
+            return total
+        except Err as error:
+            raise _kv_error(error.value) from None
+
+    def list_keys(self, prefix: str, cursor: str | None) -> tuple[list[str], str | None]:
+        try:
+            page = keyvalue_extras.list_keys_with_prefix(self._bucket, prefix, cursor)
+        except Err as error:
+            raise _kv_error(error.value) from None
+        return list(page.keys), page.cursor
+
+    def compare_and_swap(self, key: str, expected: bytes | None, value: bytes) -> bool:
+        try:
+            cas = atomics.Cas.new(self._bucket, key)
+        except Err as error:
+            raise _kv_error(error.value) from None
+        try:
+            current = cas.current()
+        except Err as error:
+            cas.__exit__(None, None, None)
+            raise _kv_error(error.value) from None
+        if current != expected:
+            cas.__exit__(None, None, None)
+            return False
+        try:
+            # `swap` takes the handle: it is the host's from here on.
+            atomics.swap(cas, value)
+        except Err as error:
+            failure = error.value
+            if isinstance(failure, atomics.CasError_CasFailed):
+                # Changed since `Cas.new` read it; what it holds now is no use here.
+                failure.value.__exit__(None, None, None)
+                return False
+            assert isinstance(failure, atomics.CasError_StoreError)
+            raise _kv_error(failure.value) from None
+        return True
+
+
+def _kv_error(error: object) -> KvError:
+    """`KvError` for `wasi:keyvalue/store`'s `error`."""
+    if isinstance(error, wit_store.Error_AccessDenied):
+        return KvError("access-denied")
+    if isinstance(error, wit_store.Error_NoSuchStore):
+        return KvError("no-such-store")
+    if isinstance(error, wit_store.Error_Other):
+        return KvError("other", error.value)
+    return KvError("other", f"the store failed: {error!r}")
 
 
 def _send(request: http.Request) -> http.Response:

@@ -25,6 +25,24 @@ WebAssembly, no host.
 value a string) and lets the handler's exceptions through, so
 ``pytest.raises`` sees them. `log` lines go to Python's `logging` (logger
 ``optech_sdk.plugin``), where pytest's ``caplog`` finds them.
+
+The key-value store (`optech_sdk.store`) is in memory here, one for the
+process, kept from one `call` to the next as the host's store outlives an
+instance; `store` controls it:
+
+.. code-block:: python
+
+    from optech_sdk import store as kv, testing
+
+    @pytest.fixture(autouse=True)
+    def empty_store():
+        testing.store.reset()
+
+    def test_counts_visits():
+        testing.store.grant("counters")          # as `stores = ["counters"]`
+        testing.call(handle, {"user": "ada"})
+        assert testing.call(handle, {"user": "ada"})["seen"] == "2"
+        assert kv.open("counters").get("seen:ada") == "2"
 """
 
 from __future__ import annotations
@@ -33,12 +51,13 @@ import json
 from collections.abc import Callable, Mapping
 from contextvars import copy_context
 
+from . import _memory
 from . import http as _http
-from ._backend import Backend, Level, Local, _override
+from ._backend import Backend, Level, Local, RawBucket, _override
 from ._core import Data, to_fields
 from ._request import Inputs, InputsLike, Request
 
-__all__ = ["call", "Responder"]
+__all__ = ["call", "Responder", "store"]
 
 Responder = Callable[[_http.Request], _http.Response]
 """A test's stand-in for the back ends: answers each outbound request (or
@@ -69,6 +88,44 @@ class _Test(Backend):
                 f"the test's http function returns an http.Response, not {type(response).__name__}"
             )
         return response
+
+    def open_bucket(self, name: str) -> RawBucket:
+        return self._local.open_bucket(name)
+
+
+class _Store:
+    """The key-value store of unit tests: in memory, with the host's
+    semantics (values are bytes, a `ttl` expires a key, `increment` stores
+    decimal text, keys list in byte order, the host's default key and value
+    size limits). Until `grant`, every bucket opens."""
+
+    def grant(self, *buckets: str) -> None:
+        """Only these buckets open from now on, as if ``stores`` in the
+        plugin's ``[plugins.NAME]`` table named just them: a call on any
+        other raises `StoreError` (``kind == "access-denied"``). Replaces an
+        earlier grant."""
+        _memory.grant(frozenset(buckets))
+
+    def fail(self, message: str | None) -> None:
+        """Every store call raises `StoreError` (``kind == "other"``) with
+        this message, as when the host's store is down; ``None`` ends it."""
+        _memory.fail(message)
+
+    def advance(self, seconds: float) -> None:
+        """Moves the store's clock `seconds` ahead, so that keys set with a
+        `ttl` expire without waiting."""
+        if not seconds >= 0:
+            raise ValueError(f"advance takes a number of seconds, not {seconds!r}")
+        _memory.advance(seconds)
+
+    def reset(self) -> None:
+        """Empties every bucket, lifts the grant (every bucket opens), ends
+        `fail` and resets the clock."""
+        _memory.reset()
+
+
+store = _Store()
+"""Controls the key-value store handlers see in unit tests."""
 
 
 def _config_text(value: object) -> str:
