@@ -132,12 +132,23 @@ pub fn orders_config(
     base_url: &str,
     extra: &str,
 ) -> anyhow::Result<PathBuf> {
+    orders_config_with(dir, back_end, base_url, extra, "")
+}
+
+/// [`orders_config`] with more lines in `[plugins.orders.config]`.
+pub fn orders_config_with(
+    dir: &Path,
+    back_end: &str,
+    base_url: &str,
+    extra: &str,
+    plugin_config: &str,
+) -> anyhow::Result<PathBuf> {
     let path = dir.join("optech.toml");
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = {:?}\ndata_dir = {:?}\nmax_in_flight = 1024\nwatch = false\nadmin_listen = \"\"\n\
          [keys]\n\"order status\" = \"orders\"\n\
          [plugins.orders]\nallowed_hosts = [{back_end:?}]\nmax_http_in_flight = 1024\n{extra}\
-         [plugins.orders.config]\nbase_url = {base_url:?}\ntoken = {:?}\n",
+         [plugins.orders.config]\nbase_url = {base_url:?}\ntoken = {:?}\n{plugin_config}",
         crate::root().join("plugins").display().to_string(),
         dir.join("data").display().to_string(),
         crate::backend::TOKEN,
@@ -217,6 +228,37 @@ impl Contender {
             "d2. optech + orders.wasm, a new connection per request"
         } else {
             "d. optech + orders.wasm, one GET per request"
+        };
+        let mut contender = Self::custom(name, &config)?;
+        contender.workload = Workload::Orders;
+        Ok(contender)
+    }
+
+    /// (d4, d5) as (d), the token from the client-credentials grant: kept in
+    /// the store until it expires (d4), or fetched for every request (d5).
+    pub fn orders_token(dir: &Path, back_end: &str, cached: bool) -> anyhow::Result<Self> {
+        let dir = dir.join(if cached {
+            "orders-token-cached"
+        } else {
+            "orders-token-fetched"
+        });
+        std::fs::create_dir_all(&dir)?;
+        let grant = format!(
+            "token_url = \"{back_end}/oauth/token\"\nclient_id = {:?}\nclient_secret = {:?}\n{}",
+            crate::backend::CLIENT_ID,
+            crate::backend::CLIENT_SECRET,
+            if cached {
+                ""
+            } else {
+                "token_cache = \"off\"\n"
+            },
+        );
+        let config =
+            orders_config_with(&dir, back_end, back_end, "stores = [\"tokens\"]\n", &grant)?;
+        let name = if cached {
+            "d4. optech + orders.wasm, OAuth token kept in the store"
+        } else {
+            "d5. optech + orders.wasm, OAuth token fetched per request"
         };
         let mut contender = Self::custom(name, &config)?;
         contender.workload = Workload::Orders;

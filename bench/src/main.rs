@@ -128,8 +128,10 @@ fn main() -> anyhow::Result<()> {
         contenders.push(Contender::orders(work.path(), &base, true)?);
         contenders.push(Contender::orders_reusing(work.path(), &base)?);
         contenders.push(Contender::native_orders(work.path(), &base)?);
+        contenders.push(Contender::orders_token(work.path(), &base, true)?);
+        contenders.push(Contender::orders_token(work.path(), &base, false)?);
         println!(
-            "outbound (d, d2, e): \"order status\" requests, each one GET with a bearer token to a back end on loopback (its own process thread) answering a small JSON order\n"
+            "outbound (d, d2, e): \"order status\" requests, each one GET with a bearer token to a back end on loopback (its own process thread) answering a small JSON order; d4 and d5 take the token by OAuth 2 client credentials from the same back end, d4 keeping it in the store (SQLite) until it expires, d5 fetching one per request\n"
         );
     }
     if args.no_python {
@@ -170,6 +172,8 @@ fn main() -> anyhow::Result<()> {
         });
     }
     let mut rounds: Vec<Vec<LoadResult>> = vec![Vec::new(); contenders.len()];
+    // What the back end served each contender, per round (d4 and d5 are checked on it).
+    let mut served: Vec<Vec<backend::Served>> = vec![Vec::new(); contenders.len()];
     for round in 1..=args.rounds.max(1) {
         // Every other round runs backwards, so no contender always runs right
         // after the same neighbour or at the same point of a round: a pair
@@ -180,7 +184,10 @@ fn main() -> anyhow::Result<()> {
         }
         for i in order {
             let (contender, results) = (&contenders[i], &mut rounds[i]);
+            let before = back_end.as_ref().map(|b| b.served()).unwrap_or_default();
             let result = contender.measure(&options, &scripts)?;
+            let after = back_end.as_ref().map(|b| b.served()).unwrap_or_default();
+            served[i].push(after - before);
             eprintln!(
                 "round {round}: {} {:.0} req/s",
                 contender.name,
@@ -277,6 +284,13 @@ fn main() -> anyhow::Result<()> {
     if let (Some(h2), Some(i)) = (rps("h2."), rps("i.")) {
         println!("h2/i (reused Python instances vs FastAPI): {:.2}", h2 / i);
     }
+    if let (Some(d4), Some(d5)) = (rps("d4."), rps("d5.")) {
+        println!(
+            "d4/d5 (OAuth token kept in the store vs fetched per request): {:.2}",
+            d4 / d5
+        );
+    }
+    let token_failures = check_tokens(&contenders, &served, options.connections);
     if args.scale {
         println!();
         scale::run(work.path(), &options, &scripts)?;
@@ -290,7 +304,53 @@ fn main() -> anyhow::Result<()> {
     if !failed.is_empty() {
         anyhow::bail!("requests failed:\n  {}", failed.join("\n  "));
     }
+    if !token_failures.is_empty() {
+        anyhow::bail!("token counts are wrong:\n  {}", token_failures.join("\n  "));
+    }
     Ok(())
+}
+
+/// Prints the tokens d4 and d5 took per order and returns what is wrong: d5
+/// must take one per order (and per request still in flight when the load
+/// stops: at most one per connection more); d4 at most one per connection
+/// per round (instances that miss the cache together each fetch one),
+/// whatever the number of orders.
+fn check_tokens(
+    contenders: &[Contender],
+    served: &[Vec<backend::Served>],
+    connections: u32,
+) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for (contender, rounds) in contenders.iter().zip(served) {
+        let cached = contender.name.starts_with("d4.");
+        if !cached && !contender.name.starts_with("d5.") {
+            continue;
+        }
+        let tokens: u64 = rounds.iter().map(|s| s.tokens).sum();
+        let orders: u64 = rounds.iter().map(|s| s.orders).sum();
+        println!(
+            "{}: {tokens} tokens for {orders} orders over {} rounds",
+            contender.name.split('.').next().unwrap_or_default(),
+            rounds.len()
+        );
+        for (round, s) in rounds.iter().enumerate() {
+            let ok = if cached {
+                s.tokens <= u64::from(connections) && s.orders > s.tokens
+            } else {
+                s.orders > 0 && (s.orders..=s.orders + u64::from(connections)).contains(&s.tokens)
+            };
+            if !ok {
+                wrong.push(format!(
+                    "{} round {}: {} tokens for {} orders",
+                    contender.name,
+                    round + 1,
+                    s.tokens,
+                    s.orders
+                ));
+            }
+        }
+    }
+    wrong
 }
 
 fn machine() -> String {

@@ -263,6 +263,7 @@ impl Host {
                         identity.signer.clone(),
                         &identity.client_id,
                     )?,
+                    stores: pool.stores().clone(),
                     answers_later,
                 });
                 let state = Arc::new(AdminState {

@@ -96,6 +96,34 @@ async fn a_plugin_sees_only_its_grants_and_the_buckets_it_shares() {
         &[("plugin", "a"), ("outcome", "ok")],
     );
     assert_eq!(calls, 3.0, "a's three calls are counted");
+
+    // The console's Plugins page says what each bucket holds.
+    let page = host
+        .client
+        .get(format!("{}/plugins/table", host.admin_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let bucket = |name: &str| {
+        let start = page
+            .find(&format!("data-bucket=\"{name}\""))
+            .unwrap_or_else(|| panic!("no bucket {name} in {page}"));
+        let end = start + page[start..].find("</div>").unwrap();
+        page[start..end].to_string()
+    };
+    let own = bucket("own");
+    assert!(
+        own.contains(">1</span> keys, <span class=\"num\">11</span> bytes"),
+        "{own}"
+    );
+    let shared = bucket("shared");
+    assert!(
+        shared.contains(">1</span> keys, <span class=\"num\">7</span> bytes"),
+        "{shared}"
+    );
 }
 
 #[tokio::test]

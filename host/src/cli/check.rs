@@ -1,8 +1,10 @@
 //! `optech check`: everything wrong with a config and the plugins it maps, all
 //! at once, without serving: unknown or malformed settings, unset secrets,
-//! missing or unreadable plugin files, components that do not match the WIT.
-//! For a user's own CI.
+//! missing or unreadable plugin files, components that do not match the WIT,
+//! bucket grants that are malformed; and which plugin may open which bucket
+//! of the store, with a warning where plugins share one. For a user's own CI.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::config::Config;
@@ -19,6 +21,8 @@ pub struct Report {
     /// Plugins that loaded and match the WIT.
     pub plugins_ok: usize,
     pub keys: usize,
+    /// `plugin: bucket, bucket` for every plugin granted buckets of the store.
+    pub grants: Vec<String>,
 }
 
 /// `optech check`: the report on stderr (ok on stdout); false when there are problems.
@@ -34,6 +38,9 @@ pub async fn run(config: &Path) -> bool {
             report.keys,
             report.plugins_ok
         );
+        for grant in &report.grants {
+            println!("  stores of {grant}");
+        }
         true
     } else {
         eprintln!("{} problem(s):", report.problems.len());
@@ -69,6 +76,7 @@ pub async fn check(config_path: &Path) -> Report {
             .map(|p| format!("{shown}: {}: {}", p.key, p.message)),
     );
     report.keys = config.keys.len();
+    grants(&config, &mut report);
     // Compiles in memory only: a check writes nothing.
     let runtime = match Runtime::new(&RuntimeOptions {
         max_instances: 1,
@@ -91,4 +99,59 @@ pub async fn check(config_path: &Path) -> Report {
         }
     }
     report
+}
+
+/// Lists each plugin's buckets, and warns of a bucket granted to several:
+/// they read and overwrite each other's keys there, which must be meant.
+fn grants(config: &Config, report: &mut Report) {
+    let mut holders: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (name, plugin) in &config.plugins {
+        if plugin.stores.is_empty() {
+            continue;
+        }
+        let buckets: Vec<&str> = plugin.stores.iter().map(String::as_str).collect();
+        report
+            .grants
+            .push(format!("{name}: {}", buckets.join(", ")));
+        for bucket in buckets {
+            holders.entry(bucket).or_default().push(name);
+        }
+    }
+    for (bucket, plugins) in holders {
+        if plugins.len() > 1 {
+            report.warnings.push(format!(
+                "bucket `{bucket}` is granted to {}: each reads and overwrites the others' keys in it",
+                plugins.join(", ")
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn grants_are_listed_and_a_shared_bucket_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("optech.toml");
+        std::fs::write(
+            &path,
+            "[keys]\na = \"a\"\nb = \"b\"\n\
+             [plugins.a]\nstores = [\"tokens\", \"shared\"]\n\
+             [plugins.b]\nstores = [\"shared\"]\n",
+        )
+        .unwrap();
+        let (config, problems) = Config::check(&path, &Environment::process()).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let mut report = Report::default();
+        grants(&config, &mut report);
+        assert_eq!(report.grants, ["a: shared, tokens", "b: shared"]);
+        assert_eq!(
+            report.warnings,
+            [
+                "bucket `shared` is granted to a, b: each reads and overwrites the others' keys in it"
+            ]
+        );
+    }
 }

@@ -25,14 +25,16 @@ use maud::Markup;
 use serde::Deserialize;
 
 pub use access::Access;
-use pages::{PluginRow, TryDelivery, TryOutcome};
+use pages::{BucketUsage, PluginRow, TryDelivery, TryOutcome};
 pub use try_it::TryIt;
 
 use crate::config::Mode;
 use crate::jobs::Jobs;
 use crate::recent::{Filter, Recent};
+use crate::reload::ReloadStatus;
 use crate::reload::Reloader;
 use crate::router::Router;
+use crate::store::Stores;
 
 /// Rows the Requests page shows at most.
 const ROWS: usize = 200;
@@ -47,6 +49,8 @@ pub struct Console {
     pub recent: Arc<Recent>,
     pub access: Access,
     pub try_it: TryIt,
+    /// Plugins' key-value store, for the sizes of their buckets.
+    pub stores: Stores,
     /// Whether the outbox may hold records (some plugin answers later, or an
     /// earlier run left records): otherwise the Deliveries page does not open it.
     pub answers_later: bool,
@@ -234,14 +238,54 @@ async fn deliveries(console: &Console) -> Markup {
 }
 
 async fn plugins_page(State(console): State<Arc<Console>>) -> Response {
-    html(pages::plugins_page(plugins(&console)))
+    html(pages::plugins_page(plugins(&console).await))
 }
 
 async fn plugins_table(State(console): State<Arc<Console>>) -> Response {
-    html(plugins(&console))
+    html(plugins(&console).await)
 }
 
-fn plugins(console: &Console) -> Markup {
+/// How long the Plugins page waits on the store for bucket sizes: a store
+/// that is down must not hold the page.
+const USAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What each granted bucket holds now, by name (one look per bucket, however
+/// many plugins share it).
+async fn bucket_usage(console: &Console, rows: &[PluginRow]) -> BTreeMap<String, BucketUsage> {
+    let buckets: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .flat_map(|r| r.stores.iter().map(|(b, _)| b.as_str()))
+        .collect();
+    let mut usage = BTreeMap::new();
+    for bucket in buckets {
+        let found = tokio::time::timeout(USAGE_WAIT, console.stores.backend().usage(bucket)).await;
+        let shown = match found {
+            Ok(Ok(u)) => BucketUsage::Holds {
+                keys: u.keys,
+                bytes: u.bytes,
+            },
+            Ok(Err(e)) => BucketUsage::Unknown(e.to_string()),
+            Err(_) => BucketUsage::Unknown("the store did not answer within 1 s".into()),
+        };
+        usage.insert(bucket.to_string(), shown);
+    }
+    usage
+}
+
+async fn plugins(console: &Console) -> Markup {
+    let (mut rows, status) = plugin_rows(console);
+    let usage = bucket_usage(console, &rows).await;
+    for row in &mut rows {
+        for (bucket, shown) in &mut row.stores {
+            if let Some(found) = usage.get(bucket) {
+                *shown = found.clone();
+            }
+        }
+    }
+    pages::plugins_table(&rows, &status)
+}
+
+fn plugin_rows(console: &Console) -> (Vec<PluginRow>, ReloadStatus) {
     let status = console.reloader.status();
     let mut rows: BTreeMap<String, PluginRow> = BTreeMap::new();
     for (key, plugin) in console.router.snapshot().iter() {
@@ -270,6 +314,11 @@ fn plugins(console: &Console) -> Markup {
                 source: s.source.display().to_string(),
                 sha256: plugin.sha256.clone(),
                 loaded_at: plugin.loaded_at,
+                stores: s
+                    .stores
+                    .iter()
+                    .map(|b| (b.clone(), BucketUsage::Unknown(String::new())))
+                    .collect(),
                 in_flight: plugin.stats.running(),
                 calls: plugin.stats.started(),
                 problems: status
@@ -282,8 +331,7 @@ fn plugins(console: &Console) -> Markup {
         });
         row.keys.push(key.to_string());
     }
-    let rows: Vec<PluginRow> = rows.into_values().collect();
-    pages::plugins_table(&rows, &status)
+    (rows.into_values().collect(), status)
 }
 
 fn size(bytes: u64) -> String {

@@ -440,6 +440,15 @@ pub fn deliveries_table(
     }
 }
 
+/// What a bucket holds, as the Plugins page says it.
+#[derive(Debug, Clone)]
+pub enum BucketUsage {
+    /// Keys (expired ones not yet pruned included) and their bytes.
+    Holds { keys: u64, bytes: u64 },
+    /// Why it is not known now.
+    Unknown(String),
+}
+
 /// One plugin as the Plugins page lists it.
 pub struct PluginRow {
     pub name: String,
@@ -449,6 +458,8 @@ pub struct PluginRow {
     pub source: String,
     pub sha256: String,
     pub loaded_at: SystemTime,
+    /// Its buckets of the store (`stores`) and what each holds.
+    pub stores: Vec<(String, BucketUsage)>,
     pub in_flight: usize,
     pub calls: u64,
     /// Problems with its file or settings right now.
@@ -468,7 +479,7 @@ pub fn plugins_table(plugins: &[PluginRow], reload: &ReloadStatus) -> Markup {
         div #plugins hx-get="/plugins/table" hx-trigger="every 2s" hx-swap="outerHTML" {
             table.plugins {
                 thead { tr {
-                    th { "Plugin" } th { "Keys" } th { "Mode" } th { "Limits" } th { "Source" }
+                    th { "Plugin" } th { "Keys" } th { "Mode" } th { "Limits" } th { "Store" } th { "Source" }
                     th { "SHA-256" } th { "Loaded" } th { "In flight" } th { "Reload" }
                 } }
                 tbody { @for p in plugins { tr data-plugin=(p.name) {
@@ -476,6 +487,18 @@ pub fn plugins_table(plugins: &[PluginRow], reload: &ReloadStatus) -> Markup {
                     td { @for (i, key) in p.keys.iter().enumerate() { @if i > 0 { ", " } code { (key) } } }
                     td { (mode(Some(p.mode))) }
                     td.limits { @for (name, value) in &p.limits { span { (name) " " (value) } " " } }
+                    td.stores {
+                        @if p.stores.is_empty() { span.muted { "none" } }
+                        @for (bucket, usage) in &p.stores { div data-bucket=(bucket) {
+                            code { (bucket) } " "
+                            @match usage {
+                                BucketUsage::Holds { keys, bytes } => {
+                                    span.num { (keys) } " keys, " span.num { (bytes) } " bytes"
+                                }
+                                BucketUsage::Unknown(why) => span.error title=(why) { "unknown" },
+                            }
+                        } }
+                    }
                     td.path { (p.source) }
                     td { code title=(p.sha256) { (p.sha256.get(..12).unwrap_or(&p.sha256)) } }
                     td title=(full_time(p.loaded_at)) { (ago(p.loaded_at)) " ago" }
