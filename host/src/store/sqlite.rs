@@ -126,25 +126,22 @@ impl SqliteBackend {
 }
 
 fn read(tx: &Transaction<'_>, bucket: &str, key: &str) -> Result<Option<Row>, StoreError> {
-    tx.query_row(
-        "SELECT value, owner, expires FROM kv WHERE bucket = ?1 AND key = ?2",
-        params![bucket, key],
-        |r| {
+    tx.prepare_cached("SELECT value, owner, expires FROM kv WHERE bucket = ?1 AND key = ?2")
+        .map_err(unavailable)?
+        .query_row(params![bucket, key], |r| {
             Ok(Row {
                 value: r.get(0)?,
                 owner: r.get(1)?,
                 expires: r.get(2)?,
             })
-        },
-    )
-    .optional()
-    .map_err(unavailable)
+        })
+        .optional()
+        .map_err(unavailable)
 }
 
 fn count(tx: &Transaction<'_>, bucket: &str, keys: i64, bytes: i64) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO kv_buckets (bucket, keys, bytes) VALUES (?1, ?2, ?3)
-         ON CONFLICT (bucket) DO UPDATE SET keys = keys + excluded.keys, bytes = bytes + excluded.bytes",
+    tx.prepare_cached("INSERT INTO kv_buckets (bucket, keys, bytes) VALUES (?1, ?2, ?3)
+         ON CONFLICT (bucket) DO UPDATE SET keys = keys + excluded.keys, bytes = bytes + excluded.bytes").map_err(unavailable)?.execute(
         params![bucket, keys, bytes],
     )
     .map_err(unavailable)?;
@@ -152,11 +149,12 @@ fn count(tx: &Transaction<'_>, bucket: &str, keys: i64, bytes: i64) -> Result<()
 }
 
 fn charge(tx: &Transaction<'_>, owner: &str, bytes: i64) -> Result<(), StoreError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO kv_owners (owner, bytes) VALUES (?1, ?2)
          ON CONFLICT (owner) DO UPDATE SET bytes = bytes + excluded.bytes",
-        params![owner, bytes],
     )
+    .map_err(unavailable)?
+    .execute(params![owner, bytes])
     .map_err(unavailable)?;
     Ok(())
 }
@@ -174,7 +172,9 @@ fn admit(
 ) -> Result<(), StoreError> {
     let number = |sql: &str, arg: &str| -> Result<u64, StoreError> {
         let n: Option<i64> = tx
-            .query_row(sql, params![arg], |r| r.get(0))
+            .prepare_cached(sql)
+            .map_err(unavailable)?
+            .query_row(params![arg], |r| r.get(0))
             .optional()
             .map_err(unavailable)?;
         Ok(n.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
@@ -201,12 +201,19 @@ fn put(
         old = read(tx, w.bucket, w.key)?;
         admit(tx, w, value, old.as_ref()).map_err(|_| refused)?;
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO kv (bucket, key, value, owner, expires) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (bucket, key) DO UPDATE SET
              value = excluded.value, owner = excluded.owner, expires = excluded.expires",
-        params![w.bucket, w.key, value, w.owner, expires.map(millis)],
     )
+    .map_err(unavailable)?
+    .execute(params![
+        w.bucket,
+        w.key,
+        value,
+        w.owner,
+        expires.map(millis)
+    ])
     .map_err(unavailable)?;
     let new = signed(footprint(w.key, value));
     match old {
@@ -225,11 +232,10 @@ fn remove(tx: &Transaction<'_>, bucket: &str, key: &str, now: i64) -> Result<boo
     let Some(old) = read(tx, bucket, key)? else {
         return Ok(false);
     };
-    tx.execute(
-        "DELETE FROM kv WHERE bucket = ?1 AND key = ?2",
-        params![bucket, key],
-    )
-    .map_err(unavailable)?;
+    tx.prepare_cached("DELETE FROM kv WHERE bucket = ?1 AND key = ?2")
+        .map_err(unavailable)?
+        .execute(params![bucket, key])
+        .map_err(unavailable)?;
     let gone = signed(footprint(key, &old.value));
     charge(tx, &old.owner, -gone)?;
     count(tx, bucket, -1, -gone)?;
@@ -238,7 +244,7 @@ fn remove(tx: &Transaction<'_>, bucket: &str, key: &str, now: i64) -> Result<boo
 
 fn prune(tx: &Transaction<'_>, now: i64) -> Result<u64, StoreError> {
     let mut statement = tx
-        .prepare(
+        .prepare_cached(
             "DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?1
              RETURNING bucket, owner, length(key) + length(value)",
         )
@@ -351,7 +357,7 @@ impl Backend for SqliteBackend {
             // Keys compare as bytes (SQLite's BINARY collation); the prefix
             // test is on the key's leading bytes, so `%` and `_` mean nothing.
             let mut statement = tx
-                .prepare(
+                .prepare_cached(
                     "SELECT key FROM kv
                      WHERE bucket = ?1 AND key >= ?2 AND substr(key, 1, length(?2)) = ?2
                        AND (?3 IS NULL OR key > ?3)
