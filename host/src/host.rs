@@ -28,8 +28,9 @@ use crate::router::{Router, Routes};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::server::{self, AdminState, AppState, ConnectionLimits, Readiness};
 use crate::signature::Signer;
+use crate::store::postgres::PostgresBackend;
 use crate::store::sqlite::SqliteBackend;
-use crate::store::{Limits, Pruner, Stores};
+use crate::store::{Backend, Limits, Pruner, Stores};
 use crate::tls::TlsWatch;
 
 /// Connections the admin listener keeps open at once: an operator's browser
@@ -41,12 +42,16 @@ const STORE_PRUNE_PERIOD: Duration = Duration::from_secs(60);
 
 /// The plugins' store: the file `store.sqlite3` in the data directory, or
 /// the shared PostgreSQL of the outbox, so replicas share their buckets too.
-fn stores_for(config: &Config) -> Stores {
+/// Nothing is opened yet: the first call does.
+fn stores_for(config: &Config) -> anyhow::Result<Stores> {
     let limits = Limits::from(&config.store);
-    Stores::new(
-        Arc::new(SqliteBackend::new(&config.server.data_dir)),
-        limits,
-    )
+    let backend: Arc<dyn Backend> = match &config.server.outbox {
+        Some(url) => Arc::new(
+            PostgresBackend::new(url.expose()).context("the plugins' store in PostgreSQL")?,
+        ),
+        None => Arc::new(SqliteBackend::new(&config.server.data_dir)),
+    };
+    Ok(Stores::new(backend, limits))
 }
 
 /// Who the host is to the platform: how it signs and verifies, and its client id.
@@ -103,7 +108,7 @@ impl Host {
                 .then(|| config.server.data_dir.join("compiled")),
             cache_max: config.server.compile_cache_max,
             keep_resident: config.server.keep_resident,
-            stores: Some(stores_for(config)),
+            stores: Some(stores_for(config)?),
             ..RuntimeOptions::default()
         })?;
         let plugins = loader::load_all(&runtime, config).await.map_err(|errors| {

@@ -16,6 +16,7 @@ pub mod link;
 pub mod loader;
 pub mod logging;
 pub mod metrics;
+mod migrations;
 pub mod outbound;
 pub mod outbox;
 pub mod protocol;

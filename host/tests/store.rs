@@ -390,3 +390,112 @@ async fn the_orders_example_fetches_its_token_once_until_it_expires() {
     )
     .await;
 }
+
+/// Two hosts on one PostgreSQL, as two replicas: their plugins share buckets.
+async fn replicas(url: &str, rest: &str) -> (TestHost, TestHost) {
+    let server = format!("outbox = {url:?}");
+    let one = TestHost::start(&testkit_dir(), &config(&server, rest)).await;
+    let two = TestHost::start(&testkit_dir(), &config(&server, rest)).await;
+    (one, two)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_postgres_sum_concurrent_increments_and_one_swap_wins() {
+    let Some(common::Backend::Postgres(url)) = common::Backend::postgres().await else {
+        return;
+    };
+    let (one, two) = replicas(&url, "").await;
+    let increments = (0..64).map(|i| {
+        let host = if i % 2 == 0 { &one } else { &two };
+        kv(
+            host,
+            "kv",
+            json!({"op": "incr", "bucket": "shared", "key": "hits"}),
+        )
+    });
+    let sums: Vec<Value> = futures_util::future::join_all(increments).await;
+    let mut seen: Vec<i64> = sums
+        .iter()
+        .map(|s| s["value"].as_str().unwrap().parse().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=64).collect::<Vec<i64>>(),
+        "each increment saw its own sum"
+    );
+    assert_eq!(
+        kv(
+            &two,
+            "kv.b",
+            json!({"op": "get", "bucket": "shared", "key": "hits"})
+        )
+        .await["value"],
+        "64"
+    );
+
+    let racers = (0..16).map(|i| {
+        let host = if i % 2 == 0 { &one } else { &two };
+        kv(
+            host,
+            "kv",
+            json!({"op": "cas", "bucket": "shared", "key": "leader", "expected": "-", "value": format!("racer {i}")}),
+        )
+    });
+    let results = futures_util::future::join_all(racers).await;
+    let winners = results.iter().filter(|r| r["swapped"] == "true").count();
+    assert_eq!(winners, 1, "{results:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_is_an_error_to_the_plugin_within_its_deadline() {
+    let Some(cluster) = common::PrivateCluster::start() else {
+        return;
+    };
+    let url = common::fresh_database(&cluster.url).await;
+    let server = format!("outbox = {url:?}");
+    let host = TestHost::start(&testkit_dir(), &config(&server, "")).await;
+    let set = kv(
+        &host,
+        "kv",
+        json!({"op": "set", "bucket": "own", "key": "k", "value": "v"}),
+    )
+    .await;
+    assert_eq!(set["ok"], "true", "{set}");
+
+    cluster.crash();
+    // The plugin's own answer (200, not a 504): its store call came back
+    // with an error before the deadline (10 s by default).
+    let down = kv(
+        &host,
+        "kv",
+        json!({"op": "get", "bucket": "own", "key": "k"}),
+    )
+    .await;
+    let message = down["error"].as_str().unwrap_or_default();
+    assert!(message.contains("the store is unavailable"), "{down}");
+    let echo = host.ask("echo", json!({"still": "up"})).await;
+    assert_eq!(
+        echo.status, 404,
+        "the host answers on: an unmapped key is still a 404"
+    );
+    let scrape = common::scrape(&host.admin_url()).await;
+    let unavailable = common::counter(
+        &scrape,
+        "optech_store_calls_total",
+        &[("plugin", "a"), ("outcome", "unavailable")],
+    );
+    assert!(unavailable >= 1.0, "counted as unavailable: {unavailable}");
+
+    cluster.restart();
+    wait_until("the store is back", Duration::from_secs(30), || async {
+        kv(
+            &host,
+            "kv",
+            json!({"op": "get", "bucket": "own", "key": "k"}),
+        )
+        .await["value"]
+            == "v"
+    })
+    .await;
+}

@@ -18,9 +18,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Row, SqlSafeStr};
 use tokio::sync::{Mutex, OnceCell};
 
 use super::{
@@ -29,24 +28,8 @@ use super::{
 };
 use crate::config::redact_url;
 use crate::link::LinkTag;
+use crate::migrations::migrator;
 use crate::protocol::Fields;
-
-/// The outbox's schema, embedded. Listed by hand rather than with
-/// `sqlx::migrate!`: that macro compiles sqlx's PostgreSQL driver (rustls and
-/// ring among it) a second time, for the compiler, in every first build.
-/// Version, description and SQL are what `migrate!` took from each file, so
-/// the checksums that earlier versions recorded in `_sqlx_migrations` match;
-/// `tests::the_embedded_migrations_are_the_folder` keeps this list and
-/// `migrations/postgres/` the same.
-fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "outbox".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/postgres/0001_outbox.sql").into_sql_str(),
-        false,
-    )])
-}
 
 /// The channel released claims are announced on.
 const CHANNEL: &str = "optech_outbox";
@@ -525,43 +508,5 @@ impl std::fmt::Debug for PostgresOutbox {
             .field("owner", &self.owner)
             .field("lease", &self.lease)
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    /// The list above against what `sqlx::migrate!` would embed: the folder,
-    /// read the way sqlx reads it. A new migration file fails this until it is
-    /// listed. (An edited file changes both sides alike: editing a migration a
-    /// database already ran is refused by sqlx when it runs, as before.)
-    #[tokio::test]
-    async fn the_embedded_migrations_are_the_folder() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
-        let folder = Migrator::new(dir)
-            .await
-            .expect("reading the migrations folder");
-        let summary = |m: &Migrator| {
-            m.iter()
-                .map(|m| {
-                    let checksum = m.checksum.to_vec();
-                    (
-                        m.version,
-                        m.description.to_string(),
-                        m.migration_type,
-                        checksum,
-                        m.no_tx,
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(summary(&migrator()), summary(&folder));
-        assert!(
-            folder.iter().count() > 0,
-            "no migrations read from the folder"
-        );
     }
 }

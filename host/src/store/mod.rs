@@ -3,7 +3,9 @@
 //!
 //! A fresh instance per request remembers nothing; a bucket is where a plugin
 //! keeps what must outlive a request (a cached token, a counter). Backends:
-//! `sqlite` (a file in the data directory, the default), `memory` (tests).
+//! `sqlite` (a file in the data directory, the default), `postgres` (the
+//! outbox's database, when that is PostgreSQL, so every replica shares one
+//! store), `memory` (tests).
 //! Every backend keeps the same invariants, checked by the same tests
 //! (`conformance`): an expired key reads as absent and is overwritten as
 //! absent; increment and compare-and-swap are atomic; a refused write changes
@@ -14,6 +16,7 @@
 //! `Grant`, and the grant is all a plugin's calls go through.
 
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
