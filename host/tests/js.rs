@@ -181,6 +181,8 @@ fetch-url = "js"
 probe = "js"
 post = "js"
 parallel = "js"
+kv = "js"
+"hostile:kv" = "hostile"
 "hostile:loop" = "hostile"
 "hostile:alloc" = "hostile"
 "hostile:never" = "hostile"
@@ -192,6 +194,7 @@ parallel = "js"
 [plugins.js]
 source = {jskit:?}
 allowed_hosts = ["{back_end}"]
+stores = ["own"]
 [plugins.js.config]
 base_url = "{back_end}"
 token = "tok-123"
@@ -244,6 +247,28 @@ token = "tok-456"
         echo.body["data"],
         json!({"key": "echo", "a": "1", "b": "two"})
     );
+    // The store through the SDK and the host's wasi:keyvalue: every call once.
+    let kv = ask(&url, "kv", json!({"bucket": "own"})).await;
+    assert_eq!(
+        kv.body["data"],
+        json!({"token": "abc", "missing": "null", "count": "2", "swapped": "true",
+               "lost": "false", "raw": "0,255", "gone": "true", "keys": "count,leader,token"}),
+        "{}",
+        kv.raw
+    );
+    let again = ask(&url, "kv", json!({"bucket": "own"})).await;
+    assert_eq!(
+        again.body["data"]["count"], "4",
+        "the count outlived the instance"
+    );
+    let denied = ask(&url, "hostile:kv", json!({"bucket": "own"})).await;
+    let message = denied.body["data"]["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("bucket `own` is not granted") && message.contains("`stores`"),
+        "{}",
+        denied.raw
+    );
+
     let data = ask(&url, "data", json!({})).await;
     assert_eq!(
         data.body["data"],

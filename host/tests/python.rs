@@ -117,6 +117,33 @@ async fn inputs_become_data_and_exceptions_become_the_two_errors() {
     assert_eq!(answer.status, 400, "{}", answer.json());
 }
 
+#[tokio::test]
+async fn the_store_through_the_sdk_and_the_hosts_wasi_keyvalue() {
+    let (host, _dir) = pykit_host(&["kv"], "stores = [\"own\"]").await;
+    let answer = host.ask("kv", json!({"bucket": "own"})).await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    assert_eq!(
+        answer.json()["data"],
+        json!({"token": "abc", "missing": "None", "count": "2", "swapped": "true",
+               "lost": "false", "raw": "0,255", "gone": "true", "keys": "count,leader,token"})
+    );
+    let again = host.ask("kv", json!({"bucket": "own"})).await;
+    assert_eq!(
+        again.json()["data"]["count"],
+        "4",
+        "the count outlived the instance"
+    );
+    let denied = host.ask("kv", json!({"bucket": "other"})).await;
+    let message = denied.json()["data"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("bucket `other` is not granted") && message.contains("`stores`"),
+        "{message}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_log_and_print_reach_the_host_log() {
     pykit();

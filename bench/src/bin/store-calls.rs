@@ -56,13 +56,14 @@ async fn main() -> anyhow::Result<()> {
         let bucket = Stores::new(backend, Limits::default())
             .grant("bench", ["bench".to_string()])
             .open("bench")?;
-        bucket.set("key", b"a value of some 32 bytes, say...", None).await?;
-        let get = per_call(args.calls, || async {
-            bucket.get("key").await.map(|_| ())
-        })
-        .await?;
+        bucket
+            .set("key", b"a value of some 32 bytes, say...", None)
+            .await?;
+        let get = per_call(args.calls, || async { bucket.get("key").await.map(|_| ()) }).await?;
         let set = per_call(args.calls, || async {
-            bucket.set("key", b"another value of 32 bytes, say..", None).await
+            bucket
+                .set("key", b"another value of 32 bytes, say..", None)
+                .await
         })
         .await?;
         let increment = per_call(args.calls, || async {

@@ -180,6 +180,9 @@ fn handle(req: Request) -> Result<Data, Error> {{
     let name = req.inputs().require("name")?;
     // From `[plugins.{name}.config]` in optech.toml.
     let greeting = config("greeting").unwrap_or_else(|| "hello".into());
+    // State that outlives a request goes in a bucket that `stores` grants in
+    // [plugins.{name}] of optech.toml:
+    //   let visits = optech_sdk::store::open("visits")?.increment(name, 1)?;
     Ok(Data::new()
         .with("message", format!("{{greeting}}, {{name}}!"))
         .with("key", req.key()))
@@ -191,6 +194,9 @@ optech_sdk::export!(handle);
 mod tests {{
     use super::*;
     use optech_sdk::Inputs;
+
+    // Outside the host the store is in memory, per test thread:
+    // optech_sdk::testing::clear_store() empties it.
 
     #[test]
     fn greets_by_name() {{

@@ -119,6 +119,8 @@ import assert from "node:assert/strict";
 import {{ test }} from "node:test";
 
 import {{ run }} from "optech-sdk/testing";
+// The store is in memory here: `store.reset()` and `store.grant("visits")`
+// from "optech-sdk/testing" set it up for a test.
 
 import {{ handle }} from "{module}";
 

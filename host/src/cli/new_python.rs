@@ -43,6 +43,9 @@ from optech_sdk import InvalidInput, testing
 
 from app import handle
 
+# The store is in memory here: testing.store.reset() and
+# testing.store.grant("visits") set it up for a test.
+
 
 def test_greets_by_name():
     data = testing.call(handle, {{"name": "Ada"}}, key="{name}")

@@ -502,6 +502,39 @@ mod tests {
         assert!(err.to_string().contains("store.max_value_size"), "{err}");
     }
 
+    #[tokio::test]
+    async fn the_pruner_deletes_expired_keys_in_the_background() {
+        let backend = Arc::new(memory::MemoryBackend::default());
+        let stores = Stores::new(backend.clone(), Limits::default());
+        let now = SystemTime::now();
+        let limits = Limits::default();
+        let write = |key| Write {
+            owner: "p",
+            bucket: "b",
+            key,
+            limits: &limits,
+            now,
+        };
+        let past = now.checked_sub(Duration::from_secs(1));
+        backend.set(write("old"), b"v", past).await.unwrap();
+        backend.set(write("kept"), b"v", None).await.unwrap();
+        assert_eq!(backend.usage("b").await.unwrap().keys, 2);
+        let _pruner = stores.prune_every(Duration::from_millis(10));
+        let started = std::time::Instant::now();
+        while backend.usage("b").await.unwrap().keys != 1 {
+            assert!(started.elapsed() < Duration::from_secs(5), "never pruned");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            backend
+                .get("b", "kept", SystemTime::now())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+
     #[test]
     fn increments_read_decimal_integers_and_refuse_overflow() {
         assert_eq!(stored_integer("k", None), Ok(0));

@@ -3,7 +3,7 @@ Rust: what host/tests/python.rs checks a Python plugin can and cannot do."""
 
 import datetime
 
-from optech_sdk import InvalidInput, config, handler, http, log
+from optech_sdk import InvalidInput, StoreError, config, handler, http, log, store
 
 import marks
 
@@ -18,6 +18,8 @@ def handle(req):
     key = req.key
     if key == "echo":
         return dict(req.inputs)
+    if key == "kv":
+        return kv(req.inputs.require("bucket"))
     if key == "typed":
         return {"flag": True, "count": 12, "ratio": 1.5, "list": [1, "a"], "text": "as is"}
     if key == "require":
@@ -79,3 +81,22 @@ def handle(req):
 
         return {"python": sys.version.split()[0], "platform": sys.platform}
     raise InvalidInput(f"pykit has no behaviour for key {key!r}")
+
+
+def kv(name):
+    """Every store call once, on bucket `name`, through the host's wasi:keyvalue."""
+    b = store.open(name)
+    try:
+        b.set("token", "abc", ttl=60)
+        out = {"token": b.get("token"), "missing": str(b.get("missing"))}
+        out["count"] = b.increment("count", 2)
+        out["swapped"] = b.compare_and_swap("leader", None, "me")
+        out["lost"] = b.compare_and_swap("leader", None, "you")
+        b.set_bytes("raw", bytes([0, 255]))
+        out["raw"] = ",".join(str(x) for x in b.get_bytes("raw") or b"")
+        b.delete("raw")
+        out["gone"] = not b.exists("raw")
+        out["keys"] = ",".join(b.keys())
+        return out
+    except StoreError as error:
+        return {"error": str(error)}

@@ -1,7 +1,17 @@
 // Test-only plugin: the request's key selects a behaviour (host/tests/js.rs);
 // in "async:echo", what follows the last ":" does, so several plugin entries
 // (modes, limits) can share the behaviours.
-import { type Data, FetchError, InvalidInput, type Request, config, handler, log } from "optech-sdk";
+import {
+  type Data,
+  FetchError,
+  InvalidInput,
+  type Request,
+  StoreError,
+  config,
+  handler,
+  log,
+  store,
+} from "optech-sdk";
 import { marks } from "./marks.js";
 
 /** Where the plugin's back end is, from its config. */
@@ -41,10 +51,41 @@ export const handle = handler((req) => {
     }
     case "marks":
       return marks(req.inputs);
+    case "kv":
+      return kv(req.inputs.require("bucket"));
     default:
       return waiting(req, behaviour);
   }
 });
+
+/** Every store call once, on `bucket`, through the host's wasi:keyvalue. */
+function kv(name: string): Data {
+  const b = store.open(name);
+  try {
+    b.set("token", "abc", { ttl: 60 });
+    const token = b.get("token");
+    const missing = b.get("missing");
+    const count = b.increment("count", 2);
+    const swapped = b.compareAndSwap("leader", null, "me");
+    const lost = b.compareAndSwap("leader", null, "you");
+    b.setBytes("raw", new Uint8Array([0, 255]));
+    const raw = Array.from(b.getBytes("raw") ?? []).join(",");
+    b.delete("raw");
+    return {
+      token,
+      missing,
+      count,
+      swapped,
+      lost,
+      raw,
+      gone: !b.exists("raw"),
+      keys: b.keys().join(","),
+    };
+  } catch (e) {
+    if (e instanceof StoreError) return { error: e.message };
+    throw e;
+  }
+}
 
 async function waiting(req: Request, behaviour: string): Promise<Data> {
   switch (behaviour) {
