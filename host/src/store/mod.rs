@@ -439,6 +439,34 @@ fn footprint(key: &str, value: &[u8]) -> u64 {
     (key.len() + value.len()) as u64
 }
 
+// Shared by the SQL backends, which keep times as milliseconds since the epoch.
+
+/// What a key holds, as a SQL backend reads it.
+struct Row {
+    value: Vec<u8>,
+    owner: String,
+    expires: Option<i64>,
+}
+
+impl Row {
+    fn live(&self, now: i64) -> bool {
+        self.expires.is_none_or(|t| t > now)
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn expired(expires: Option<SystemTime>, now: SystemTime) -> bool {
     expires.is_some_and(|t| t <= now)
 }

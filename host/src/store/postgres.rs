@@ -22,7 +22,10 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::OnceCell;
 
-use super::{Backend, Standing, StoreError, Usage, Write, add, admit, footprint, stored_integer};
+use super::{
+    Backend, Row, Standing, StoreError, Usage, Write, add, admit, footprint, millis, signed,
+    stored_integer, unavailable,
+};
 use crate::config::redact_url;
 use crate::migrations::migrator;
 
@@ -152,23 +155,10 @@ impl PostgresBackend {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
 /// A database error, as the plugin is told it. sqlx's messages never hold the
 /// connection URL.
 fn db(e: sqlx::Error) -> StoreError {
     unavailable(e)
-}
-
-fn millis(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn signed(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn unsigned(n: i64) -> u64 {
@@ -205,19 +195,6 @@ enum Refusal {
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
         Self::Other(e)
-    }
-}
-
-/// What a key holds, read under its bucket's lock.
-struct Row {
-    value: Vec<u8>,
-    owner: String,
-    expires: Option<i64>,
-}
-
-impl Row {
-    fn live(&self, now: i64) -> bool {
-        self.expires.is_none_or(|t| t > now)
     }
 }
 

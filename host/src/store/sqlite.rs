@@ -12,7 +12,10 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::OnceCell;
 
-use super::{Backend, Standing, StoreError, Usage, Write, add, footprint, stored_integer};
+use super::{
+    Backend, Row, Standing, StoreError, Usage, Write, add, footprint, millis, signed,
+    stored_integer, unavailable,
+};
 
 /// The database file's name in the data directory.
 pub const FILE: &str = "store.sqlite3";
@@ -45,30 +48,8 @@ pub struct SqliteBackend {
     db: Arc<OnceCell<Arc<Mutex<Connection>>>>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
-fn millis(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn from_millis(ms: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
-/// What a key holds, read inside a transaction.
-struct Row {
-    value: Vec<u8>,
-    owner: String,
-    expires: Option<i64>,
-}
-
-impl Row {
-    fn live(&self, now: i64) -> bool {
-        self.expires.is_none_or(|t| t > now)
-    }
 }
 
 impl SqliteBackend {
@@ -157,10 +138,6 @@ fn charge(tx: &Transaction<'_>, owner: &str, bytes: i64) -> Result<(), StoreErro
     .execute(params![owner, bytes])
     .map_err(unavailable)?;
     Ok(())
-}
-
-fn signed(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Whether the write fits the limits, by the counts the tables keep.
