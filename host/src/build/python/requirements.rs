@@ -909,14 +909,14 @@ mod tests {
     #[test]
     fn files_outside_the_plugin_folder_are_not_included() {
         let project = tempfile::tempdir().unwrap();
-        let shared = project.path().join("shared.txt");
-        std::fs::write(&shared, "six\n").unwrap();
+        let outside = project.path().join("outside.txt");
+        std::fs::write(&outside, "six\n").unwrap();
         let dir = project.path().join("plugin");
         std::fs::create_dir_all(&dir).unwrap();
-        std::os::unix::fs::symlink(&shared, dir.join("linked.txt")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("linked.txt")).unwrap();
         for line in [
-            "-r ../shared.txt".to_string(),
-            format!("-r {}", shared.display()),
+            "-r ../outside.txt".to_string(),
+            format!("-r {}", outside.display()),
             "-c linked.txt".to_string(),
         ] {
             std::fs::write(dir.join("requirements.txt"), format!("{line}\n")).unwrap();
