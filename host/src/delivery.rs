@@ -18,10 +18,12 @@ use std::time::{Duration, SystemTime};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::recent::{Recent, Ticket};
 use crate::request_id::{REQUEST_ID_HEADER, RequestId};
 use crate::signature::{SIGNATURE_HEADER, Signer};
+use crate::telemetry;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -150,8 +152,19 @@ impl Deliverer {
         if let Some(auth) = &self.authorization {
             request = request.header(AUTHORIZATION, auth.clone());
         }
+        if telemetry::propagates() {
+            let mut headers = reqwest::header::HeaderMap::new();
+            telemetry::inject(&tracing::Span::current(), &mut headers);
+            request = request.headers(headers);
+        }
         match request.send().await {
-            Ok(response) => classify(response.status(), response.headers().get(RETRY_AFTER)),
+            Ok(response) => {
+                if telemetry::enabled() {
+                    let status = response.status().as_u16();
+                    tracing::Span::current().record("http.response.status_code", status);
+                }
+                classify(response.status(), response.headers().get(RETRY_AFTER))
+            }
             // Errors are worded without their URL: the link is a capability.
             Err(e) if e.is_builder() => {
                 Attempt::Final(format!("link is not a usable URL: {}", e.without_url()))
@@ -204,12 +217,17 @@ impl Deliverer {
                 return Outcome::Interrupted;
             }
             attempts += 1;
-            let attempt = self.attempt(link, body, request_id).await;
+            let span = telemetry::spans::attempt(attempts);
+            let attempt = self
+                .attempt(link, body, request_id)
+                .instrument(span.clone())
+                .await;
             on_attempt(attempt.clone()).await;
             let wait = match &attempt {
                 Attempt::Retry { after, .. } => Some(self.policy.wait(attempts, *after)),
                 _ => None,
             };
+            record_attempt(&span, &attempt, wait);
             self.observe(ticket, &attempt, wait);
             let wait = match attempt {
                 Attempt::Delivered => return Outcome::Delivered { attempts },
@@ -248,6 +266,31 @@ impl Deliverer {
             Attempt::Final(reason) => ("final", Some(reason.as_str())),
         };
         recent.delivery(ticket, outcome, reason, next);
+    }
+}
+
+/// One attempt's outcome on its span, with the retry it schedules. The
+/// reason is the host's own wording, never the link (a capability).
+fn record_attempt(span: &tracing::Span, attempt: &Attempt, retry_in: Option<Duration>) {
+    if span.is_none() {
+        return;
+    }
+    let (outcome, reason) = match attempt {
+        Attempt::Delivered => ("delivered", None),
+        Attempt::Retry { reason, .. } => ("retry", Some(reason)),
+        Attempt::Final(reason) => ("final", Some(reason)),
+    };
+    span.record("optech.delivery.outcome", outcome);
+    if let Some(wait) = retry_in {
+        span.record(
+            "optech.delivery.retry_in_ms",
+            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        );
+    }
+    if let Some(reason) = reason {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", outcome);
+        span.record("otel.status_description", reason.as_str());
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::StatusCode;
 use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument as _;
 
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -27,6 +28,7 @@ use crate::protocol::{self, Fields};
 use crate::recent::{Recent, Ticket};
 use crate::redact::Redactor;
 use crate::request_id::RequestId;
+use crate::telemetry;
 
 /// One call of a handler.
 #[derive(Debug, Clone)]
@@ -236,7 +238,9 @@ impl Plugin {
             protocol::data_body(&data, limit)
                 .map_err(|e| HandlerError::OutputTooLarge { limit: e.limit })
         };
+        let span = telemetry::spans::handler(&console.name);
         let result = tokio::time::timeout_at(deadline.into(), work)
+            .instrument(span.clone())
             .await
             .unwrap_or(Err(HandlerError::TimedOut(timeout)));
         let took = started.elapsed();
@@ -246,6 +250,10 @@ impl Plugin {
             Ok(_) if Instant::now() > deadline => Err(HandlerError::TimedOut(timeout)),
             result => result,
         };
+        if let Err(e) = &result {
+            // The error's text went through the redactor (`runtime`) already.
+            telemetry::spans::failed(&span, e.code(), &e.to_string());
+        }
         let outcome = match &result {
             Ok(body) => Ok(body.as_slice()),
             Err(e) => Err((e.code(), e as &dyn std::fmt::Display)),

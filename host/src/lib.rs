@@ -30,6 +30,7 @@ pub mod runtime;
 pub mod server;
 pub mod signature;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 pub use host::{Host, Identity};

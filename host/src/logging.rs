@@ -11,10 +11,18 @@
 use std::fmt;
 use std::io::IsTerminal as _;
 
+use opentelemetry::trace::TraceContextExt as _;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::filter::{FilterExt as _, filter_fn};
 use tracing_subscriber::fmt::format::{DefaultFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::telemetry::{self, Tracing};
 
 /// The log's shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,24 +32,94 @@ pub enum Format {
 }
 
 /// Installs the global subscriber. `OPTECH_LOG` filters (default `info`).
-pub fn init(format: Format) {
-    let filter = EnvFilter::try_from_env("OPTECH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+/// With `tracing` (OpenTelemetry on), its layer is added beside the log, and
+/// JSON lines carry the `trace_id` and `span_id` they were written in.
+pub fn init(format: Format, tracing: Option<&Tracing>) {
+    let filter =
+        || EnvFilter::try_from_env("OPTECH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR"),
+    );
+    let Some(tracing) = tracing else {
+        // Off: exactly the subscriber the host always had, nothing between.
+        match format {
+            Format::Text => tracing_subscriber::fmt()
+                .fmt_fields(EscapedFields::default())
+                .with_ansi(ansi)
+                .with_env_filter(filter())
+                .init(),
+            // One object per line; the request's span (id, key, plugin) is a field of each.
+            Format::Json => tracing_subscriber::fmt()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_env_filter(filter())
+                .init(),
+        }
+        return;
+    };
+    // The spans made for OpenTelemetry stay out of the log.
+    let log_filter = filter().and(filter_fn(|meta| meta.target() != telemetry::TARGET));
+    let registry = tracing_subscriber::registry().with(tracing.layer());
     match format {
-        Format::Text => tracing_subscriber::fmt()
-            .fmt_fields(EscapedFields::default())
-            .with_ansi(colour(
-                std::io::stdout().is_terminal(),
-                std::env::var_os("NO_COLOR"),
-            ))
-            .with_env_filter(filter)
+        Format::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(EscapedFields::default())
+                    .with_ansi(ansi)
+                    .with_filter(log_filter),
+            )
             .init(),
-        // One object per line; the request's span (id, key, plugin) is a field of each.
-        Format::Json => tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_env_filter(filter)
+        Format::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .event_format(WithTraceIds(
+                        tracing_subscriber::fmt::format()
+                            .json()
+                            .with_current_span(true)
+                            .with_span_list(false),
+                    ))
+                    .with_filter(log_filter),
+            )
             .init(),
+    }
+}
+
+/// JSON lines with the ids of the OpenTelemetry span they were written in,
+/// as top-level `trace_id` and `span_id`, so a log search finds the trace.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let ids = opentelemetry::Context::map_current(|cx| {
+            let context = cx.span().span_context().clone();
+            context
+                .is_valid()
+                .then(|| (context.trace_id(), context.span_id()))
+        });
+        match (ids, line.trim_end().strip_suffix('}')) {
+            (Some((trace, span)), Some(head)) => {
+                writeln!(
+                    writer,
+                    "{head},\"trace_id\":\"{trace}\",\"span_id\":\"{span}\"}}"
+                )
+            }
+            _ => writer.write_str(&line),
+        }
     }
 }
 

@@ -76,11 +76,33 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(match cli.log_format {
+    let format = match cli.log_format {
         LogFormat::Text => logging::Format::Text,
         LogFormat::Json => logging::Format::Json,
-    });
-    match cli.command {
+    };
+    // Only a serving host exports traces; it decides from its config and the
+    // environment before the log is set up, since the log carries the layer.
+    let tracing = match &cli.command {
+        Command::Serve(args) | Command::Dev(args) => cli::serve::start_tracing(&args.config)?,
+        _ => None,
+    };
+    logging::init(format, tracing.as_ref().map(|(t, _)| t));
+    if let Some((_, line)) = &tracing {
+        tracing::info!("{line}");
+    }
+    let served = match cli.command {
+        Command::Serve(args) => cli::serve::serve(args).await,
+        Command::Dev(args) => cli::serve::dev(args).await,
+        other => return dispatch(other).await,
+    };
+    if let Some((tracing, _)) = tracing {
+        tracing.shutdown(std::time::Duration::from_secs(5)).await;
+    }
+    served
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => cli::serve::serve(args).await,
         Command::Dev(args) => cli::serve::dev(args).await,
         Command::Build { config } => cli::build::run(&cli::lenient_config(&config)?).await,

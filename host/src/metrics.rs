@@ -293,6 +293,7 @@ impl Metrics {
             Unit::Bytes,
             pool_warm_bytes.clone(),
         );
+        crate::telemetry::register(&mut registry);
         // Series with a fixed set of label values start at zero, so a rate is
         // defined from the first scrape and an absent series means a typo.
         for cause in ["host", "plugin", "instances", "store"] {

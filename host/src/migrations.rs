@@ -35,6 +35,11 @@ pub(crate) fn migrator() -> Migrator {
             "store",
             include_str!("../migrations/postgres/0002_store.sql"),
         ),
+        migration(
+            3,
+            "trace context",
+            include_str!("../migrations/postgres/0003_trace_context.sql"),
+        ),
     ])
 }
 

@@ -197,6 +197,17 @@ pub fn data_body(data: &[(String, String)], limit: u64) -> Result<Vec<u8>, TooLa
 
 /// `{"error": {"code": ..., "message": ..., "request_id": ...}}`, the body of every error.
 pub fn error_body(code: &str, message: &str, request_id: Option<&str>) -> Vec<u8> {
+    traced_error_body(code, message, request_id, None)
+}
+
+/// The same, with the id of the request's trace beside its request id
+/// (tracing on), so a caller quoting the body names the trace too.
+pub fn traced_error_body(
+    code: &str,
+    message: &str,
+    request_id: Option<&str>,
+    trace_id: Option<&str>,
+) -> Vec<u8> {
     #[derive(Serialize)]
     struct Body<'a> {
         error: Inner<'a>,
@@ -207,12 +218,15 @@ pub fn error_body(code: &str, message: &str, request_id: Option<&str>) -> Vec<u8
         message: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trace_id: Option<&'a str>,
     }
     let body = Body {
         error: Inner {
             code,
             message,
             request_id,
+            trace_id,
         },
     };
     // Serializing borrowed strings into a Vec cannot fail.

@@ -117,9 +117,12 @@ impl fmt::Debug for RequestId {
 }
 
 /// The span every log line of one request sits in; its `key` and `plugin`
-/// are recorded once known.
+/// are recorded once known. A root: async work keeps it for as long as it
+/// runs, and a child keeps its parent open, so under the trace's server span
+/// it would hold that span open past the answer.
 pub fn span(id: &RequestId) -> tracing::Span {
     tracing::info_span!(
+        parent: None,
         "request",
         id = %id,
         key = tracing::field::Empty,
@@ -131,7 +134,7 @@ pub fn span(id: &RequestId) -> tracing::Span {
 /// once: a formatting subscriber then formats them once, instead of again
 /// for each field recorded later.
 pub fn routed_span(id: &RequestId, key: &str, plugin: &str) -> tracing::Span {
-    tracing::info_span!("request", id = %id, key, plugin)
+    tracing::info_span!(parent: None, "request", id = %id, key, plugin)
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ fn record<'a>(link: &'a str, inputs: &'a Vec<(String, String)>) -> NewRecord<'a>
         inputs,
         expires_at: SystemTime::now() + Duration::from_secs(600),
         request_id: "req-1",
+        traceparent: None,
+        tracestate: None,
     }
 }
 

@@ -17,6 +17,12 @@ use std::path::Path;
 use crate::config::Config;
 use crate::credentials::Environment;
 
+/// The config as far as it reads, problems unsaid (another step reports them).
+pub fn quiet_config(path: &Path) -> anyhow::Result<Config> {
+    let env = Environment::load(Path::new(".env"))?;
+    Ok(Config::check(path, &env)?.0)
+}
+
 /// The config's layout (where the plugins are, where to listen) even when some
 /// of its values are wrong, each said on stderr: building or sending needs no
 /// secrets.

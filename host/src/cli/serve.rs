@@ -11,10 +11,11 @@ use anyhow::Context as _;
 
 use super::build::{build_each, build_one, failures};
 use crate::build::{self, BuildDirs, PluginSource};
-use crate::config::{Config, parse_optional_addr};
+use crate::config::{Config, TelemetryConfig, parse_optional_addr};
 use crate::credentials::{self, Credentials, CredentialsError};
 use crate::dev_watch::one_build_at_a_time;
 use crate::signature::{self, Signer};
+use crate::telemetry::{self, Tracing};
 use crate::{Host, Identity};
 
 /// Where `optech dev` keeps the secret it made up for this run (in the
@@ -35,6 +36,36 @@ pub struct ServeArgs {
     /// `[server] admin_listen`; port 0 picks a free port, "" turns it off.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
+}
+
+/// Starts the trace exporter when `[telemetry]` or the `OTEL_*` variables ask
+/// for it; returns it with a line saying where spans go. A config that does
+/// not load is reported by the serve that follows; here it only means no
+/// `[telemetry]` section.
+pub fn start_tracing(config: &Path) -> anyhow::Result<Option<(Tracing, String)>> {
+    let file = crate::cli::quiet_config(config)
+        .map(|c| c.telemetry)
+        .unwrap_or_else(|_| TelemetryConfig::unset());
+    let settings = match telemetry::resolve(&file, &|name| std::env::var(name).ok())
+        .context("tracing settings")?
+    {
+        Ok(settings) => settings,
+        Err(_off) => return Ok(None),
+    };
+    let tracing = Tracing::start(&settings).context("starting the trace exporter")?;
+    let line = format!(
+        "tracing on: {} spans to {} (service {}, sampler {}{})",
+        settings.protocol.0.as_str(),
+        settings.endpoint.0,
+        settings.service_name.0,
+        settings.sampler.0.as_str(),
+        if settings.sampler.0.takes_ratio() {
+            format!(" {}", settings.ratio)
+        } else {
+            String::new()
+        }
+    );
+    Ok(Some((tracing, line)))
 }
 
 /// `optech serve`: needs the client secret from the environment or `.env`.

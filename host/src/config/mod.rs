@@ -18,6 +18,7 @@ mod plugins;
 mod read;
 mod server;
 mod store;
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -51,6 +52,10 @@ pub use server::{
 pub use store::{
     DEFAULT_MAX_BYTES_PER_PLUGIN, DEFAULT_MAX_KEY_SIZE, DEFAULT_MAX_KEYS_PER_BUCKET,
     DEFAULT_MAX_VALUE_SIZE, StoreSettings,
+};
+pub use telemetry::{
+    DEFAULT_EXPORT_TIMEOUT, DEFAULT_MAX_QUEUE_SIZE, Incoming, Protocol, SamplerKind,
+    TelemetryConfig, check_endpoint, parse_ratio,
 };
 
 #[derive(Debug, Error)]
@@ -112,9 +117,12 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// `[store]`: the limits of plugins' key-value buckets.
     pub store: StoreSettings,
+    /// `[telemetry]`: OpenTelemetry traces, as the file sets them (the
+    /// environment may override each; `telemetry::settings` resolves them).
+    pub telemetry: TelemetryConfig,
 }
 
-const KNOWN_SECTIONS: &[&str] = &["server", "keys", "plugins", "store"];
+const KNOWN_SECTIONS: &[&str] = &["server", "keys", "plugins", "store", "telemetry"];
 
 impl Config {
     /// Reads and validates a config file; secrets (`{ env = "NAME" }`) come from
@@ -191,12 +199,15 @@ impl Config {
         );
         let store_section = root.section(&mut reader, "store");
         let store = store::read(&mut reader, &store_section);
+        let telemetry_section = root.section(&mut reader, "telemetry");
+        let telemetry = telemetry::read(&mut reader, &telemetry_section);
         let config = Config {
             path: path.to_path_buf(),
             server,
             keys,
             plugins,
             store,
+            telemetry,
         };
         Ok((config, reader.problems))
     }
@@ -554,6 +565,45 @@ mod tests {
         );
         assert!(err.contains("3 problem(s)"), "{err}");
         assert!(parse("[keys]\nk = \"p\"\n[plugins.p]\nstores = \"tokens\"\n").is_err());
+    }
+
+    #[test]
+    fn telemetry_is_read_and_every_problem_named_with_its_line() {
+        let config = parse(
+            "[telemetry]\nendpoint = \"http://collector:4318\"\nprotocol = \"grpc\"\n\
+             sampler = \"parentbased_traceidratio\"\nsampler_arg = 0.25\n\
+             headers = { \"x-api-key\" = \"k\" }\nincoming_traceparent = \"parent\"\n\
+             trace_url = \"http://localhost:16686/trace/{trace_id}\"\nexport_timeout = \"2s\"\n",
+        )
+        .unwrap();
+        let t = &config.telemetry;
+        assert_eq!(t.endpoint.as_deref(), Some("http://collector:4318"));
+        assert_eq!(t.protocol, Some(Protocol::Grpc));
+        assert_eq!(t.sampler, Some(SamplerKind::ParentBasedTraceIdRatio));
+        assert_eq!(t.sampler_arg, Some(0.25));
+        assert_eq!(t.headers["x-api-key"], "k");
+        assert_eq!(t.incoming_traceparent, Incoming::Parent);
+        assert_eq!(t.export_timeout, std::time::Duration::from_secs(2));
+        assert!(t.propagate);
+        assert_eq!(parse("").unwrap().telemetry, TelemetryConfig::unset());
+        let err = parse(
+            "[telemetry]\nendpoint = \"collector:4318\"\nprotocol = \"http/json\"\n\
+             sampler_arg = 2\nincoming_traceparent = \"trust\"\ntrace_url = \"http://j/\"\n\
+             headers = { a = 1 }\nsampling = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "line 2: telemetry.endpoint",
+            "line 3: telemetry.protocol",
+            "line 4: telemetry.sampler_arg",
+            "line 5: telemetry.incoming_traceparent",
+            "line 6: telemetry.trace_url",
+            "line 7: telemetry.headers.a",
+            "telemetry.sampling: unknown setting",
+        ] {
+            assert!(err.contains(expected), "{expected} missing from {err}");
+        }
     }
 
     #[test]

@@ -56,6 +56,15 @@ impl Mode {
             _ => None,
         }
     }
+
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Async => "async",
+            Self::Auto => "auto",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

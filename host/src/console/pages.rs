@@ -143,12 +143,7 @@ fn ago(at: SystemTime) -> String {
 }
 
 fn mode(mode: Option<Mode>) -> &'static str {
-    match mode {
-        Some(Mode::Sync) => "sync",
-        Some(Mode::Async) => "async",
-        Some(Mode::Auto) => "auto",
-        None => "",
-    }
+    mode.map_or("", Mode::as_str)
 }
 
 fn status_text(status: Option<u16>) -> String {

@@ -19,6 +19,7 @@ use crate::metrics::OutcomeLabels;
 use crate::outbox::{OutboxError, State};
 use crate::recent::Ticket;
 use crate::request_id::RequestId;
+use crate::telemetry::{self, Carried};
 
 /// What became of a write that must happen.
 enum Written {
@@ -35,6 +36,7 @@ impl Jobs {
         self: &Arc<Self>,
         hold: Hold,
         request_id: RequestId,
+        trace: Carried,
         ticket: Option<Ticket>,
         expires_at: SystemTime,
         running: Running,
@@ -54,7 +56,7 @@ impl Jobs {
                         e.body(&request_id)
                     }
                 };
-                jobs.record_and_deliver(hold, &request_id, ticket, body, expires_at)
+                jobs.record_and_deliver(hold, &request_id, &trace, ticket, body, expires_at)
                     .await;
             }
             .instrument(tracing::Span::current()),
@@ -65,6 +67,7 @@ impl Jobs {
         &self,
         hold: Hold,
         request_id: &RequestId,
+        trace: &Carried,
         ticket: Option<Ticket>,
         body: Vec<u8>,
         expires_at: SystemTime,
@@ -76,7 +79,7 @@ impl Jobs {
             })
             .await;
         if let Written::Done = recorded {
-            self.deliver(&hold, request_id, ticket, body, expires_at)
+            self.deliver(&hold, request_id, trace, ticket, body, expires_at)
                 .await;
         }
     }
@@ -130,11 +133,16 @@ impl Jobs {
         &self,
         hold: &Hold,
         request_id: &RequestId,
+        trace: &Carried,
         ticket: Option<Ticket>,
         body: Vec<u8>,
         expires_at: SystemTime,
     ) {
         let tag = LinkTag::new(&hold.claim.link);
+        // Joined to the request's trace through the stored context: the same
+        // trace whichever process delivers, and after a restart.
+        let span = telemetry::spans::delivery(request_id.as_str());
+        telemetry::resume(&span, trace.0.as_deref(), trace.1.as_deref());
         // During shutdown this still makes one attempt; retries are left to the next start.
         let outcome = self
             .deliverer
@@ -166,7 +174,9 @@ impl Jobs {
                     }
                 },
             )
+            .instrument(span.clone())
             .await;
+        record_outcome(&span, &outcome);
         let state = match &outcome {
             Outcome::Delivered { attempts } => {
                 tracing::debug!(link = %tag, attempts, "delivered");
@@ -210,5 +220,26 @@ impl Jobs {
         if let Written::Done = closed {
             self.holdings.let_go(&hold.claim);
         }
+    }
+}
+
+/// How the delivery ended, on its span: a failure or expiry marks it failed.
+fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
+    if span.is_none() {
+        return;
+    }
+    let (name, attempts) = match outcome {
+        Outcome::Delivered { attempts } => ("delivered", Some(*attempts)),
+        Outcome::Failed(_) => ("failed", None),
+        Outcome::Expired { attempts, .. } => ("expired", Some(*attempts)),
+        Outcome::Interrupted => ("interrupted", None),
+    };
+    span.record("optech.delivery.outcome", name);
+    if let Some(attempts) = attempts {
+        span.record("optech.delivery.attempts", attempts);
+    }
+    if matches!(outcome, Outcome::Failed(_) | Outcome::Expired { .. }) {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", name);
     }
 }

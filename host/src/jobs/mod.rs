@@ -47,6 +47,7 @@ use crate::protocol::Fields;
 use crate::recent::Ticket;
 use crate::request_id::RequestId;
 use crate::router::Router;
+use crate::telemetry::{self, Carried};
 
 pub use health::OutboxHealth;
 pub use lease::{Hold, Holdings};
@@ -73,6 +74,10 @@ pub struct Work {
     /// The console's entry, when the server admitted it in this process
     /// (`None` for work resumed from the outbox: `spawn_call` makes one).
     pub admitted: Option<Ticket>,
+    /// The request's trace context (its server span's), which the outbox
+    /// stores and the handler's and delivery's spans join (`(None, None)`
+    /// while tracing is off).
+    pub trace: Carried,
 }
 
 /// What [`Jobs::accept`] did with a request; either way the answer is `202`.
@@ -235,7 +240,9 @@ impl Jobs {
         slots: Slots,
         lost: Option<CancellationToken>,
     ) -> (Running, Option<Ticket>) {
-        if work.admitted.is_none() {
+        // Only work resumed from the outbox comes without a console entry.
+        let resumed = work.admitted.is_none();
+        if resumed {
             work.admitted = self.metrics.recent.call_started(
                 &work.request_id,
                 &work.key,
@@ -244,6 +251,8 @@ impl Jobs {
             );
         }
         let ticket = work.admitted;
+        let trace = telemetry::spans::background(work.request_id.as_str(), resumed);
+        telemetry::resume(&trace, work.trace.0.as_deref(), work.trace.1.as_deref());
         let running = self.tracker.spawn(
             async move {
                 let run = plugin.run(work.request_id, work.key, work.inputs, work.admitted);
@@ -259,7 +268,9 @@ impl Jobs {
                 drop(slots);
                 result
             }
-            .instrument(tracing::Span::current()),
+            .instrument(tracing::Span::current())
+            // Outermost, so the trace's spans made inside have it as parent.
+            .instrument(trace),
         );
         (running, ticket)
     }

@@ -7,11 +7,13 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{Acceptance, AutoAnswer, Jobs, Work, joined};
 use crate::dispatch::{Plugin, Slots};
 use crate::link::LinkTag;
 use crate::outbox::{Accepted, NewRecord, OutboxError};
+use crate::telemetry;
 
 impl Jobs {
     /// `async` mode: records the request durably, then runs it and delivers its
@@ -27,18 +29,21 @@ impl Jobs {
         self.health.check()?;
         let expires_at = SystemTime::now() + self.options.link_ttl;
         let asked_at = Instant::now();
-        let accepted = self
-            .health
-            .saw(self.outbox.accept(&work.record(expires_at)).await)?;
+        let accepted = self.health.saw(
+            self.outbox
+                .accept(&work.record(expires_at))
+                .instrument(telemetry::spans::outbox_accept())
+                .await,
+        )?;
         let claim = match accepted {
             Accepted::New(claim) => claim,
             Accepted::Duplicate => return Ok(Acceptance::Duplicate),
         };
         let lost = CancellationToken::new();
         let hold = self.holdings.hold(claim, asked_at, lost.clone());
-        let request_id = work.request_id.clone();
+        let (request_id, carried) = (work.request_id.clone(), work.trace.clone());
         let (running, ticket) = self.spawn_call(plugin, work, slots, Some(lost));
-        self.track(hold, request_id, ticket, expires_at, running);
+        self.track(hold, request_id, carried, ticket, expires_at, running);
         Ok(Acceptance::Recorded)
     }
 
@@ -79,15 +84,25 @@ impl Jobs {
         let expires_at = SystemTime::now() + self.options.link_ttl;
         let asked_at = Instant::now();
         let recorded = match self.health.check() {
-            Ok(()) => self
-                .health
-                .saw(self.outbox.accept(&kept.record(expires_at)).await),
+            Ok(()) => self.health.saw(
+                self.outbox
+                    .accept(&kept.record(expires_at))
+                    .instrument(telemetry::spans::outbox_accept())
+                    .await,
+            ),
             Err(e) => Err(e),
         };
         match recorded {
             Ok(Accepted::New(claim)) => {
                 let hold = self.holdings.hold(claim, asked_at, lost);
-                self.track(hold, kept.request_id, ticket, expires_at, running);
+                self.track(
+                    hold,
+                    kept.request_id,
+                    kept.trace,
+                    ticket,
+                    expires_at,
+                    running,
+                );
                 Ok(AutoAnswer::Later(Acceptance::Recorded))
             }
             Ok(Accepted::Duplicate) => {
@@ -105,6 +120,7 @@ impl Jobs {
 }
 
 impl Work {
+    /// The record to keep, with the request's trace context.
     fn record(&self, expires_at: SystemTime) -> NewRecord<'_> {
         NewRecord {
             link: &self.link,
@@ -112,6 +128,8 @@ impl Work {
             inputs: &self.inputs,
             expires_at,
             request_id: self.request_id.as_str(),
+            traceparent: self.trace.0.as_deref(),
+            tracestate: self.trace.1.as_deref(),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::dispatch::{HandlerError, Slots};
 use crate::link::LinkTag;
 use crate::outbox::{Stale, State};
 use crate::request_id::{self, RequestId};
+use crate::telemetry::{self, Carried};
 
 impl Jobs {
     /// Finishes, in the background, what an earlier run left open: re-runs
@@ -97,8 +98,11 @@ impl Jobs {
             inputs,
             expires_at,
             answered,
+            traceparent,
+            tracestate,
             ..
         } = stale;
+        let carried: Carried = (traceparent, tracestate);
         let tag = LinkTag::new(&hold.claim.link);
         let request_id = request_id
             .and_then(|id| RequestId::parse(id.as_bytes()))
@@ -119,8 +123,11 @@ impl Jobs {
             Some(plugin) => {
                 span.record("plugin", plugin.settings.name.as_str());
                 tracing::info!(parent: &span, link = %tag, key, "re-running a request accepted earlier");
+                // Owed already, it waits for room rather than being refused.
+                let queue = telemetry::spans::queue();
+                telemetry::resume(&queue, carried.0.as_deref(), carried.1.as_deref());
                 let slots = tokio::select! {
-                    slots = Slots::wait(&self.in_flight, &plugin) => slots,
+                    slots = Slots::wait(&self.in_flight, &plugin).instrument(queue) => slots,
                     _ = hold.lost.cancelled() => return true,
                     _ = self.shutdown.cancelled() => return false,
                 };
@@ -130,11 +137,12 @@ impl Jobs {
                     key,
                     inputs,
                     admitted: None,
+                    trace: carried.clone(),
                 };
                 let _entered = span.enter();
                 let (running, ticket) =
                     self.spawn_call(plugin, work, slots, Some(hold.lost.clone()));
-                self.track(hold, request_id, ticket, expires_at, running);
+                self.track(hold, request_id, carried, ticket, expires_at, running);
             }
             None => {
                 let permit = tokio::select! {
@@ -148,7 +156,7 @@ impl Jobs {
                         tracing::info!(link = %tag, key, "re-delivering an answer recorded earlier");
                         match jobs.outbox.result(&hold.claim).await {
                             Ok(Some(body)) => {
-                                jobs.deliver(&hold, &request_id, None, body, expires_at)
+                                jobs.deliver(&hold, &request_id, &carried, None, body, expires_at)
                                     .await
                             }
                             Ok(None) => {
@@ -164,8 +172,15 @@ impl Jobs {
                             "no plugin is mapped to key {key:?} any more"
                         ));
                         let body = error.body(&request_id);
-                        jobs.record_and_deliver(hold, &request_id, None, body, expires_at)
-                            .await;
+                        jobs.record_and_deliver(
+                            hold,
+                            &request_id,
+                            &carried,
+                            None,
+                            body,
+                            expires_at,
+                        )
+                        .await;
                     }
                 };
                 self.tracker.spawn(task.instrument(span.clone()));

@@ -40,10 +40,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 pub use crate::config::EgressSettings;
 use crate::metrics::{OutboundLabels, SharedMetrics};
+use crate::telemetry;
 pub use address::AddressPolicy;
 pub use allowlist::{AllowedHost, Allowlist, Destination, Host};
 use body::CappedBody;
@@ -155,6 +157,29 @@ impl Outbound {
     }
 }
 
+/// What became of one outbound request, as the metrics and the trace say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Response,
+    Denied,
+    Timeout,
+    Error,
+}
+
+fn outcome<T>(result: &Result<T, Error>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Response,
+        Err(Error::HttpRequestDenied | Error::DestinationIpProhibited) => Outcome::Denied,
+        Err(
+            Error::ConnectionTimeout
+            | Error::ConnectionReadTimeout
+            | Error::ConnectionWriteTimeout
+            | Error::HttpResponseTimeout,
+        ) => Outcome::Timeout,
+        Err(_) => Outcome::Error,
+    }
+}
+
 /// Counters of one plugin's outbound requests, by outcome.
 #[derive(Default)]
 struct OutboundCounts {
@@ -166,16 +191,11 @@ struct OutboundCounts {
 
 impl OutboundCounts {
     fn count<T>(&self, result: &Result<T, Error>) {
-        let counter = match result {
-            Ok(_) => &self.response,
-            Err(Error::HttpRequestDenied | Error::DestinationIpProhibited) => &self.denied,
-            Err(
-                Error::ConnectionTimeout
-                | Error::ConnectionReadTimeout
-                | Error::ConnectionWriteTimeout
-                | Error::HttpResponseTimeout,
-            ) => &self.timeout,
-            Err(_) => &self.error,
+        let counter = match outcome(result) {
+            Outcome::Response => &self.response,
+            Outcome::Denied => &self.denied,
+            Outcome::Timeout => &self.timeout,
+            Outcome::Error => &self.error,
         };
         if let Some(counter) = counter {
             counter.inc();
@@ -209,6 +229,9 @@ impl PluginEgress {
             .checked_send(request, options, call_deadline)
             .await;
         self.counts.count(&result);
+        if telemetry::enabled() {
+            record_on_span(&tracing::Span::current(), &result);
+        }
         result
     }
 
@@ -251,6 +274,12 @@ impl PluginEgress {
                 .to_bytes();
         // The client writes `host` from the URL it dials.
         parts.headers.remove(http::header::HOST);
+        if telemetry::propagates() {
+            // The back end's own spans join this request's trace.
+            let span = tracing::Span::current();
+            span.record("http.request.body.size", body.len());
+            telemetry::inject(&span, &mut parts.headers);
+        }
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
         let outgoing = http::Request::from_parts(parts, Full::<Bytes>::new(body));
@@ -346,10 +375,61 @@ impl WasiHttpHooks for Egress {
         _fut: IoFuture,
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
         let (plugin, deadline) = (self.plugin.clone(), self.deadline);
-        Box::new(async move {
-            let response = plugin.send(request, options, deadline).await?;
-            Ok((response, Box::new(async { Ok(()) }) as IoFuture))
-        })
+        // Made here, in the plugin's call: wasi-http runs the send as a task of its own.
+        let span = client_span(&request);
+        Box::new(
+            async move {
+                let response = plugin.send(request, options, deadline).await?;
+                Ok((response, Box::new(async { Ok(()) }) as IoFuture))
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// The client span of one outbound request: its method, host and port (never
+/// its path or query, which may hold a value of the request).
+fn client_span<B>(request: &http::Request<B>) -> tracing::Span {
+    if !telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let uri = request.uri();
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let host = uri.host().unwrap_or("");
+    telemetry::spans::outbound(request.method().as_str(), scheme, host, port)
+}
+
+/// How the request went, on its span: the allowlist's decision, the status,
+/// and an error's kind.
+fn record_on_span(span: &tracing::Span, result: &Result<http::Response<WasiBody>, Error>) {
+    if span.is_none() {
+        return;
+    }
+    match result {
+        Ok(response) => {
+            span.record("optech.egress.decision", "allowed");
+            span.record("http.response.status_code", response.status().as_u16());
+            if response.status().is_server_error() {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        Err(error) => {
+            let (decision, kind) = match outcome(result) {
+                Outcome::Denied => ("denied", "denied"),
+                Outcome::Timeout => ("allowed", "timeout"),
+                _ => ("allowed", "error"),
+            };
+            span.record("optech.egress.decision", decision);
+            span.record("error.type", kind);
+            span.record("otel.status_code", "ERROR");
+            // wasi:http's error code, without its payload.
+            let code = format!("{error:?}");
+            let code = code.split(['(', ' ', '{']).next().unwrap_or(kind);
+            span.record("otel.status_description", code);
+        }
     }
 }
 

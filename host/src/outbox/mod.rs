@@ -124,6 +124,13 @@ pub struct NewRecord<'a> {
     pub expires_at: SystemTime,
     /// Its id, so the answer delivered later carries the same one.
     pub request_id: &'a str,
+    /// The W3C `traceparent` of the request's trace, so its delivery joins
+    /// that trace wherever and whenever it runs (after a restart, or on
+    /// another replica); `None` when tracing is off.
+    pub traceparent: Option<&'a str>,
+    /// The W3C `tracestate` that goes with [`traceparent`](Self::traceparent);
+    /// `None` when there is none or tracing is off.
+    pub tracestate: Option<&'a str>,
 }
 
 /// An open record no live holder has, now claimed by the caller to finish.
@@ -132,6 +139,12 @@ pub struct Stale {
     pub claim: Claim,
     /// The id the request came with (`None` for a record made before ids were kept).
     pub request_id: Option<String>,
+    /// The W3C `traceparent` of the request's trace, for the delivery to join
+    /// (`None` for a record made before trace contexts were kept, or with
+    /// tracing off).
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` recorded with it (`None` likewise).
+    pub tracestate: Option<String>,
     pub key: String,
     pub inputs: Fields,
     pub expires_at: SystemTime,

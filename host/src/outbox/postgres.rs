@@ -131,8 +131,9 @@ impl Outbox for PostgresOutbox {
             serde_json::to_string(record.inputs).map_err(|e| OutboxError::Task(e.to_string()))?;
         let inserted = sqlx::query(
             "INSERT INTO optech_requests
-               (link, key, inputs, request_id, accepted_at, expires_at, state, owner, claim, lease_until)
-             VALUES ($1, $2, $3, $4, optech_now_ms(), $5, 'accepted', $6, 1, optech_now_ms() + $7)
+               (link, key, inputs, request_id, accepted_at, expires_at, state, owner, claim, lease_until,
+                traceparent, tracestate)
+             VALUES ($1, $2, $3, $4, optech_now_ms(), $5, 'accepted', $6, 1, optech_now_ms() + $7, $8, $9)
              ON CONFLICT (link) DO NOTHING"
         )
         .bind(record.link)
@@ -142,6 +143,8 @@ impl Outbox for PostgresOutbox {
         .bind(millis(record.expires_at))
         .bind(&self.owner)
         .bind(self.lease_ms())
+        .bind(record.traceparent)
+        .bind(record.tracestate)
         .execute(self.pool().await?)
         .await
         .map_err(db)?
@@ -221,7 +224,7 @@ impl Outbox for PostgresOutbox {
                ORDER BY accepted_at LIMIT $2
                FOR UPDATE SKIP LOCKED)
              RETURNING link, key, inputs, expires_at, result IS NOT NULL AS answered, claim,
-                       accepted_at, request_id"
+                       accepted_at, request_id, traceparent, tracestate"
         )
         .bind(&self.owner)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -485,7 +488,11 @@ fn read_stale(row: &PgRow) -> Result<(i64, Stale), (String, String)> {
     let accepted_at: i64 = row
         .try_get("accepted_at")
         .map_err(|e| fail("accepted_at", &e))?;
+    // Optional context: a value that cannot be read is dropped, never a
+    // reason to quarantine the row.
     let request_id: Option<String> = row.try_get("request_id").ok().flatten();
+    let traceparent: Option<String> = row.try_get("traceparent").ok().flatten();
+    let tracestate: Option<String> = row.try_get("tracestate").ok().flatten();
     Ok((
         accepted_at,
         Stale {
@@ -494,6 +501,8 @@ fn read_stale(row: &PgRow) -> Result<(i64, Stale), (String, String)> {
                 token,
             },
             request_id,
+            traceparent,
+            tracestate,
             key,
             inputs,
             expires_at: from_millis(expires_at),

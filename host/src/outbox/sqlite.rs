@@ -164,6 +164,8 @@ impl Outbox for SqliteOutbox {
     async fn accept(&self, record: &NewRecord<'_>) -> Result<Accepted, OutboxError> {
         let (link, key) = (record.link.to_string(), record.key.to_string());
         let request_id = record.request_id.to_string();
+        let traceparent = record.traceparent.map(str::to_string);
+        let tracestate = record.tracestate.map(str::to_string);
         let inputs =
             serde_json::to_string(record.inputs).map_err(|e| OutboxError::Task(e.to_string()))?;
         let now = millis(SystemTime::now());
@@ -171,9 +173,10 @@ impl Outbox for SqliteOutbox {
         self.with_db(move |db, owner| {
             let inserted = db.execute(
                 "INSERT OR IGNORE INTO requests
-                   (link, key, inputs, accepted_at, expires_at, state, attempts, owner, claim, request_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'accepted', 0, ?6, 1, ?7)",
-                params![link, key, inputs, now, expires, owner, request_id],
+                   (link, key, inputs, accepted_at, expires_at, state, attempts, owner, claim, request_id,
+                    traceparent, tracestate)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'accepted', 0, ?6, 1, ?7, ?8, ?9)",
+                params![link, key, inputs, now, expires, owner, request_id, traceparent, tracestate],
             )?;
             Ok(if inserted == 1 {
                 Accepted::New(Claim { link, token: 1 })
@@ -253,7 +256,8 @@ impl Outbox for SqliteOutbox {
                        SELECT rowid FROM requests
                        WHERE state IN ('accepted', 'answered') AND owner IS NOT ?1
                        ORDER BY accepted_at LIMIT ?2)
-                     RETURNING rowid, link, key, inputs, expires_at, result IS NOT NULL, claim, accepted_at, request_id",
+                     RETURNING rowid, link, key, inputs, expires_at, result IS NOT NULL, claim, accepted_at, request_id,
+                               traceparent, tracestate",
                 )?;
                 let mut rows = stmt.query(params![owner, limit])?;
                 while let Some(row) = rows.next()? {
@@ -407,12 +411,18 @@ fn read_stale(row: &Row<'_>) -> Result<(i64, Stale), String> {
     let answered = int(5, "result")? != 0;
     let token = int(6, "claim")?;
     let accepted_at = int(7, "accepted_at")?;
+    // Optional context: a value that cannot be read is dropped, never a
+    // reason to quarantine the row.
     let request_id = row.get::<_, Option<String>>(8).ok().flatten();
+    let traceparent = row.get::<_, Option<String>>(9).ok().flatten();
+    let tracestate = row.get::<_, Option<String>>(10).ok().flatten();
     Ok((
         accepted_at,
         Stale {
             claim: Claim { link, token },
             request_id,
+            traceparent,
+            tracestate,
             key,
             inputs,
             expires_at,
@@ -446,6 +456,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE requests ADD COLUMN request_id TEXT;",
     // 4: a scratch table for the health probe's rolled-back write.
     "CREATE TABLE IF NOT EXISTS probe (data BLOB);",
+    // 5: the request's W3C trace context, so its delivery joins its trace.
+    "ALTER TABLE requests ADD COLUMN traceparent TEXT;
+    ALTER TABLE requests ADD COLUMN tracestate TEXT;",
 ];
 
 fn migrate(db: &mut Connection) -> rusqlite::Result<()> {
@@ -466,6 +479,8 @@ mod tests {
         data_dir.join(FILE)
     }
 
+    const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
     fn rec<'a>(link: &'a str, inputs: &'a Fields, expires_at: SystemTime) -> NewRecord<'a> {
         NewRecord {
             link,
@@ -473,6 +488,17 @@ mod tests {
             inputs,
             expires_at,
             request_id: "r-1",
+            traceparent: Some(TRACEPARENT),
+            tracestate: Some("vendor=x"),
+        }
+    }
+
+    /// A record accepted with tracing off.
+    fn untraced<'a>(link: &'a str, inputs: &'a Fields, expires_at: SystemTime) -> NewRecord<'a> {
+        NewRecord {
+            traceparent: None,
+            tracestate: None,
+            ..rec(link, inputs, expires_at)
         }
     }
 
@@ -505,7 +531,7 @@ mod tests {
             );
             let two = claim(
                 outbox
-                    .accept(&rec("http://l/2", &inputs, expires))
+                    .accept(&untraced("http://l/2", &inputs, expires))
                     .await
                     .unwrap(),
             );
@@ -533,7 +559,11 @@ mod tests {
         );
         assert_eq!(stale[0].inputs, inputs);
         assert_eq!(stale[0].request_id.as_deref(), Some("r-1"));
+        assert_eq!(stale[0].traceparent.as_deref(), Some(TRACEPARENT));
+        assert_eq!(stale[0].tracestate.as_deref(), Some("vendor=x"));
         assert!(stale[1].answered);
+        assert_eq!(stale[1].traceparent, None);
+        assert_eq!(stale[1].tracestate, None);
         assert_eq!(
             outbox.result(&stale[1].claim).await.unwrap().as_deref(),
             Some(&b"{\"data\":{}}"[..])
@@ -650,16 +680,19 @@ mod tests {
             [],
         )
         .unwrap();
+        // An unreadable trace context (not UTF-8) is dropped, not quarantined.
+        db.execute(
+            "UPDATE requests SET traceparent = CAST(X'FF' AS TEXT) WHERE link = 'http://l/c'",
+            [],
+        )
+        .unwrap();
         drop(db);
         let outbox = SqliteOutbox::open(dir.path()).await.unwrap();
-        let links: Vec<String> = outbox
-            .claim_stale(10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|s| s.claim.link)
-            .collect();
+        let stale = outbox.claim_stale(10).await.unwrap();
+        let links: Vec<&str> = stale.iter().map(|s| s.claim.link.as_str()).collect();
         assert_eq!(links, ["http://l/a", "http://l/c"]);
+        assert_eq!(stale[1].traceparent, None);
+        assert_eq!(stale[1].tracestate.as_deref(), Some("vendor=x"));
         assert_eq!(
             outbox.state("http://l/bad").await.unwrap(),
             Some(State::Quarantined)
@@ -705,6 +738,8 @@ mod tests {
         assert_eq!(stale.len(), 1);
         assert_eq!(stale[0].claim.token, 1);
         assert_eq!(stale[0].request_id, None);
+        assert_eq!(stale[0].traceparent, None);
+        assert_eq!(stale[0].tracestate, None);
         drop(outbox);
         // Opening again applies nothing twice.
         SqliteOutbox::open(dir.path()).await.unwrap();

@@ -3,6 +3,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
+use tracing::Instrument as _;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::Runtime;
@@ -19,6 +20,7 @@ use crate::protocol::Fields;
 use crate::recent::{Recent, Ticket};
 use crate::redact::Redactor;
 use crate::store::Grant;
+use crate::telemetry;
 
 /// Why a component cannot serve as a plugin.
 #[derive(Debug, Error)]
@@ -140,6 +142,7 @@ impl WasmHandler {
         let answer = instance
             .plugin
             .call_handle(&mut instance.store, &call.key, &call.inputs)
+            .instrument(telemetry::spans::call())
             .await
             .map_err(|e| self.classify(e))?;
         instance.served += 1;
@@ -179,6 +182,7 @@ impl WasmHandler {
         let plugin = self
             .pre
             .instantiate_async(&mut store)
+            .instrument(telemetry::spans::instantiate())
             .await
             .map_err(|e| self.classify(e))?;
         let took = started.elapsed();

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub message: String,
     /// Put in the body, so a caller can quote it.
     pub request_id: Option<RequestId>,
+    /// The request's trace, when tracing is on: put in the body too.
+    pub trace_id: Option<String>,
     /// Answered with `connection: close`: what is left of the request on the
     /// connection is not read.
     pub close: bool,
@@ -26,6 +28,7 @@ impl ApiError {
             code,
             message: message.into(),
             request_id: None,
+            trace_id: None,
             close: false,
         }
     }
@@ -40,7 +43,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let id = self.request_id.as_ref().map(RequestId::as_str);
-        let body = protocol::error_body(self.code, &self.message, id);
+        let body =
+            protocol::traced_error_body(self.code, &self.message, id, self.trace_id.as_deref());
         let mut response = (self.status, super::json_headers(), body).into_response();
         let headers = response.headers_mut();
         match self.status {

@@ -43,6 +43,7 @@ use crate::recent::{Names, Ticket};
 use crate::request_id::{self, REQUEST_ID_HEADER, RequestId};
 use crate::router::{Route, Router};
 use crate::signature::{SIGNATURE_HEADER, Signer};
+use crate::telemetry;
 
 /// Everything a request handler needs, shared by all connections.
 pub struct AppState {
@@ -99,13 +100,18 @@ async fn data_request(
     let mut seen = Seen::new();
     let id = RequestId::from_header(headers.get(REQUEST_ID_HEADER).map(HeaderValue::as_bytes));
     let mut routed = None;
-    let handled =
-        handle_data_request(&app, &id, method, &headers, body, &mut routed, &mut seen).await;
+    // Tracing on: the server span, from arrival to answer (else a no-op).
+    let span = telemetry::spans::server(&method, id.as_str());
+    telemetry::adopt_incoming(&span, &headers);
+    let handled = handle_data_request(&app, &id, method, &headers, body, &mut routed, &mut seen)
+        .instrument(span.clone())
+        .await;
     let recent = &app.metrics.recent;
     let mut response = match handled {
         Ok(response) => {
             let status = response.status().as_u16();
             recent.answered(seen.ticket, &id, seen.arrived, status, None);
+            telemetry::spans::answered(&span, status, None);
             response
         }
         Err(mut error) => {
@@ -132,6 +138,8 @@ async fn data_request(
                 );
             }
             error.request_id = Some(id.clone());
+            error.trace_id = telemetry::ids(&span).map(|(trace, _)| trace);
+            telemetry::spans::answered(&span, status, Some(error.code));
             error.into_response()
         }
     };
@@ -180,11 +188,20 @@ async fn handle_data_request(
     // Nothing before this point logs: the span is made once its fields are
     // known, which costs less than recording them into it afterwards.
     let span = request_id::routed_span(id, &request.key, &route.plugin.settings.name);
+    // The server span (current here) is what async work's trace hangs from.
+    let trace = if telemetry::enabled() {
+        let server = tracing::Span::current();
+        let mode = route.plugin.settings.mode.as_str();
+        telemetry::spans::routed(&server, &request.key, &route.plugin.settings.name, mode);
+        telemetry::carry(&server)
+    } else {
+        (None, None)
+    };
     *routed = Some(Routed {
         names: route.names.clone(),
         span: span.clone(),
     });
-    run_routed(app, id, request, route, seen)
+    run_routed(app, id, request, route, trace, seen)
         .instrument(span)
         .await
 }
@@ -195,6 +212,7 @@ async fn run_routed(
     id: &RequestId,
     request: DataRequest,
     route: Route,
+    trace: telemetry::Carried,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
     let Route { names, plugin } = route;
@@ -216,6 +234,7 @@ async fn run_routed(
         key: request.key,
         inputs: request.inputs,
         admitted: seen.ticket,
+        trace,
     };
     match plugin.settings.mode {
         Mode::Sync => {

@@ -951,7 +951,7 @@ mod tests {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1, 2]);
+        assert_eq!(applied, [1, 2, 3]);
     }
 
     /// A database that is down answers within the acquire timeout, as
