@@ -3,10 +3,12 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use crate::collector::Collector;
 use crate::load::{self, LoadOptions};
 
 pub struct Contender {
@@ -15,6 +17,29 @@ pub struct Contender {
     args: Vec<String>,
     env: Vec<(String, String)>,
     pub workload: Workload,
+    /// A traced contender: where its spans go, and what each round counted.
+    pub traced: Option<Traced>,
+}
+
+/// The collector of a traced contender and its counts per round.
+pub struct Traced {
+    collector: Arc<Collector>,
+    /// Spans each request makes when sampled: the server span, the handler,
+    /// its instantiation and call, and the one outbound GET.
+    pub spans_per_request: u64,
+    pub sampled: bool,
+    pub rounds: Mutex<Vec<TraceCounts>>,
+}
+
+/// One traced round, counted by the host (`/metrics`) and by the collector.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceCounts {
+    /// Requests answered 2xx over the warm-up and the measured window.
+    pub requests: u64,
+    /// Spans the collector decoded, the shutdown's flush included.
+    pub received: u64,
+    /// Spans the host dropped: its queue was full, or an export failed.
+    pub dropped: u64,
 }
 
 /// What a contender is asked.
@@ -56,6 +81,8 @@ pub struct Running {
     pub child: Child,
     pub url: String,
     pub started_in: Duration,
+    /// The admin listener, for a contender whose config turns it on.
+    pub admin: Option<String>,
 }
 
 impl Drop for Running {
@@ -180,6 +207,7 @@ impl Contender {
             args,
             env: vec![],
             workload,
+            traced: None,
         }
     }
 
@@ -209,6 +237,7 @@ impl Contender {
             ],
             env: log_as_optech(),
             workload: Workload::Echo,
+            traced: None,
         })
     }
 
@@ -265,6 +294,45 @@ impl Contender {
         Ok(contender)
     }
 
+    /// (t1, t0) as (d), with traces exported to `collector`: every request
+    /// sampled (t1), or none (t0). The admin listener is on, to count spans.
+    pub fn orders_traced(
+        dir: &Path,
+        back_end: &str,
+        collector: Arc<Collector>,
+        sampled: bool,
+    ) -> anyhow::Result<Self> {
+        let dir = dir.join(if sampled {
+            "orders-traced"
+        } else {
+            "orders-traced-0"
+        });
+        std::fs::create_dir_all(&dir)?;
+        let config = orders_config(&dir, back_end, back_end, "")?;
+        let text = std::fs::read_to_string(&config)?
+            .replace("admin_listen = \"\"", "admin_listen = \"127.0.0.1:0\"");
+        let telemetry = format!(
+            "[telemetry]\nendpoint = {:?}\nsampler = \"parentbased_traceidratio\"\nsampler_arg = {}\n",
+            collector.endpoint,
+            if sampled { "1.0" } else { "0.0" }
+        );
+        std::fs::write(&config, text + "\n" + &telemetry)?;
+        let name = if sampled {
+            "t1. optech + orders.wasm, traced, sampling 1.0"
+        } else {
+            "t0. optech + orders.wasm, traced, sampling 0"
+        };
+        let mut contender = Self::custom(name, &config)?;
+        contender.workload = Workload::Orders;
+        contender.traced = Some(Traced {
+            collector,
+            spans_per_request: 5,
+            sampled,
+            rounds: Mutex::default(),
+        });
+        Ok(contender)
+    }
+
     /// (d3) as (d), with `requests_per_instance = 1000`.
     pub fn orders_reusing(dir: &Path, back_end: &str) -> anyhow::Result<Self> {
         let dir = dir.join("orders-reusing");
@@ -292,6 +360,7 @@ impl Contender {
             ],
             env: log_as_optech(),
             workload: Workload::Orders,
+            traced: None,
         })
     }
 
@@ -304,6 +373,7 @@ impl Contender {
             args: vec!["--config".into(), config.display().to_string()],
             env: log_as_optech(),
             workload: Workload::Echo,
+            traced: None,
         })
     }
 
@@ -318,6 +388,7 @@ impl Contender {
             args: vec!["--config".into(), config.display().to_string()],
             env: vec![],
             workload: Workload::Echo,
+            traced: None,
         })
     }
 
@@ -356,6 +427,7 @@ impl Contender {
             ],
             env: vec![],
             workload: Workload::Echo,
+            traced: None,
         }))
     }
 
@@ -406,10 +478,25 @@ impl Contender {
                 break addr;
             }
         };
+        // The admin listener's line follows the public one's.
+        let admin = match &self.traced {
+            None => None,
+            Some(_) => loop {
+                let line = rx
+                    .recv_timeout(Duration::from_secs(30))
+                    .with_context(|| format!("{} did not report its admin listener", self.name))?;
+                if line.contains("admin listener on")
+                    && let Some(addr) = find_address(&line)
+                {
+                    break Some(addr);
+                }
+            },
+        };
         Ok(Running {
             child,
             url,
             started_in: started.elapsed(),
+            admin,
         })
     }
 
@@ -419,13 +506,61 @@ impl Contender {
         options: &LoadOptions,
         scripts: &Scripts,
     ) -> anyhow::Result<load::Result> {
-        let running = self.start()?;
+        let mut running = self.start()?;
         let script = scripts.of(self.workload);
         let mut result =
             load::warm_then_measure(&running.url, script, options, options.connections)?;
         result.peak_rss_kib = peak_rss_kib(running.child.id());
+        if let Some(traced) = &self.traced {
+            let counts = traced.count(&mut running)?;
+            traced
+                .rounds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(counts);
+        }
         Ok(result)
     }
+}
+
+impl Traced {
+    /// Counts a finished round: the host's requests and dropped spans from
+    /// its `/metrics`, then, once a SIGTERM has made it flush and exit, what
+    /// the collector received.
+    fn count(&self, running: &mut Running) -> anyhow::Result<TraceCounts> {
+        let admin = running.admin.clone().context("no admin listener")?;
+        let metrics = http_get(&admin, "/metrics")?;
+        let sum = |prefix: &str, filter: &str| -> u64 {
+            metrics
+                .lines()
+                .filter(|l| l.starts_with(prefix) && l.contains(filter))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        };
+        let requests = sum("optech_requests_total{", "status_class=\"2xx\"");
+        let dropped = sum("optech_trace_spans_dropped_total{", "reason=");
+        let before = self.collector.spans();
+        Command::new("kill")
+            .args(["-TERM", &running.child.id().to_string()])
+            .status()?;
+        running.child.wait()?;
+        Ok(TraceCounts {
+            requests,
+            received: self.collector.spans() - before,
+            dropped,
+        })
+    }
+}
+
+/// A GET on loopback, read whole (HTTP/1.0: the server closes when done).
+fn http_get(base: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// `http://127.0.0.1:PORT` from a log line that mentions one.

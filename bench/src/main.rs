@@ -7,6 +7,7 @@
 
 mod accepts;
 mod backend;
+mod collector;
 mod contenders;
 mod js;
 mod load;
@@ -130,6 +131,22 @@ fn main() -> anyhow::Result<()> {
         contenders.push(Contender::native_orders(work.path(), &base)?);
         contenders.push(Contender::orders_token(work.path(), &base, true)?);
         contenders.push(Contender::orders_token(work.path(), &base, false)?);
+        let collector = std::sync::Arc::new(collector::Collector::start()?);
+        contenders.push(Contender::orders_traced(
+            work.path(),
+            &base,
+            collector.clone(),
+            true,
+        )?);
+        contenders.push(Contender::orders_traced(
+            work.path(),
+            &base,
+            collector,
+            false,
+        )?);
+        println!(
+            "traced (t1, t0): as d, exporting OTLP/HTTP to a collector on loopback (its own process thread, decoding every export) with the default batch settings; t1 samples every request (5 spans each), t0 none\n"
+        );
         println!(
             "outbound (d, d2, e): \"order status\" requests, each one GET with a bearer token to a back end on loopback (its own process thread) answering a small JSON order; d4 and d5 take the token by OAuth 2 client credentials from the same back end, d4 keeping it in the store (SQLite) until it expires, d5 fetching one per request\n"
         );
@@ -290,7 +307,17 @@ fn main() -> anyhow::Result<()> {
             d4 / d5
         );
     }
-    let token_failures = check_tokens(&contenders, &served, options.connections);
+    if let (Some(t1), Some(d)) = (rps("t1."), rps("d.")) {
+        println!("t1/d (traced at sampling 1.0 vs not traced): {:.2}", t1 / d);
+    }
+    if let (Some(t0), Some(d)) = (rps("t0."), rps("d.")) {
+        println!(
+            "t0/d (tracing on at sampling 0 vs not traced): {:.2}",
+            t0 / d
+        );
+    }
+    let mut token_failures = check_tokens(&contenders, &served, options.connections);
+    token_failures.extend(check_traces(&contenders));
     if args.scale {
         println!();
         scale::run(work.path(), &options, &scripts)?;
@@ -308,6 +335,45 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("token counts are wrong:\n  {}", token_failures.join("\n  "));
     }
     Ok(())
+}
+
+/// Prints what the traced contenders' collector received, round by round,
+/// and returns what is wrong: at sampling 1.0 every request's spans arrived
+/// or were counted as dropped (exactly); at 0 none was made.
+fn check_traces(contenders: &[Contender]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for contender in contenders {
+        let Some(traced) = &contender.traced else {
+            continue;
+        };
+        let rounds = traced.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        for (round, c) in rounds.iter().enumerate() {
+            let expected = if traced.sampled {
+                c.requests * traced.spans_per_request
+            } else {
+                0
+            };
+            println!(
+                "{} round {}: {} requests, {} spans received, {} dropped, {} expected",
+                contender.name,
+                round + 1,
+                c.requests,
+                c.received,
+                c.dropped,
+                expected
+            );
+            if c.received + c.dropped != expected {
+                wrong.push(format!(
+                    "{} round {}: {} spans received + {} dropped, not {expected}",
+                    contender.name,
+                    round + 1,
+                    c.received,
+                    c.dropped
+                ));
+            }
+        }
+    }
+    wrong
 }
 
 /// Prints the tokens d4 and d5 took per order and returns what is wrong: d5

@@ -218,17 +218,19 @@ impl Deliverer {
             }
             attempts += 1;
             let span = telemetry::spans::attempt(attempts);
+            let started = std::time::Instant::now();
             let attempt = self
                 .attempt(link, body, request_id)
                 .instrument(span.clone())
                 .await;
+            let took = started.elapsed();
             on_attempt(attempt.clone()).await;
             let wait = match &attempt {
                 Attempt::Retry { after, .. } => Some(self.policy.wait(attempts, *after)),
                 _ => None,
             };
             record_attempt(&span, &attempt, wait);
-            self.observe(ticket, &attempt, wait);
+            self.observe(ticket, &attempt, wait, took);
             let wait = match attempt {
                 Attempt::Delivered => return Outcome::Delivered { attempts },
                 Attempt::Final(reason) => return Outcome::Failed(reason),
@@ -258,14 +260,20 @@ impl Deliverer {
 }
 
 impl Deliverer {
-    fn observe(&self, ticket: Option<Ticket>, attempt: &Attempt, next: Option<Duration>) {
+    fn observe(
+        &self,
+        ticket: Option<Ticket>,
+        attempt: &Attempt,
+        next: Option<Duration>,
+        took: Duration,
+    ) {
         let Some(recent) = &self.recent else { return };
         let (outcome, reason) = match attempt {
             Attempt::Delivered => ("delivered", None),
             Attempt::Retry { reason, .. } => ("retry", Some(reason.as_str())),
             Attempt::Final(reason) => ("final", Some(reason.as_str())),
         };
-        recent.delivery(ticket, outcome, reason, next);
+        recent.delivery(ticket, outcome, reason, next, took);
     }
 }
 

@@ -242,12 +242,18 @@ async fn the_console_in_chromium() {
     for name in ["testkit", "breakable"] {
         std::fs::copy(testkit_wasm(), plugins.path().join(format!("{name}.wasm"))).unwrap();
     }
+    // A back end the `fetch` key's plugin calls, for the waterfall.
+    let back_end = Receiver::start().await;
     let host = TestHost::start(
         plugins.path(),
-        "link_ttl = \"1m\"\n\
-         [keys]\n\"log\" = \"testkit\"\n\"invalid\" = \"testkit\"\n\"echo.async\" = \"async\"\n\
-         \"fail.async\" = \"async\"\n\"version\" = \"breakable\"\n\
-         [plugins.async]\nsource = \"testkit.wasm\"\nmode = \"async\"\n",
+        &format!(
+            "link_ttl = \"1m\"\n\
+             [keys]\n\"log\" = \"testkit\"\n\"invalid\" = \"testkit\"\n\"echo.async\" = \"async\"\n\
+             \"fail.async\" = \"async\"\n\"version\" = \"breakable\"\n\"fetch\" = \"caller\"\n\
+             [plugins.async]\nsource = \"testkit.wasm\"\nmode = \"async\"\n\
+             [plugins.caller]\nsource = \"testkit.wasm\"\nallowed_hosts = [{:?}]\n",
+            back_end.base
+        ),
     )
     .await;
     let admin = host.admin_url();
@@ -363,6 +369,60 @@ async fn the_console_in_chromium() {
     .await;
     screenshot(&browser, "request").await;
     no_csp_violations(&browser, "a request's detail").await;
+
+    // The waterfall: where a call's time went, its outbound request included,
+    // from the host's own records (no collector).
+    let port = back_end.base.rsplit(':').next().unwrap().to_string();
+    assert_eq!(
+        ask(
+            &host,
+            "browser-waterfall",
+            json!({"key": "fetch", "inputs": {"url": back_end.link("orders")}})
+        )
+        .await,
+        200
+    );
+    browser.goto(&format!("{admin}/")).await.unwrap();
+    wait_rows(&browser, "the fetch row appears", |ids| {
+        ids.iter().any(|i| i == "browser-waterfall")
+    })
+    .await;
+    browser
+        .find(Locator::Css("tr[data-request-id=\"browser-waterfall\"] a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(
+        &browser,
+        "table.waterfall tbody",
+        Duration::from_secs(10),
+        |t| {
+            [
+                "request",
+                "queue",
+                "instantiate",
+                "handler",
+                &format!("GET 127.0.0.1:{port}"),
+            ]
+            .iter()
+            .all(|part| t.contains(part))
+                && t.contains("200")
+        },
+    )
+    .await;
+    let bars = browser
+        .find_all(Locator::Css("table.waterfall rect"))
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(
+        bars, 5,
+        "one bar per part: request, queue, instantiate, handler, the call"
+    );
+    screenshot(&browser, "waterfall").await;
+    no_csp_violations(&browser, "a request's waterfall").await;
 
     // Try it: an async key, and the answer delivered to the link the host served.
     browser.goto(&format!("{admin}/try")).await.unwrap();

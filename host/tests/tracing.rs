@@ -206,6 +206,21 @@ async fn one_trace_per_sync_request(transport: Transport) {
     let sent = got[0].headers["traceparent"].to_str().unwrap().to_string();
     assert_eq!(sent, format!("00-{trace}-{}-01", outbound.span_id));
 
+    // An unsigned request: anyone can send those, so none is traced (the
+    // console keeps none either) and its error body names no trace.
+    let unsigned = reqwest::Client::new()
+        .post(&host.url)
+        .header("content-type", "application/json")
+        .header("x-optech-signature", "0".repeat(64))
+        .header("x-request-id", "unsigned-1")
+        .body(json!({"key": "fetch", "inputs": {}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let body: Value = serde_json::from_slice(&unsigned.bytes().await.unwrap()).unwrap();
+    assert!(body["error"].get("trace_id").is_none(), "{body}");
+
     // A failing plugin: the error body names the trace, the spans say error.
     let (status, body) = post(&host, json!({"key": "fail", "inputs": {}}), &[]).await;
     assert_eq!(status, 500, "{body}");
@@ -223,6 +238,13 @@ async fn one_trace_per_sync_request(transport: Transport) {
         .await;
     let server = one(&spans, "POST /", &failed_trace);
     assert_eq!(server.status, "error");
+    // Exported after the unsigned request's span would have been.
+    assert!(
+        !spans
+            .iter()
+            .any(|s| s.attr("optech.request_id") == Some("unsigned-1")),
+        "an unsigned request was traced"
+    );
     assert_eq!(server.attr("error.type"), Some("plugin_error"));
     assert_eq!(one(&spans, "handler", &failed_trace).status, "error");
 
@@ -287,7 +309,8 @@ async fn the_config_file_alone_turns_tracing_on_and_may_trust_the_callers_trace(
     let dir = tempfile::tempdir().unwrap();
     let telemetry = format!(
         "[telemetry]\nendpoint = {:?}\nprotocol = \"grpc\"\nservice_name = \"from-file\"\n\
-         incoming_traceparent = \"parent\"\nresource_attributes = {{ \"deployment.environment\" = \"test\" }}\n",
+         incoming_traceparent = \"parent\"\nresource_attributes = {{ \"deployment.environment\" = \"test\" }}\n\
+         trace_url = \"http://jaeger.example/trace/{{trace_id}}\"\n",
         collector.endpoint()
     );
     let config = sync_config(dir.path(), &back_end, &telemetry);
@@ -304,13 +327,38 @@ async fn the_config_file_alone_turns_tracing_on_and_may_trust_the_callers_trace(
     let (status, _) = post(
         &host,
         json!({"key": "fetch", "inputs": {"url": url}}),
-        &[(
-            "traceparent",
-            &format!("00-{caller_trace}-{caller_span}-01"),
-        )],
+        &[
+            (
+                "traceparent",
+                &format!("00-{caller_trace}-{caller_span}-01"),
+            ),
+            ("x-request-id", "file-trace-1"),
+        ],
     )
     .await;
     assert_eq!(status, 200);
+    // The console's page of the request: its waterfall, and a link to its trace.
+    let admin = host.admin.clone().unwrap();
+    let get = |url: String| async move { reqwest::get(url).await.unwrap().text().await.unwrap() };
+    let rows = get(format!("{admin}/requests/rows?id=file-trace-1")).await;
+    let href = rows
+        .split("href=\"/requests/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no row in {rows}"))
+        .to_string();
+    let page = get(format!("{admin}/requests/{href}")).await;
+    assert!(
+        page.contains(&format!(
+            "href=\"http://jaeger.example/trace/{caller_trace}\""
+        )),
+        "no link to the trace in {page}"
+    );
+    let port = back_end.base.rsplit(':').next().unwrap();
+    assert!(
+        page.contains(&format!("GET 127.0.0.1:{port}")),
+        "no outbound call in {page}"
+    );
     let spans = collector
         .wait_for("the server span", WAIT, |spans| {
             spans.iter().any(|s| s.name == "POST /")

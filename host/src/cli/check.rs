@@ -2,7 +2,9 @@
 //! at once, without serving: unknown or malformed settings, unset secrets,
 //! missing or unreadable plugin files, components that do not match the WIT,
 //! bucket grants that are malformed; and which plugin may open which bucket
-//! of the store, with a warning where plugins share one. For a user's own CI.
+//! of the store, with a warning where plugins share one; and where traces go
+//! (`[telemetry]` resolved against the `OTEL_*` variables, each value with its
+//! source). For a user's own CI.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +13,7 @@ use crate::config::Config;
 use crate::credentials::Environment;
 use crate::loader;
 use crate::runtime::{Runtime, RuntimeOptions};
+use crate::telemetry;
 
 /// What `check` found.
 #[derive(Debug, Default)]
@@ -23,6 +26,8 @@ pub struct Report {
     pub keys: usize,
     /// `plugin: bucket, bucket` for every plugin granted buckets of the store.
     pub grants: Vec<String>,
+    /// Whether traces are exported, and where: one line each.
+    pub tracing: Vec<String>,
 }
 
 /// `optech check`: the report on stderr (ok on stdout); false when there are problems.
@@ -40,6 +45,9 @@ pub async fn run(config: &Path) -> bool {
         );
         for grant in &report.grants {
             println!("  stores of {grant}");
+        }
+        for line in &report.tracing {
+            println!("  {line}");
         }
         true
     } else {
@@ -77,6 +85,7 @@ pub async fn check(config_path: &Path) -> Report {
     );
     report.keys = config.keys.len();
     grants(&config, &mut report);
+    tracing(&config, &mut report, &|name| std::env::var(name).ok());
     // Compiles in memory only: a check writes nothing.
     let runtime = match Runtime::new(&RuntimeOptions {
         max_instances: 1,
@@ -99,6 +108,52 @@ pub async fn check(config_path: &Path) -> Report {
         }
     }
     report
+}
+
+/// Says whether traces are exported and with what, as `serve` would resolve
+/// it; a bad `OTEL_*` variable is a problem, as it stops `serve`.
+fn tracing(config: &Config, report: &mut Report, env: &dyn Fn(&str) -> Option<String>) {
+    match telemetry::resolve(&config.telemetry, env) {
+        Err(e) => report.problems.extend(e.0),
+        Ok(Err(off)) => report.tracing.push(format!("tracing: {off}")),
+        Ok(Ok(s)) => {
+            let ratio = if s.sampler.0.takes_ratio() {
+                format!(" {}", s.ratio)
+            } else {
+                String::new()
+            };
+            report.tracing.extend([
+                format!(
+                    "tracing: on, {} to {} ({})",
+                    s.protocol.0.as_str(),
+                    s.endpoint.0,
+                    s.endpoint.1
+                ),
+                format!("  service.name {} ({})", s.service_name.0, s.service_name.1),
+                format!(
+                    "  sampler {}{ratio} ({})",
+                    s.sampler.0.as_str(),
+                    s.sampler.1
+                ),
+                format!(
+                    "  incoming traceparent: {}; outbound requests {}",
+                    s.incoming.as_str(),
+                    if s.propagate {
+                        "carry traceparent"
+                    } else {
+                        "carry no trace context"
+                    }
+                ),
+            ]);
+            if !s.headers.is_empty() {
+                // Names only: header values are API keys.
+                let names: Vec<&str> = s.headers.keys().map(String::as_str).collect();
+                report
+                    .tracing
+                    .push(format!("  export headers: {}", names.join(", ")));
+            }
+        }
+    }
 }
 
 /// Lists each plugin's buckets, and warns of a bucket granted to several:
@@ -152,6 +207,45 @@ mod tests {
             [
                 "bucket `shared` is granted to a, b: each reads and overwrites the others' keys in it"
             ]
+        );
+    }
+
+    #[test]
+    fn tracing_is_listed_with_where_each_value_comes_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("optech.toml");
+        std::fs::write(
+            &path,
+            "[telemetry]\nendpoint = \"http://collector:4318\"\nheaders = { \"x-api-key\" = \"secret-key\" }\n",
+        )
+        .unwrap();
+        let (config, _) = Config::check(&path, &Environment::process()).unwrap();
+        let mut report = Report::default();
+        let env = |name: &str| (name == "OTEL_SERVICE_NAME").then(|| "orders-host".to_string());
+        tracing(&config, &mut report, &env);
+        let text = report.tracing.join("\n");
+        assert!(
+            text.contains("http/protobuf to http://collector:4318/v1/traces (from [telemetry])"),
+            "{text}"
+        );
+        assert!(
+            text.contains("service.name orders-host (from OTEL_SERVICE_NAME)"),
+            "{text}"
+        );
+        assert!(text.contains("export headers: x-api-key"), "{text}");
+        assert!(
+            !text.contains("secret-key"),
+            "a header value is listed: {text}"
+        );
+
+        let mut report = Report::default();
+        tracing(&config, &mut report, &|name| {
+            (name == "OTEL_TRACES_SAMPLER").then(|| "sometimes".to_string())
+        });
+        assert!(
+            report.problems[0].contains("OTEL_TRACES_SAMPLER"),
+            "{:?}",
+            report.problems
         );
     }
 }

@@ -10,8 +10,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use crate::cli::send::Delivered;
 use crate::config::Mode;
 use crate::outbox::{Listing, RecordSummary, State};
-use crate::recent::{Entry, Filter, Timings};
+use crate::recent::{Entry, Filter, MAX_CALLS, Timings};
 use crate::reload::ReloadStatus;
+use crate::telemetry;
 
 /// Which page a link in the navigation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +247,113 @@ fn timing(d: Option<Duration>) -> String {
     d.map(millis).unwrap_or_else(|| "–".into())
 }
 
+/// One bar of the waterfall: a part of the request, from its start (counted
+/// from arrival) for `took`.
+struct Bar {
+    class: &'static str,
+    label: String,
+    start: Duration,
+    took: Duration,
+    note: String,
+}
+
+/// Where the request's time went, from the host's own records: no collector
+/// needed. Bars are SVG rectangles (the CSP allows no inline styles).
+fn waterfall(e: &Entry) -> Markup {
+    let bars = bars(e);
+    if bars.is_empty() {
+        return html! {};
+    }
+    let end = bars
+        .iter()
+        .map(|b| b.start + b.took)
+        .max()
+        .unwrap_or_default()
+        .max(Duration::from_micros(1));
+    // In thousandths of the scale; a bar is at least 3 wide, to be seen.
+    let at = |d: Duration| (d.as_secs_f64() / end.as_secs_f64() * 1000.0).min(1000.0);
+    html! {
+        h2 { "Waterfall" }
+        table.waterfall {
+            thead { tr { th { "Part" } th { "Start" } th { "Took" } th.bars { "0 – " (millis(end)) } } }
+            tbody {
+                @for bar in &bars {
+                    tr class=(bar.class) {
+                        td { (bar.label) @if !bar.note.is_empty() { " " span.note { (bar.note) } } }
+                        td.num { (millis(bar.start)) }
+                        td.num { (millis(bar.took)) }
+                        td.bars {
+                            svg viewBox="0 0 1000 10" preserveAspectRatio="none" width="100%" height="12" role="img" {
+                                rect x=(format!("{:.1}", at(bar.start).min(997.0)))
+                                    width=(format!("{:.1}", at(bar.took).max(3.0)))
+                                    height="10" {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if e.calls_dropped > 0 {
+            p.note { (e.calls_dropped) " more outbound call(s) were not kept (the console keeps " (MAX_CALLS) " per request)." }
+        }
+    }
+}
+
+fn bars(e: &Entry) -> Vec<Bar> {
+    let Timings {
+        queue,
+        instantiate,
+        handler,
+        total,
+    } = e.timings;
+    let mut bars = Vec::new();
+    let mut bar = |class, label: &str, start, took, note: String| {
+        bars.push(Bar {
+            class,
+            label: label.to_string(),
+            start,
+            took,
+            note,
+        })
+    };
+    if let Some(total) = total {
+        bar("w-request", "request", Duration::ZERO, total, String::new());
+    }
+    if let Some(queue) = queue {
+        bar("w-queue", "queue", Duration::ZERO, queue, String::new());
+    }
+    let queue = queue.unwrap_or_default();
+    if let Some(took) = instantiate {
+        bar("w-instantiate", "instantiate", queue, took, String::new());
+    }
+    if let Some(took) = handler {
+        let start = queue + instantiate.unwrap_or_default();
+        bar("w-handler", "handler", start, took, String::new());
+    }
+    for call in &e.calls {
+        let note = match call.outcome {
+            Ok(status) => status.to_string(),
+            Err(why) => why.to_string(),
+        };
+        bar("w-call", &call.label, call.start, call.took, note);
+    }
+    // The latest attempts are kept: number them as made.
+    let first = (e.attempt_count as usize).saturating_sub(e.attempts.len()) + 1;
+    for (i, attempt) in e.attempts.iter().enumerate() {
+        let start = attempt.at.duration_since(e.at).unwrap_or_default();
+        let took = attempt.took.unwrap_or_default();
+        let label = format!("delivery attempt {}", first + i);
+        bar(
+            "w-attempt",
+            &label,
+            start,
+            took,
+            attempt.outcome.to_string(),
+        );
+    }
+    bars
+}
+
 /// The detail of one request; refreshed while it is still running or delivering.
 pub fn request_detail(entry: Option<&Entry>) -> Markup {
     let Some(e) = entry else {
@@ -281,6 +389,15 @@ pub fn request_detail(entry: Option<&Entry>) -> Markup {
                 @if let Some(message) = &e.message {
                     dt { "Message" } dd { (message) }
                 }
+                @if let Some(trace_id) = &e.trace_id {
+                    dt { "Trace" }
+                    dd {
+                        code { (trace_id) }
+                        @if let Some(url) = telemetry::trace_url(trace_id) {
+                            " " a.trace-link href=(url) target="_blank" rel="noopener" { "open the trace" }
+                        }
+                    }
+                }
             }
             h2 { "Timings" }
             table.timings {
@@ -290,6 +407,7 @@ pub fn request_detail(entry: Option<&Entry>) -> Markup {
                     td { (timing(handler)) } td { (timing(total)) }
                 } }
             }
+            (waterfall(e))
             h2 { "Log" }
             @if e.logs.is_empty() {
                 p.note { "The plugin logged nothing for this request." }

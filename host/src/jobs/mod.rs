@@ -251,6 +251,9 @@ impl Jobs {
             );
         }
         let ticket = work.admitted;
+        if let (true, Some(trace_id)) = (resumed, telemetry::trace_id(&work.trace)) {
+            self.metrics.recent.traced(ticket, trace_id);
+        }
         let trace = telemetry::spans::background(work.request_id.as_str(), resumed);
         telemetry::resume(&trace, work.trace.0.as_deref(), work.trace.1.as_deref());
         let running = self.tracker.spawn(

@@ -45,6 +45,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 pub use crate::config::EgressSettings;
 use crate::metrics::{OutboundLabels, SharedMetrics};
+use crate::recent::{Recent, Ticket};
 use crate::telemetry;
 pub use address::AddressPolicy;
 pub use allowlist::{AllowedHost, Allowlist, Destination, Host};
@@ -141,10 +142,10 @@ impl Outbound {
             })
         };
         let counts = OutboundCounts {
-            response: counter("response"),
-            denied: counter("denied"),
-            timeout: counter("timeout"),
-            error: counter("error"),
+            response: counter(Outcome::Response.as_str()),
+            denied: counter(Outcome::Denied.as_str()),
+            timeout: counter(Outcome::Timeout.as_str()),
+            error: counter(Outcome::Error.as_str()),
         };
         Arc::new(PluginEgress {
             plugin: plugin.into(),
@@ -164,6 +165,17 @@ enum Outcome {
     Denied,
     Timeout,
     Error,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Response => "response",
+            Self::Denied => "denied",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+        }
+    }
 }
 
 fn outcome<T>(result: &Result<T, Error>) -> Outcome {
@@ -215,6 +227,11 @@ pub struct PluginEgress {
 }
 
 impl PluginEgress {
+    /// The console's record of requests, where each outbound call is shown.
+    fn recent(&self) -> Option<Arc<Recent>> {
+        self.outbound.metrics.as_ref().map(|m| m.recent.clone())
+    }
+
     /// Checks and sends one request, and hands back its response with a capped
     /// body. Plugins reach it through `wasi:http`; a native handler (the
     /// benchmark's baseline) may call it directly.
@@ -347,21 +364,27 @@ impl PluginEgress {
     }
 }
 
-/// The `wasi:http` hooks of one instance: its plugin's egress and the current
-/// call's deadline.
+/// The `wasi:http` hooks of one instance: its plugin's egress, and the
+/// current call's deadline and console entry (where each request is shown).
 pub struct Egress {
     plugin: Arc<PluginEgress>,
     deadline: Instant,
+    ticket: Option<Ticket>,
 }
 
 impl Egress {
-    pub fn new(plugin: Arc<PluginEgress>, deadline: Instant) -> Self {
-        Self { plugin, deadline }
+    pub fn new(plugin: Arc<PluginEgress>, deadline: Instant, ticket: Option<Ticket>) -> Self {
+        Self {
+            plugin,
+            deadline,
+            ticket,
+        }
     }
 
-    /// A kept instance takes its next call's deadline.
-    pub fn set_deadline(&mut self, deadline: Instant) {
+    /// A kept instance takes its next call's deadline and entry.
+    pub fn begin(&mut self, deadline: Instant, ticket: Option<Ticket>) {
         self.deadline = deadline;
+        self.ticket = ticket;
     }
 }
 
@@ -377,14 +400,41 @@ impl WasiHttpHooks for Egress {
         let (plugin, deadline) = (self.plugin.clone(), self.deadline);
         // Made here, in the plugin's call: wasi-http runs the send as a task of its own.
         let span = client_span(&request);
+        let shown = self
+            .ticket
+            .zip(plugin.recent())
+            .map(|(ticket, recent)| (ticket, recent, Instant::now(), call_label(&request)));
         Box::new(
             async move {
-                let response = plugin.send(request, options, deadline).await?;
-                Ok((response, Box::new(async { Ok(()) }) as IoFuture))
+                let result = plugin.send(request, options, deadline).await;
+                if let Some((ticket, recent, started, label)) = shown {
+                    let outcome = match &result {
+                        Ok(response) => Ok(response.status().as_u16()),
+                        Err(_) => Err(outcome(&result).as_str()),
+                    };
+                    recent.outbound(Some(ticket), started, started.elapsed(), &label, outcome);
+                }
+                Ok((result?, Box::new(async { Ok(()) }) as IoFuture))
             }
             .instrument(span),
         )
     }
+}
+
+/// Where a request goes, as the console and the trace name it: scheme, host
+/// and port, never the path or query, which may hold a value of the request.
+fn destination(uri: &http::Uri) -> (&str, &str, u16) {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    (scheme, uri.host().unwrap_or("?"), port)
+}
+
+/// How the console names an outbound request: `GET host:port`.
+fn call_label<B>(request: &http::Request<B>) -> String {
+    let (_, host, port) = destination(request.uri());
+    format!("{} {host}:{port}", request.method())
 }
 
 /// The client span of one outbound request: its method, host and port (never
@@ -393,12 +443,7 @@ fn client_span<B>(request: &http::Request<B>) -> tracing::Span {
     if !telemetry::enabled() {
         return tracing::Span::none();
     }
-    let uri = request.uri();
-    let scheme = uri.scheme_str().unwrap_or("http");
-    let port = uri
-        .port_u16()
-        .unwrap_or(if scheme == "https" { 443 } else { 80 });
-    let host = uri.host().unwrap_or("");
+    let (scheme, host, port) = destination(request.uri());
     telemetry::spans::outbound(request.method().as_str(), scheme, host, port)
 }
 

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use charts::{BUCKET, BUCKETS, CODES, ChartData};
 pub use ring::{
-    Attempt, Entry, LogLine, MAX_ATTEMPTS, MAX_LOG_BYTES, MAX_LOG_LINES, MAX_PAYLOAD, Ticket,
-    Timings,
+    Attempt, Entry, LogLine, MAX_ATTEMPTS, MAX_CALLS, MAX_LOG_BYTES, MAX_LOG_LINES, MAX_PAYLOAD,
+    OutboundCall, Ticket, Timings,
 };
 
 use crate::config::Mode;
@@ -404,18 +404,52 @@ impl Recent {
         outcome: &'static str,
         reason: Option<&str>,
         next: Option<Duration>,
+        took: Duration,
     ) {
         let Some(ticket) = ticket else { return };
         let now = SystemTime::now();
         let mut inner = self.lock();
         if let Some(entry) = inner.ring.get_mut(ticket) {
             entry.push_attempt(Attempt {
-                at: now,
+                at: now.checked_sub(took).unwrap_or(now),
                 outcome,
                 reason: reason.map(Into::into),
                 next_at: next.map(|d| now + d),
+                took: Some(took),
             });
             inner.version += 1;
+        }
+    }
+
+    /// An outbound request the plugin made for the entry `ticket` names,
+    /// from `started` for `took`.
+    pub fn outbound(
+        &self,
+        ticket: Option<Ticket>,
+        started: Instant,
+        took: Duration,
+        label: &str,
+        outcome: Result<u16, &'static str>,
+    ) {
+        let Some(ticket) = ticket else { return };
+        let mut inner = self.lock();
+        if let Some(entry) = inner.ring.get_mut(ticket) {
+            let start = started.saturating_duration_since(entry.arrived());
+            entry.push_call(OutboundCall {
+                start,
+                took,
+                label: label.into(),
+                outcome,
+            });
+            inner.version += 1;
+        }
+    }
+
+    /// The OpenTelemetry trace of the entry `ticket` names (tracing on).
+    pub fn traced(&self, ticket: Option<Ticket>, trace_id: &str) {
+        let Some(ticket) = ticket else { return };
+        if let Some(entry) = self.lock().ring.get_mut(ticket) {
+            entry.set_trace_id(trace_id.into());
         }
     }
 
@@ -562,8 +596,14 @@ mod tests {
             Err(("plugin_error", &failure)),
             &Redactor::default(),
         );
-        recent.delivery(call, "retry", Some("503"), Some(Duration::from_secs(1)));
-        recent.delivery(call, "delivered", None, None);
+        recent.delivery(
+            call,
+            "retry",
+            Some("503"),
+            Some(Duration::from_secs(1)),
+            Duration::from_millis(3),
+        );
+        recent.delivery(call, "delivered", None, None, Duration::from_millis(2));
         let entry = recent.find("a1").unwrap();
         assert_eq!(
             (entry.status, entry.code),
@@ -639,7 +679,7 @@ mod tests {
         // A later request with the same id (a forged one) does not take over
         // the first one's deliveries: they follow the ticket.
         let forged = recent.admitted(&id("real"), Instant::now(), &names("k", "p"), Mode::Sync);
-        recent.delivery(call, "delivered", None, None);
+        recent.delivery(call, "delivered", None, None, Duration::from_millis(2));
         let first = recent.get(call.map(|t| t.0).unwrap()).unwrap();
         let second = recent.get(forged.map(|t| t.0).unwrap()).unwrap();
         assert_eq!((first.attempts.len(), second.attempts.len()), (1, 0));

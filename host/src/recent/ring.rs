@@ -7,7 +7,8 @@
 //!
 //! Invariants: it never holds more than `capacity` entries, each with at most
 //! [`MAX_LOG_LINES`] log lines of at most [`MAX_LOG_BYTES`] in all and
-//! [`MAX_ATTEMPTS`] delivery attempts, so it stays bounded whatever the traffic.
+//! [`MAX_ATTEMPTS`] delivery attempts and [`MAX_CALLS`] outbound calls, so it
+//! stays bounded whatever the traffic.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -24,6 +25,8 @@ pub const MAX_LOG_BYTES: usize = 8 * 1024;
 pub const MAX_LOG_LINE: usize = 2 * 1024;
 /// Delivery attempts kept per request (the latest ones).
 pub const MAX_ATTEMPTS: usize = 8;
+/// Outbound calls kept per request (the first ones); later ones are counted.
+pub const MAX_CALLS: usize = 32;
 /// Bytes of inputs or data kept per request when payloads are on.
 pub const MAX_PAYLOAD: usize = 4 * 1024;
 
@@ -62,6 +65,20 @@ pub struct Attempt {
     pub reason: Option<Box<str>>,
     /// When the next attempt is due (retries only).
     pub next_at: Option<SystemTime>,
+    /// How long the POST took.
+    pub took: Option<Duration>,
+}
+
+/// One outbound request the plugin made while serving the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundCall {
+    /// When it started, counted from the request's arrival.
+    pub start: Duration,
+    pub took: Duration,
+    /// `GET host:port`: never the path or the query, which may hold inputs.
+    pub label: Box<str>,
+    /// The status, or why there is none (`denied`, `timeout`, `error`).
+    pub outcome: Result<u16, &'static str>,
 }
 
 /// One request as the console shows it: a copy made when a page reads the ring.
@@ -88,6 +105,11 @@ pub struct Entry {
     pub logs_dropped: u32,
     pub attempts: Vec<Attempt>,
     pub attempt_count: u32,
+    pub calls: Vec<OutboundCall>,
+    /// Calls not kept past [`MAX_CALLS`].
+    pub calls_dropped: u32,
+    /// The OpenTelemetry trace the request is in, when tracing is on.
+    pub trace_id: Option<Box<str>>,
     pub inputs: Option<Box<str>>,
     pub data: Option<Box<str>>,
 }
@@ -153,6 +175,9 @@ struct More {
     logs_dropped: u32,
     attempts: Vec<Attempt>,
     attempt_count: u32,
+    calls: Vec<OutboundCall>,
+    calls_dropped: u32,
+    trace_id: Option<Box<str>>,
     inputs: Option<Box<str>>,
     data: Option<Box<str>>,
 }
@@ -226,6 +251,23 @@ impl Slot {
         });
     }
 
+    pub(super) fn push_call(&mut self, call: OutboundCall) {
+        let more = self.more();
+        if more.calls.len() >= MAX_CALLS {
+            more.calls_dropped = more.calls_dropped.saturating_add(1);
+            return;
+        }
+        more.calls.push(call);
+    }
+
+    pub(super) fn set_trace_id(&mut self, trace_id: Box<str>) {
+        self.more().trace_id = Some(trace_id);
+    }
+
+    pub(super) fn arrived(&self) -> Instant {
+        self.arrived
+    }
+
     pub(super) fn push_attempt(&mut self, attempt: Attempt) {
         let more = self.more();
         if more.attempts.len() >= MAX_ATTEMPTS {
@@ -259,6 +301,9 @@ impl Slot {
             logs_dropped: more.map_or(0, |m| m.logs_dropped),
             attempts: more.map(|m| m.attempts.clone()).unwrap_or_default(),
             attempt_count: more.map_or(0, |m| m.attempt_count),
+            calls: more.map(|m| m.calls.clone()).unwrap_or_default(),
+            calls_dropped: more.map_or(0, |m| m.calls_dropped),
+            trace_id: more.and_then(|m| m.trace_id.clone()),
             inputs: more.and_then(|m| m.inputs.clone()),
             data: more.and_then(|m| m.data.clone()),
         }
@@ -492,12 +537,25 @@ mod tests {
                 outcome: if i == 19 { "delivered" } else { "retry" },
                 reason: None,
                 next_at: None,
+                took: None,
             });
         }
         let entry = slot.entry();
         assert_eq!(entry.attempts.len(), MAX_ATTEMPTS);
         assert_eq!(entry.attempt_count, 20);
         assert_eq!(entry.attempts.last().map(|a| a.outcome), Some("delivered"));
+        for i in 0..40 {
+            slot.push_call(OutboundCall {
+                start: Duration::from_millis(i),
+                took: Duration::from_millis(1),
+                label: "GET example.com:443".into(),
+                outcome: Ok(200),
+            });
+        }
+        let entry = slot.entry();
+        assert_eq!(entry.calls.len(), MAX_CALLS, "the first ones are kept");
+        assert_eq!(entry.calls[0].start, Duration::ZERO);
+        assert_eq!(entry.calls_dropped, 40 - MAX_CALLS as u32);
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl PluginState {
             .tables(32)
             .memories(4)
             .build();
-        let egress = Egress::new(info.egress.clone(), deadline);
+        let egress = Egress::new(info.egress.clone(), deadline, trace);
         Self {
             info,
             deadline,
@@ -84,7 +84,7 @@ impl PluginState {
     /// and the console entry its lines go to.
     pub fn begin(&mut self, deadline: Instant, trace: Option<Ticket>) {
         self.deadline = deadline;
-        self.egress.set_deadline(deadline);
+        self.egress.begin(deadline, trace);
         self.log_lines = 0;
         self.trace = trace;
         self.stdout.set_trace(trace);

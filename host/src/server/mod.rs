@@ -120,8 +120,9 @@ async fn data_request(
                 let detail = Some((error.code, error.message.as_str()));
                 recent.answered(seen.ticket, &id, seen.arrived, status, detail);
             } else {
-                // Anyone can send these: counted, never kept.
+                // Anyone can send these: counted, never kept, never traced.
                 recent.refused(seen.arrived, error.code);
+                telemetry::spans::unsigned(&span);
             }
             if tracing::enabled!(tracing::Level::DEBUG) {
                 // Refused before routing: a span with the id only.
@@ -138,7 +139,9 @@ async fn data_request(
                 );
             }
             error.request_id = Some(id.clone());
-            error.trace_id = telemetry::ids(&span).map(|(trace, _)| trace);
+            if seen.verified {
+                error.trace_id = telemetry::ids(&span).map(|(trace, _)| trace);
+            }
             telemetry::spans::answered(&span, status, Some(error.code));
             error.into_response()
         }
@@ -227,6 +230,9 @@ async fn run_routed(
         .metrics
         .recent
         .admitted(id, seen.arrived, &names, plugin.settings.mode);
+    if let Some(trace_id) = telemetry::trace_id(&trace) {
+        app.metrics.recent.traced(seen.ticket, trace_id);
+    }
     let has_link = request.link.is_some();
     let work = Work {
         request_id: id.clone(),

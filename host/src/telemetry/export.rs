@@ -232,7 +232,8 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
 
 /// Admits a finished span to the batch processor only while fewer than `cap`
 /// wait, so the processor's own queue (of the same size) never overflows
-/// uncounted: every span refused here is counted.
+/// uncounted: every span refused here is counted. The span of a request
+/// whose signature was not verified is never exported (`spans::unsigned`).
 #[derive(Debug)]
 struct Gate {
     inner: BatchSpanProcessor,
@@ -246,6 +247,13 @@ impl SpanProcessor for Gate {
     }
 
     fn on_end(&self, span: SpanData) {
+        let unsigned = span.attributes.iter().any(|kv| {
+            kv.key.as_str() == super::spans::UNSIGNED
+                && kv.value == opentelemetry::Value::Bool(true)
+        });
+        if unsigned {
+            return;
+        }
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.cap {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             COUNTS.queue_full.inc();

@@ -157,6 +157,13 @@ pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
 /// A trace context as an outbox record keeps it: `(traceparent, tracestate)`.
 pub type Carried = (Option<String>, Option<String>);
 
+/// The trace id in a carried context: `traceparent` is
+/// `00-<32 hex trace id>-<16 hex span id>-<flags>`.
+pub fn trace_id(carried: &Carried) -> Option<&str> {
+    let id = carried.0.as_deref()?.get(3..35)?;
+    id.bytes().all(|b| b.is_ascii_hexdigit()).then_some(id)
+}
+
 /// `span`'s context as stored with an outbox record.
 pub fn carry(span: &tracing::Span) -> Carried {
     if span.is_none() {
@@ -208,6 +215,17 @@ pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trace_id_is_read_from_a_traceparent() {
+        let carried = (
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
+            None,
+        );
+        assert_eq!(trace_id(&carried), Some("0af7651916cd43dd8448eb211c80319c"));
+        assert_eq!(trace_id(&(Some("00-short".into()), None)), None);
+        assert_eq!(trace_id(&(None, None)), None);
+    }
 
     #[test]
     fn without_tracing_nothing_is_carried() {

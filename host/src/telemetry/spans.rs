@@ -28,8 +28,19 @@ pub fn server(method: &http::Method, request_id: &str) -> Span {
         optech.key = Empty,
         optech.plugin = Empty,
         optech.mode = Empty,
+        optech.unsigned = Empty,
     )
 }
+
+/// Marks a request refused before its signature was verified: anyone can
+/// send those, so its span is not exported (`export::Gate`), as the console
+/// keeps no entry of it.
+pub fn unsigned(span: &Span) {
+    span.record(UNSIGNED, true);
+}
+
+/// The attribute that marks a span not to export.
+pub(super) const UNSIGNED: &str = "optech.unsigned";
 
 /// Records how the request was answered; a 5xx marks the span failed.
 pub fn answered(span: &Span, status: u16, error_code: Option<&str>) {
