@@ -195,6 +195,7 @@ async fn one_trace_per_sync_request(transport: Transport) {
         ("server.address", "127.0.0.1"),
         ("server.port", port),
         ("http.response.status_code", "200"),
+        ("http.response.body.size", "0"),
         ("optech.egress.decision", "allowed"),
     ] {
         assert_eq!(outbound.attr(key), Some(value), "{key} of {outbound:#?}");

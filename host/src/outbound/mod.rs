@@ -291,11 +291,13 @@ impl PluginEgress {
                 .to_bytes();
         // The client writes `host` from the URL it dials.
         parts.headers.remove(http::header::HOST);
-        if telemetry::propagates() {
-            // The back end's own spans join this request's trace.
+        if telemetry::enabled() {
             let span = tracing::Span::current();
             span.record("http.request.body.size", body.len());
-            telemetry::inject(&span, &mut parts.headers);
+            if telemetry::propagates() {
+                // The back end's own spans join this request's trace.
+                telemetry::inject(&span, &mut parts.headers);
+            }
         }
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
@@ -457,6 +459,14 @@ fn record_on_span(span: &tracing::Span, result: &Result<http::Response<WasiBody>
         Ok(response) => {
             span.record("optech.egress.decision", "allowed");
             span.record("http.response.status_code", response.status().as_u16());
+            // The body streams to the plugin after this: its declared size.
+            let declared = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if let Some(size) = declared {
+                span.record("http.response.body.size", size);
+            }
             if response.status().is_server_error() {
                 span.record("otel.status_code", "ERROR");
             }

@@ -139,6 +139,7 @@ pub fn outbound(method: &str, scheme: &str, host: &str, port: u16) -> Span {
         server.port = port,
         http.response.status_code = Empty,
         http.request.body.size = Empty,
+        http.response.body.size = Empty,
         "error.type" = Empty,
         optech.egress.decision = Empty,
     )
