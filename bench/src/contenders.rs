@@ -474,6 +474,10 @@ impl Contender {
                 // A Python component compiles for about 20 s, more on a busy machine.
                 .recv_timeout(Duration::from_secs(300))
                 .with_context(|| format!("{} did not report its address", self.name))?;
+            // A traced host names its collector first.
+            if line.contains("tracing on:") {
+                continue;
+            }
             if let Some(addr) = find_address(&line) {
                 break addr;
             }
@@ -506,13 +510,16 @@ impl Contender {
         options: &LoadOptions,
         scripts: &Scripts,
     ) -> anyhow::Result<load::Result> {
+        // The collector's count before this contender, so the round's spans
+        // are told from the others' (its flush at exit included).
+        let before = self.traced.as_ref().map(|t| t.collector.spans());
         let mut running = self.start()?;
         let script = scripts.of(self.workload);
         let mut result =
             load::warm_then_measure(&running.url, script, options, options.connections)?;
         result.peak_rss_kib = peak_rss_kib(running.child.id());
-        if let Some(traced) = &self.traced {
-            let counts = traced.count(&mut running)?;
+        if let (Some(traced), Some(before)) = (&self.traced, before) {
+            let counts = traced.count(&mut running, before)?;
             traced
                 .rounds
                 .lock()
@@ -527,7 +534,7 @@ impl Traced {
     /// Counts a finished round: the host's requests and dropped spans from
     /// its `/metrics`, then, once a SIGTERM has made it flush and exit, what
     /// the collector received.
-    fn count(&self, running: &mut Running) -> anyhow::Result<TraceCounts> {
+    fn count(&self, running: &mut Running, before: u64) -> anyhow::Result<TraceCounts> {
         let admin = running.admin.clone().context("no admin listener")?;
         let metrics = http_get(&admin, "/metrics")?;
         let sum = |prefix: &str, filter: &str| -> u64 {
@@ -539,7 +546,6 @@ impl Traced {
         };
         let requests = sum("optech_requests_total{", "status_class=\"2xx\"");
         let dropped = sum("optech_trace_spans_dropped_total{", "reason=");
-        let before = self.collector.spans();
         Command::new("kill")
             .args(["-TERM", &running.child.id().to_string()])
             .status()?;
