@@ -367,7 +367,11 @@ fn check_traces(contenders: &[Contender], connections: u32) -> Vec<String> {
                 expected
             );
             if c.requests == 0 {
-                wrong.push(format!("{} round {}: no request answered 2xx", contender.name, round + 1));
+                wrong.push(format!(
+                    "{} round {}: no request answered 2xx",
+                    contender.name,
+                    round + 1
+                ));
             } else if !(expected..=expected + slack).contains(&(c.received + c.dropped)) {
                 wrong.push(format!(
                     "{} round {}: {} spans received + {} dropped, not {expected} to {expected} + {slack}",
