@@ -56,30 +56,13 @@ impl std::ops::Sub for Served {
 impl BackEnd {
     /// Starts on a free loopback port, on one thread of its own.
     pub fn start() -> anyhow::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let counts = Arc::new(Counts::default());
-        let state = counts.clone();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .context("the back end's runtime")?;
-        std::thread::Builder::new()
-            .name("bench-backend".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let app = axum::Router::new()
-                        .route("/orders/{id}", get(order))
-                        .route("/close/orders/{id}", get(order_then_close))
-                        .route("/oauth/token", post(token))
-                        .with_state(state);
-                    if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
-                        let _ = axum::serve(listener, app).await;
-                    }
-                })
-            })?;
+        let app = axum::Router::new()
+            .route("/orders/{id}", get(order))
+            .route("/close/orders/{id}", get(order_then_close))
+            .route("/oauth/token", post(token))
+            .with_state(counts.clone());
+        let addr = serve_on_own_thread("bench-backend", app)?;
         Ok(Self { addr, counts })
     }
 
@@ -93,6 +76,30 @@ impl BackEnd {
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
+}
+
+/// Serves `app` on a free loopback port, from a one-worker runtime on a
+/// thread of its own (named `name`), so the bench's servers do not share the
+/// contenders' threads; returns the address.
+pub fn serve_on_own_thread(name: &str, app: axum::Router) -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .with_context(|| format!("the runtime of {name}"))?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+                    let _ = axum::serve(listener, app).await;
+                }
+            })
+        })?;
+    Ok(addr)
 }
 
 /// The client-credentials grant: the bench's client, any form, one token.

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,29 +24,15 @@ pub struct Collector {
 impl Collector {
     /// Starts on a free loopback port, on one thread of its own.
     pub fn start() -> anyhow::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let endpoint = format!("http://{}", listener.local_addr()?);
         let spans = Arc::new(AtomicU64::new(0));
-        let state = spans.clone();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .context("the collector's runtime")?;
-        std::thread::Builder::new()
-            .name("bench-collector".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let app = axum::Router::new()
-                        .route("/v1/traces", post(export))
-                        .with_state(state);
-                    if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
-                        let _ = axum::serve(listener, app).await;
-                    }
-                })
-            })?;
-        Ok(Self { endpoint, spans })
+        let app = axum::Router::new()
+            .route("/v1/traces", post(export))
+            .with_state(spans.clone());
+        let addr = crate::backend::serve_on_own_thread("bench-collector", app)?;
+        Ok(Self {
+            endpoint: format!("http://{addr}"),
+            spans,
+        })
     }
 
     /// Spans received since the start.

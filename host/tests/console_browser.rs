@@ -219,6 +219,10 @@ async fn wait_rows(browser: &Client, what: &str, check: impl Fn(&[String]) -> bo
     }
 }
 
+async fn click(browser: &Client, locator: Locator<'_>) {
+    browser.find(locator).await.unwrap().click().await.unwrap();
+}
+
 async fn type_into(browser: &Client, css: &str, text: &str) {
     let input = browser.find(Locator::Css(css)).await.unwrap();
     input.clear().await.unwrap();
@@ -349,13 +353,11 @@ async fn the_console_in_chromium() {
     no_csp_violations(&browser, "Requests").await;
 
     // A row opens its detail: the plugin's log lines and the timings.
-    browser
-        .find(Locator::Css("tr[data-request-id=\"browser-ok-1\"] a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &browser,
+        Locator::Css("tr[data-request-id=\"browser-ok-1\"] a"),
+    )
+    .await;
     wait_text(&browser, "pre.log", Duration::from_secs(10), |t| {
         t.contains("log line 0") && t.contains("stdout line 1")
     })
@@ -387,13 +389,11 @@ async fn the_console_in_chromium() {
         ids.iter().any(|i| i == "browser-waterfall")
     })
     .await;
-    browser
-        .find(Locator::Css("tr[data-request-id=\"browser-waterfall\"] a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &browser,
+        Locator::Css("tr[data-request-id=\"browser-waterfall\"] a"),
+    )
+    .await;
     wait_text(
         &browser,
         "table.waterfall tbody",
@@ -427,21 +427,13 @@ async fn the_console_in_chromium() {
     // Try it: an async key, and the answer delivered to the link the host served.
     browser.goto(&format!("{admin}/try")).await.unwrap();
     wait_text(&browser, "h1", Duration::from_secs(10), |t| t == "Try it").await;
-    browser
-        .find(Locator::Css("#try-key option[value=\"echo.async\"]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &browser,
+        Locator::Css("#try-key option[value=\"echo.async\"]"),
+    )
+    .await;
     type_into(&browser, "#try-inputs", r#"{"hello": "from the browser"}"#).await;
-    browser
-        .find(Locator::XPath("//button[text()='Send']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::XPath("//button[text()='Send']")).await;
     wait_text(
         &browser,
         ".try-result .status",
@@ -585,25 +577,13 @@ async fn the_token_form_in_chromium() {
     screenshot(&browser, "token").await;
     no_csp_violations(&browser, "the token form").await;
     type_into(&browser, "#token", "wrong-token").await;
-    browser
-        .find(Locator::Css("form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Css("form button")).await;
     wait_text(&browser, "#login-error", Duration::from_secs(10), |t| {
         t.contains("not the admin token")
     })
     .await;
     type_into(&browser, "#token", token).await;
-    browser
-        .find(Locator::Css("form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Css("form button")).await;
     wait_text(&browser, "h1", Duration::from_secs(10), |t| t == "Requests").await;
     // The cookie keeps it open, and scripts cannot read it (HttpOnly).
     browser.goto(&format!("{admin}/plugins")).await.unwrap();
