@@ -23,7 +23,8 @@ use crate::jobs::{Jobs, JobsOptions};
 use crate::loader;
 use crate::metrics::ConnectionCounters;
 use crate::outbox::{OutboxError, OutboxSource, State};
-use crate::reload::{Reloader, WatchHandle};
+use crate::registry::Registry;
+use crate::reload::{RefreshHandle, Reloader, WatchHandle};
 use crate::router::{Router, Routes};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::server::{self, AdminState, AppState, ConnectionLimits, Readiness};
@@ -83,6 +84,8 @@ pub struct Host {
     admin_addr: Option<SocketAddr>,
     jobs: Arc<Jobs>,
     _watch: Option<WatchHandle>,
+    /// Asks registries whether refreshed tags moved; stops when dropped.
+    _refresh: RefreshHandle,
     _tls_watch: Option<TlsWatch>,
     _pruner: Pruner,
     grace: Duration,
@@ -111,15 +114,18 @@ impl Host {
             stores: Some(stores_for(config)?),
             ..RuntimeOptions::default()
         })?;
-        let plugins = loader::load_all(&runtime, config).await.map_err(|errors| {
-            let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-            anyhow::anyhow!(
-                "{}: cannot load plugins:\n{}",
-                config.path.display(),
-                list.join("\n")
-            )
-        })?;
-        Self::start_with_plugins(config, identity, listener, runtime, plugins).await
+        let registry = registry_for(config, &runtime)?;
+        let plugins = loader::load_all(&runtime, &registry, config)
+            .await
+            .map_err(|errors| {
+                let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+                anyhow::anyhow!(
+                    "{}: cannot load plugins:\n{}",
+                    config.path.display(),
+                    list.join("\n")
+                )
+            })?;
+        Self::start_loaded(config, identity, listener, runtime, registry, plugins).await
     }
 
     /// Starts serving already-loaded plugins. The seam for handlers that are not
@@ -129,6 +135,18 @@ impl Host {
         identity: Identity,
         listener: TcpListener,
         runtime: Runtime,
+        plugins: BTreeMap<String, Arc<Plugin>>,
+    ) -> anyhow::Result<Self> {
+        let registry = registry_for(config, &runtime)?;
+        Self::start_loaded(config, identity, listener, runtime, registry, plugins).await
+    }
+
+    async fn start_loaded(
+        config: &Config,
+        identity: Identity,
+        listener: TcpListener,
+        runtime: Runtime,
+        registry: Registry,
         plugins: BTreeMap<String, Arc<Plugin>>,
     ) -> anyhow::Result<Self> {
         if let Some(addr) = config.server.admin_listen
@@ -153,12 +171,13 @@ impl Host {
         let runtime_metrics = runtime.metrics().clone();
         let pool = runtime.clone();
         let pruner = runtime.stores().prune_every(STORE_PRUNE_PERIOD);
-        let reloader = Reloader::new(config.clone(), plugins, runtime, router.clone());
+        let reloader = Reloader::new(config.clone(), plugins, runtime, registry, router.clone());
         let watch = if config.server.watch {
             Some(reloader.watch().await?)
         } else {
             None
         };
+        let refresh = reloader.refresh_registries();
         let in_flight = Arc::new(Semaphore::new(config.server.max_in_flight));
         let metrics = runtime_metrics.clone();
         let admin_settings = &config.server.admin;
@@ -305,6 +324,7 @@ impl Host {
             admin_addr,
             jobs,
             _watch: watch,
+            _refresh: refresh,
             _tls_watch: tls_watch,
             _pruner: pruner,
             grace: config.server.shutdown_grace,
@@ -356,4 +376,15 @@ impl Host {
     pub fn shutdown_handle(&self) -> tokio::sync::watch::Sender<bool> {
         self.shutdown.clone()
     }
+}
+
+/// The host's registry client: its cache beside the compile cache in
+/// `data_dir`, its counts in the host's metrics.
+fn registry_for(config: &Config, runtime: &Runtime) -> anyhow::Result<Registry> {
+    Registry::new(
+        &config.server.registry,
+        Some(config.server.data_dir.join("registry")),
+        Some(runtime.metrics().clone()),
+    )
+    .context("starting the registry client")
 }

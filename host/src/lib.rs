@@ -23,6 +23,7 @@ pub mod protocol;
 pub mod rebinding;
 pub mod recent;
 pub mod redact;
+pub mod registry;
 pub mod reload;
 pub mod request_id;
 pub mod router;

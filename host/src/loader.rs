@@ -1,7 +1,9 @@
-//! Turns a validated config into loaded plugins: read, hash, compile, check.
+//! Turns a validated config into loaded plugins: read (a file, or from a
+//! registry through `registry`), hash, compile, check.
 //!
 //! Invariant: compiling is CPU-heavy and runs on the blocking pool, never on
-//! an async worker that serves requests.
+//! an async worker that serves requests. A registry plugin's content hash is
+//! its layer digest, so the compile cache keys on the digest it was pulled by.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,8 +12,9 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::config::{Config, PluginConfig};
+use crate::config::{Config, OciSource, PluginConfig, Source};
 use crate::dispatch::Plugin;
+use crate::registry::{Fetched, Registry, RegistryError};
 use crate::runtime::{LoadError, Runtime, WasmHandler};
 
 /// A plugin that could not be loaded, with the file it came from.
@@ -29,6 +32,18 @@ pub enum PluginLoadError {
         path: PathBuf,
         source: LoadError,
     },
+    #[error("plugin `{name}` (oci:{reference}): {source}")]
+    Registry {
+        name: String,
+        reference: String,
+        source: RegistryError,
+    },
+    #[error("plugin `{name}` (oci:{reference}): {source}")]
+    InvalidArtifact {
+        name: String,
+        reference: String,
+        source: LoadError,
+    },
     #[error("plugin `{name}`: the compile task failed: {message}")]
     Task { name: String, message: String },
 }
@@ -38,15 +53,28 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Loads one plugin from its `source` file. If `previous` has the same bytes and
+/// Loads one plugin from its `source`. If `previous` has the same bytes and
 /// settings it is returned as is: unchanged plugins are never rebuilt.
 pub async fn load_plugin(
     runtime: &Runtime,
+    registry: &Registry,
     settings: &PluginConfig,
     previous: Option<&Arc<Plugin>>,
 ) -> Result<Arc<Plugin>, PluginLoadError> {
+    match &settings.source {
+        Source::File(path) => load_file(runtime, settings, path, previous).await,
+        Source::Oci(oci) => load_oci(runtime, registry, settings, oci, previous).await,
+    }
+}
+
+async fn load_file(
+    runtime: &Runtime,
+    settings: &PluginConfig,
+    path: &std::path::Path,
+    previous: Option<&Arc<Plugin>>,
+) -> Result<Arc<Plugin>, PluginLoadError> {
     let name = settings.name.clone();
-    let path = settings.source.clone();
+    let path = path.to_path_buf();
     let read_path = path.clone();
     let read = tokio::task::spawn_blocking(move || {
         let bytes = std::fs::read(&read_path)?;
@@ -66,6 +94,69 @@ pub async fn load_plugin(
     if let Some(previous) = previous.filter(|p| p.sha256 == sha256 && p.settings == *settings) {
         return Ok(previous.clone());
     }
+    compile(runtime, settings, bytes, sha256)
+        .await?
+        .map_err(|source| PluginLoadError::Invalid { name, path, source })
+}
+
+/// A registry plugin: the reference resolved, the layer pulled (or taken from
+/// the cache), and compiled unless `previous` already runs that layer.
+async fn load_oci(
+    runtime: &Runtime,
+    registry: &Registry,
+    settings: &PluginConfig,
+    oci: &OciSource,
+    previous: Option<&Arc<Plugin>>,
+) -> Result<Arc<Plugin>, PluginLoadError> {
+    let name = settings.name.clone();
+    let reusable = previous.filter(|p| p.settings == *settings);
+    let running = reusable.map(|p| format!("sha256:{}", p.sha256));
+    let fetched = registry
+        .fetch(&name, oci, running.as_deref())
+        .await
+        .map_err(|source| PluginLoadError::Registry {
+            name: name.clone(),
+            reference: oci.reference.clone(),
+            source,
+        })?;
+    let (bytes, resolved, offline) = match fetched {
+        Fetched::Unchanged(resolved) => {
+            if let Some(previous) = reusable {
+                registry.serving(&name, oci, &resolved, false);
+                return Ok(previous.clone());
+            }
+            // Only returned for a running layer; unreachable without one.
+            return Err(PluginLoadError::Task {
+                name,
+                message: "the registry answered for a plugin that is not running".into(),
+            });
+        }
+        Fetched::Bytes {
+            bytes,
+            resolved,
+            offline,
+        } => (bytes, resolved, offline),
+    };
+    let sha256 = content_hash(&bytes);
+    let plugin = compile(runtime, settings, bytes, sha256)
+        .await?
+        .map_err(|source| PluginLoadError::InvalidArtifact {
+            name: name.clone(),
+            reference: oci.reference.clone(),
+            source,
+        })?;
+    registry.serving(&name, oci, &resolved, offline);
+    Ok(plugin)
+}
+
+/// Compiles and checks a component on the blocking pool. The outer error is
+/// the task's; the inner one the component's.
+async fn compile(
+    runtime: &Runtime,
+    settings: &PluginConfig,
+    bytes: Vec<u8>,
+    sha256: String,
+) -> Result<Result<Arc<Plugin>, LoadError>, PluginLoadError> {
     let task_runtime = runtime.clone();
     let task_settings = settings.clone();
     let task_sha = sha256.clone();
@@ -74,21 +165,23 @@ pub async fn load_plugin(
     })
     .await
     .map_err(|e| PluginLoadError::Task {
-        name: name.clone(),
+        name: settings.name.clone(),
         message: e.to_string(),
-    })?
-    .map_err(|source| PluginLoadError::Invalid { name, path, source })?;
-    Ok(Arc::new(Plugin::new(
-        settings.clone(),
-        Arc::new(handler),
-        sha256,
-        runtime.metrics(),
-    )))
+    })?;
+    Ok(handler.map(|handler| {
+        Arc::new(Plugin::new(
+            settings.clone(),
+            Arc::new(handler),
+            sha256,
+            runtime.metrics(),
+        ))
+    }))
 }
 
 /// Loads every plugin the config maps a key to; all errors are reported together.
 pub async fn load_all(
     runtime: &Runtime,
+    registry: &Registry,
     config: &Config,
 ) -> Result<BTreeMap<String, Arc<Plugin>>, Vec<PluginLoadError>> {
     let tasks: Vec<_> = config
@@ -96,11 +189,12 @@ pub async fn load_all(
         .values()
         .map(|settings| {
             let runtime = runtime.clone();
+            let registry = registry.clone();
             let settings = settings.clone();
             tokio::spawn(async move {
                 (
                     settings.name.clone(),
-                    load_plugin(&runtime, &settings, None).await,
+                    load_plugin(&runtime, &registry, &settings, None).await,
                 )
             })
         })

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use optech_host::cli::{self, new::NewArgs, send::SendArgs, serve::ServeArgs};
+use optech_host::cli::{
+    self, new::NewArgs, pull::PullArgs, push::PushArgs, send::SendArgs, serve::ServeArgs,
+};
 use optech_host::logging;
 
 /// Serve OpTech data requests with sandboxed WebAssembly plugins.
@@ -55,6 +57,10 @@ enum Command {
         #[arg(long, default_value = "optech.toml")]
         config: PathBuf,
     },
+    /// Push a component to an OCI registry as a wasm artifact; prints its digest.
+    Push(PushArgs),
+    /// Pull a component from an OCI registry into a file; prints its digest.
+    Pull(PullArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -117,5 +123,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Push(args) => cli::push::run(args).await,
+        Command::Pull(args) => cli::pull::run(args).await,
     }
 }

@@ -64,6 +64,14 @@ pub struct StoreCallLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryLabels {
+    pub plugin: String,
+    /// Fetches: `pulled`, `cached`, `unchanged`, `offline`. Errors: a
+    /// `registry::RegistryError` kind (`unreachable`, `timeout`, ...).
+    pub outcome: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn handler_buckets() -> Histogram {
@@ -106,6 +114,14 @@ pub struct Metrics {
     pub outbox_up: Gauge,
     /// Reloads of the config and plugin files, by result: `ok`, `failed`.
     pub reloads: Family<OutcomeLabels, Counter>,
+    /// Plugins fetched from a registry, by plugin and how: `pulled` (the
+    /// layer downloaded), `cached` (already here), `unchanged` (a refresh
+    /// found the same digest), `offline` (registry unreachable, the cached
+    /// digest served).
+    pub registry_fetches: Family<RegistryLabels, Counter>,
+    /// Failed registry fetches and refreshes, by plugin and kind; the
+    /// version serving keeps serving.
+    pub registry_errors: Family<RegistryLabels, Counter>,
     /// Reloads of the TLS certificate and key, by result: `ok`, `failed` (a
     /// failed renewal keeps the old certificate until it expires: alert on it).
     pub tls_reloads: Family<OutcomeLabels, Counter>,
@@ -219,6 +235,18 @@ impl Metrics {
             "Reloads of the config and plugin files, by result: ok, failed",
             reloads.clone(),
         );
+        let registry_fetches = Family::default();
+        registry.register(
+            "registry_fetches",
+            "Plugins fetched from an OCI registry, by plugin and outcome: pulled, cached, unchanged, offline",
+            registry_fetches.clone(),
+        );
+        let registry_errors = Family::default();
+        registry.register(
+            "registry_errors",
+            "Failed registry fetches and refreshes, by plugin and kind (the version serving keeps serving)",
+            registry_errors.clone(),
+        );
         let tls_reloads = Family::default();
         registry.register(
             "tls_reloads",
@@ -330,6 +358,8 @@ impl Metrics {
             outbox_claims_held,
             outbox_up,
             reloads,
+            registry_fetches,
+            registry_errors,
             tls_reloads,
             in_flight,
             plugin_in_flight,

@@ -8,7 +8,9 @@
 //! - requests in flight finish on the version they started with (they hold an
 //!   `Arc<Plugin>`); new requests see the new table as soon as it is swapped;
 //! - a `.wasm` that disappears while the config still maps it keeps its last
-//!   good version (with a warning); a key removed from the config stops routing.
+//!   good version (with a warning); a key removed from the config stops routing;
+//! - a registry plugin whose tag moved (`refresh`) is reloaded the same way: a
+//!   failed pull or a digest mismatch keeps the version serving.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -20,10 +22,11 @@ use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, OciSource};
 use crate::dispatch::Plugin;
 use crate::loader;
 use crate::metrics::OutcomeLabels;
+use crate::registry::Registry;
 use crate::router::{Router, Routes};
 use crate::runtime::Runtime;
 
@@ -56,6 +59,7 @@ struct Live {
 pub struct Reloader {
     config_path: PathBuf,
     runtime: Runtime,
+    registry: Registry,
     router: Arc<Router>,
     live: tokio::sync::Mutex<Live>,
     status: Arc<Mutex<ReloadStatus>>,
@@ -66,15 +70,22 @@ impl Reloader {
         config: Config,
         plugins: BTreeMap<String, Arc<Plugin>>,
         runtime: Runtime,
+        registry: Registry,
         router: Arc<Router>,
     ) -> Arc<Self> {
         Arc::new(Self {
             config_path: config.path.clone(),
             runtime,
+            registry,
             router,
             live: tokio::sync::Mutex::new(Live { config, plugins }),
             status: Arc::default(),
         })
+    }
+
+    /// The registry client, whose status the console shows.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The status shown by `/healthz`.
@@ -109,7 +120,7 @@ impl Reloader {
         let mut plugins = BTreeMap::new();
         for settings in config.plugins.values() {
             let previous = live.plugins.get(&settings.name);
-            match loader::load_plugin(&self.runtime, settings, previous).await {
+            match loader::load_plugin(&self.runtime, &self.registry, settings, previous).await {
                 Ok(plugin) => {
                     if previous.is_none_or(|p| !Arc::ptr_eq(p, &plugin)) {
                         tracing::info!(plugin = %settings.name, sha256 = %&plugin.sha256[..12], "loaded");
@@ -130,6 +141,13 @@ impl Reloader {
         }
 
         self.router.swap(Routes::new(&config.keys, &plugins));
+        let from_registries: Vec<&str> = config
+            .plugins
+            .values()
+            .filter(|p| p.source.oci().is_some())
+            .map(|p| p.name.as_str())
+            .collect();
+        self.registry.retain(&from_registries);
         let hashes: HashSet<&str> = plugins.values().map(|p| p.sha256.as_str()).collect();
         self.runtime.retain_components(&hashes);
         live.config = config;
@@ -219,6 +237,70 @@ impl Reloader {
     }
 }
 
+impl Reloader {
+    /// Asks the registry, for each plugin whose tag has a `refresh`, whether
+    /// the tag moved, each on its own period; reloads when one did. Stops when
+    /// the returned handle is dropped.
+    pub fn refresh_registries(self: &Arc<Self>) -> RefreshHandle {
+        let reloader = self.clone();
+        RefreshHandle(tokio::spawn(async move {
+            let mut next: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
+            loop {
+                let due: Vec<(String, OciSource)> = {
+                    let live = reloader.live.lock().await;
+                    refreshed(&live.config)
+                };
+                let now = tokio::time::Instant::now();
+                next.retain(|name, _| due.iter().any(|(n, _)| n == name));
+                let mut moved = false;
+                for (name, source) in &due {
+                    let period = source.refresh.unwrap_or(IDLE_REFRESH_CHECK);
+                    let at = *next.entry(name.clone()).or_insert(now + period);
+                    if at <= now {
+                        next.insert(name.clone(), now + period);
+                        moved |= reloader.registry.moved(name, source).await;
+                    }
+                }
+                if moved {
+                    reloader.reload().await;
+                }
+                let wake = next
+                    .values()
+                    .min()
+                    .copied()
+                    .unwrap_or(now + IDLE_REFRESH_CHECK)
+                    .min(tokio::time::Instant::now() + IDLE_REFRESH_CHECK);
+                tokio::time::sleep_until(wake).await;
+            }
+        }))
+    }
+}
+
+/// How often the refresher looks at the config for plugins to refresh when
+/// none is due sooner (a reload may add one).
+const IDLE_REFRESH_CHECK: Duration = Duration::from_secs(1);
+
+/// The plugins whose registry tag is refreshed.
+fn refreshed(config: &Config) -> Vec<(String, OciSource)> {
+    config
+        .plugins
+        .values()
+        .filter_map(|p| {
+            let oci = p.source.oci()?;
+            oci.refresh.map(|_| (p.name.clone(), oci.clone()))
+        })
+        .collect()
+}
+
+/// Keeps the registry refresher running; dropping it stops it.
+pub struct RefreshHandle(tokio::task::JoinHandle<()>);
+
+impl Drop for RefreshHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Keeps the watcher alive; dropping it stops watching.
 pub struct WatchHandle {
     _debouncer: Mutex<Box<dyn std::any::Any + Send>>,
@@ -242,8 +324,8 @@ fn watched(config: &Config) -> (BTreeSet<PathBuf>, PathBuf) {
     let mut dirs = BTreeSet::new();
     dirs.insert(parent(&config.path));
     dirs.insert(config.server.plugins_dir.clone());
-    for plugin in config.plugins.values() {
-        dirs.insert(parent(&plugin.source));
+    for path in config.plugins.values().filter_map(|p| p.source.file()) {
+        dirs.insert(parent(path));
     }
     dirs.retain(|d| d.is_dir());
     (dirs, config.path.clone())

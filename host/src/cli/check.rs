@@ -12,6 +12,7 @@ use std::path::Path;
 use crate::config::Config;
 use crate::credentials::Environment;
 use crate::loader;
+use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::telemetry;
 
@@ -98,7 +99,16 @@ pub async fn check(config_path: &Path) -> Report {
             return report;
         }
     };
-    match loader::load_all(&runtime, &config).await {
+    registries(&config, &mut report);
+    // No cache either: a registry plugin is pulled into memory.
+    let registry = match Registry::new(&config.server.registry, None, None) {
+        Ok(registry) => registry,
+        Err(e) => {
+            report.problems.push(e.to_string());
+            return report;
+        }
+    };
+    match loader::load_all(&runtime, &registry, &config).await {
         Ok(plugins) => report.plugins_ok = plugins.len(),
         Err(errors) => {
             report.plugins_ok = config.plugins.len().saturating_sub(errors.len());
@@ -156,6 +166,24 @@ fn tracing(config: &Config, report: &mut Report, env: &dyn Fn(&str) -> Option<St
     }
 }
 
+/// Warns of a registry tag that is never refreshed: replicas started at
+/// different times may then run different versions of one tag for good.
+fn registries(config: &Config, report: &mut Report) {
+    for (name, plugin) in &config.plugins {
+        if let Some(oci) = plugin.source.oci()
+            && !oci.is_digest()
+            && oci.refresh.is_none()
+        {
+            report.warnings.push(format!(
+                "plugin `{name}`: {} is a tag without `refresh`: it is resolved once at start, \
+                 so replicas started at different times may run different versions; add \
+                 refresh = \"60s\" or pin a digest (@sha256:...)",
+                oci.reference
+            ));
+        }
+    }
+}
+
 /// Lists each plugin's buckets, and warns of a bucket granted to several:
 /// they read and overwrite each other's keys there, which must be meant.
 fn grants(config: &Config, report: &mut Report) {
@@ -185,6 +213,31 @@ fn grants(config: &Config, report: &mut Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_tag_without_refresh_is_warned_of_and_a_digest_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("optech.toml");
+        std::fs::write(
+            &path,
+            "[keys]
+a = \"a\"
+b = \"b\"
+             [plugins.a]
+source = { oci = \"r.example/team/a:1.4\" }
+             [plugins.b]
+source = { oci = \"r.example/team/b@sha256:9575310caa5c43bd207d9ef30f04c6d24fbb34cff3b8967c3163f868febb2005\" }
+",
+        )
+        .unwrap();
+        let (config, problems) = Config::check(&path, &Environment::process()).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let mut report = Report::default();
+        registries(&config, &mut report);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert!(report.warnings[0].contains("r.example/team/a:1.4"));
+        assert!(report.warnings[0].contains("refresh"));
+    }
 
     #[tokio::test]
     async fn grants_are_listed_and_a_shared_bucket_is_said() {

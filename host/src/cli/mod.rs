@@ -1,5 +1,6 @@
 //! The command line's subcommands, one file each: `serve` (and `dev`),
-//! `build`, `new` (with `new_js` and `new_python`), `send` and `check`.
+//! `build`, `new` (with `new_js` and `new_python`), `send`, `check`, `push`
+//! and `pull`.
 //! `main.rs` parses the command line and dispatches; these do the work, and
 //! print what a user reads (`send`: the answer on stdout, timings and
 //! verdicts on stderr).
@@ -9,13 +10,18 @@ pub mod check;
 pub mod new;
 pub mod new_js;
 pub mod new_python;
+pub mod pull;
+pub mod push;
 pub mod send;
 pub mod serve;
 
 use std::path::Path;
 
-use crate::config::Config;
+use crate::config::{
+    Config, Login, REGISTRY_PASSWORD_ENV, REGISTRY_USERNAME_ENV, RegistrySettings,
+};
 use crate::credentials::Environment;
+use crate::registry::Registry;
 
 /// The config as far as it reads, problems unsaid (another step reports them).
 pub fn quiet_config(path: &Path) -> anyhow::Result<Config> {
@@ -33,4 +39,27 @@ pub fn lenient_config(path: &Path) -> anyhow::Result<Config> {
         eprintln!("{}: {}: {}", path.display(), problem.key, problem.message);
     }
     Ok(config)
+}
+
+/// A registry client for `push` and `pull`: the registry settings of the
+/// config at `path` (problems elsewhere in it said on stderr), or the
+/// defaults when there is no such file; the login from the environment.
+pub fn registry_client(path: &Path) -> anyhow::Result<Registry> {
+    let settings = if path.exists() {
+        lenient_config(path)?.server.registry
+    } else {
+        let env = Environment::load(Path::new(".env"))?;
+        let login = match (
+            env.get(REGISTRY_USERNAME_ENV),
+            env.get(REGISTRY_PASSWORD_ENV),
+        ) {
+            (Some(user), Some(password)) => Some(Login::new(user, password)),
+            _ => None,
+        };
+        RegistrySettings {
+            login,
+            ..RegistrySettings::default()
+        }
+    };
+    Ok(Registry::new(&settings, None, None)?)
 }

@@ -229,7 +229,10 @@ fn serves(config: &Config, plugin: &PluginSource) -> bool {
         .server
         .plugins_dir
         .join(format!("{}.wasm", plugin.name));
-    config.plugins.values().any(|p| p.source == wasm)
+    config
+        .plugins
+        .values()
+        .any(|p| p.source.file() == Some(wasm.as_path()))
 }
 
 async fn run(args: ServeArgs, credentials: Credentials, dev: Dev) -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ mod clients;
 mod egress;
 mod plugins;
 mod read;
+mod registry;
 mod server;
 mod store;
 mod telemetry;
@@ -41,7 +42,11 @@ pub use egress::{
 };
 pub use plugins::{
     ConfigValue, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY, DEFAULT_SYNC_BUDGET, DEFAULT_TIMEOUT,
-    MAX_MEMORY, Mode, PluginConfig, is_plugin_name,
+    MAX_MEMORY, Mode, OciSource, PluginConfig, Source, is_plugin_name,
+};
+pub use registry::{
+    DEFAULT_MAX_ARTIFACT_SIZE, DEFAULT_MAX_CONCURRENT_PULLS, DEFAULT_PULL_TIMEOUT, Login,
+    PASSWORD_ENV as REGISTRY_PASSWORD_ENV, RegistrySettings, USERNAME_ENV as REGISTRY_USERNAME_ENV,
 };
 pub use server::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_COMPILE_CACHE_MAX, DEFAULT_KEEP_RESIDENT, DEFAULT_LINK_TTL,
@@ -265,7 +270,10 @@ mod tests {
         assert_eq!(config.server.plugins_dir, Path::new("/srv/optech/plugins"));
         assert_eq!(config.server.max_body, 1024 * 1024);
         let echo = &config.plugins["echo"];
-        assert_eq!(echo.source, Path::new("/srv/optech/plugins/echo.wasm"));
+        assert_eq!(
+            echo.source.file(),
+            Some(Path::new("/srv/optech/plugins/echo.wasm"))
+        );
         assert_eq!(echo.mode, Mode::Sync);
         assert_eq!(echo.timeout, DEFAULT_TIMEOUT);
         assert_eq!(echo.memory, DEFAULT_MEMORY);
@@ -369,7 +377,10 @@ mod tests {
         assert_eq!(config.server.keep_resident, 4 << 20);
         assert_eq!(config.keys.len(), 2);
         let orders = &config.plugins["orders"];
-        assert_eq!(orders.source, Path::new("/srv/optech/wasm/orders-v2.wasm"));
+        assert_eq!(
+            orders.source.file(),
+            Some(Path::new("/srv/optech/wasm/orders-v2.wasm"))
+        );
         assert_eq!(orders.mode, Mode::Auto);
         assert_eq!(orders.timeout, Duration::from_secs(90));
         assert_eq!(orders.sync_budget, Duration::from_millis(500));
@@ -387,6 +398,78 @@ mod tests {
         assert!(text.contains("timout"), "{text}");
         let err = parse("[sever]\nlisten = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("sever"), "{err}");
+    }
+
+    #[test]
+    fn a_registry_source_is_read_with_its_refresh_and_limits() {
+        let config = parse(
+            r#"
+            [server]
+            insecure_registries = ["127.0.0.1:5000"]
+            max_artifact_size = "32MiB"
+            pull_timeout = "30s"
+            max_concurrent_pulls = 4
+            [keys]
+            orders = "orders"
+            pinned = "pinned"
+            [plugins.orders]
+            source = { oci = "registry.example.com/team/orders:1.4" }
+            refresh = "60s"
+            [plugins.pinned]
+            source = { oci = "registry.example.com/team/orders@sha256:9575310caa5c43bd207d9ef30f04c6d24fbb34cff3b8967c3163f868febb2005" }
+            "#,
+        )
+        .unwrap();
+        let registry = &config.server.registry;
+        assert_eq!(registry.insecure, vec!["127.0.0.1:5000".to_string()]);
+        assert_eq!(registry.max_artifact_size, 32 << 20);
+        assert_eq!(registry.pull_timeout, Duration::from_secs(30));
+        assert_eq!(registry.max_concurrent_pulls, 4);
+        let orders = config.plugins["orders"].source.oci().unwrap();
+        assert_eq!(orders.reference, "registry.example.com/team/orders:1.4");
+        assert_eq!(orders.refresh, Some(Duration::from_secs(60)));
+        assert!(!orders.is_digest());
+        let pinned = config.plugins["pinned"].source.oci().unwrap();
+        assert!(pinned.is_digest() && pinned.refresh.is_none());
+    }
+
+    #[test]
+    fn registry_mistakes_are_problems_with_their_keys() {
+        let err = parse(
+            r#"
+            [server]
+            insecure_registries = ["http://127.0.0.1:5000"]
+            [keys]
+            a = "a"
+            b = "b"
+            c = "c"
+            d = "d"
+            [plugins.a]
+            source = { oci = "Not A Reference!" }
+            [plugins.b]
+            source = "b.wasm"
+            refresh = "60s"
+            [plugins.c]
+            source = { oci = "r.example/c@sha256:9575310caa5c43bd207d9ef30f04c6d24fbb34cff3b8967c3163f868febb2005" }
+            refresh = "60s"
+            [plugins.d]
+            source = { registry = "r.example/d:1" }
+            "#,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for expected in [
+            "server.insecure_registries",
+            "plugins.a.source",
+            "plugins.b.refresh",
+            "plugins.c.refresh",
+            "plugins.d.source",
+        ] {
+            assert!(keys.contains(&expected), "{expected} missing in {keys:?}");
+        }
     }
 
     #[test]

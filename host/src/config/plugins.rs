@@ -21,6 +21,7 @@ pub const MAX_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
 
 const KNOWN: &[&str] = &[
     "source",
+    "refresh",
     "mode",
     "timeout",
     "sync_budget",
@@ -67,11 +68,62 @@ impl Mode {
     }
 }
 
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file, resolved against `plugins_dir`; reloaded when it changes.
+    File(PathBuf),
+    /// An OCI artifact in a registry (`source = { oci = "..." }`).
+    Oci(OciSource),
+}
+
+impl Source {
+    /// The file, for a plugin that has one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Self::File(path) => Some(path),
+            Self::Oci(_) => None,
+        }
+    }
+
+    pub fn oci(&self) -> Option<&OciSource> {
+        match self {
+            Self::File(_) => None,
+            Self::Oci(oci) => Some(oci),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Oci(oci) => write!(f, "oci:{}", oci.reference),
+        }
+    }
+}
+
+/// A registry reference, as written (`registry/repository:tag` or
+/// `registry/repository@sha256:...`), checked to parse at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciSource {
+    pub reference: String,
+    /// How often a tag is asked for its digest; `None` resolves it at load only.
+    pub refresh: Option<Duration>,
+}
+
+impl OciSource {
+    /// Whether the reference names a digest, which never moves.
+    pub fn is_digest(&self) -> bool {
+        self.reference.contains('@')
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginConfig {
     pub name: String,
-    /// The component file, resolved against `plugins_dir`.
-    pub source: PathBuf,
+    /// The component file or registry reference.
+    pub source: Source,
     pub mode: Mode,
     pub timeout: Duration,
     pub sync_budget: Duration,
@@ -212,10 +264,7 @@ fn read_plugin(
 ) -> PluginConfig {
     let known: Vec<&str> = KNOWN.iter().chain(egress::KNOWN).copied().collect();
     section.unknown_keys(reader, &known);
-    let source = section
-        .string(reader, "source")
-        .map(|(text, _)| PathBuf::from(text))
-        .unwrap_or_else(|| PathBuf::from(format!("{name}.wasm")));
+    let source = read_source(reader, section, name, plugins_dir);
     let mode = match section.string(reader, "mode") {
         None => Mode::Sync,
         Some((text, span)) => Mode::parse(&text).unwrap_or_else(|| {
@@ -239,7 +288,7 @@ fn read_plugin(
     let config = section.section(reader, "config");
     PluginConfig {
         name: name.to_string(),
-        source: plugins_dir.join(source),
+        source,
         mode,
         timeout: section.duration(reader, "timeout", DEFAULT_TIMEOUT),
         sync_budget: section.duration(reader, "sync_budget", DEFAULT_SYNC_BUDGET),
@@ -262,6 +311,76 @@ fn read_plugin(
         stores: read_stores(reader, section),
         config: read_values(reader, &config, env),
     }
+}
+
+/// `source`: a file name (`orders.wasm` by default) or `{ oci = "REFERENCE" }`;
+/// `refresh` only with a tag reference.
+fn read_source(
+    reader: &mut Reader<'_>,
+    section: &Section<'_>,
+    name: &str,
+    plugins_dir: &Path,
+) -> Source {
+    let default = || Source::File(plugins_dir.join(format!("{name}.wasm")));
+    let refresh_span = section.get("refresh").and_then(|(_, span)| span);
+    let refresh = section
+        .get("refresh")
+        .is_some()
+        .then(|| section.duration(reader, "refresh", Duration::from_secs(60)));
+    let source = match section.get("source") {
+        None => default(),
+        Some((item, span)) => match (item.as_str(), item.as_table_like()) {
+            (Some(file), _) => Source::File(plugins_dir.join(file)),
+            (None, Some(table)) => match (table.get("oci").and_then(|v| v.as_str()), table.len()) {
+                (Some(reference), 1) => {
+                    if let Err(e) = reference.parse::<oci_client::Reference>() {
+                        reader.problem(
+                            section.key("source"),
+                            span.clone(),
+                            format!("{reference:?} is not a registry reference like \"registry.example.com/team/orders:1.4\" ({e})"),
+                        );
+                    }
+                    Source::Oci(OciSource {
+                        reference: reference.to_string(),
+                        refresh,
+                    })
+                }
+                _ => {
+                    reader.problem(
+                        section.key("source"),
+                        span,
+                        "a table here must be `{ oci = \"registry/repository:tag\" }`",
+                    );
+                    default()
+                }
+            },
+            (None, None) => {
+                reader.problem(
+                    section.key("source"),
+                    span,
+                    format!(
+                        "must be a file name or {{ oci = \"...\" }}, not {}",
+                        item.type_name()
+                    ),
+                );
+                default()
+            }
+        },
+    };
+    match &source {
+        Source::File(_) if refresh.is_some() => reader.problem(
+            section.key("refresh"),
+            refresh_span,
+            "only a registry source (`source = { oci = \"...\" }`) is refreshed; a file is watched",
+        ),
+        Source::Oci(oci) if refresh.is_some() && oci.is_digest() => reader.problem(
+            section.key("refresh"),
+            refresh_span,
+            "a digest reference never moves: refresh a tag, or leave refresh out",
+        ),
+        _ => {}
+    }
+    source
 }
 
 /// `stores = ["tokens", ...]`: bucket names of 1 to 64 lowercase letters,

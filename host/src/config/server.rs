@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::admin::{self, AdminSettings};
 use super::clients::{self, ClientLimits};
 use super::read::{Reader, Section};
+use super::registry::{self, RegistrySettings};
 use crate::credentials::Environment;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -97,6 +98,8 @@ pub struct ServerConfig {
     pub admin: AdminSettings,
     /// What a client may hold of the public listener before it is verified.
     pub clients: ClientLimits,
+    /// How plugins are pulled from OCI registries.
+    pub registry: RegistrySettings,
 }
 
 impl ServerConfig {
@@ -178,6 +181,7 @@ pub(super) fn read(
         .iter()
         .chain(admin::KNOWN)
         .chain(clients::KNOWN)
+        .chain(registry::KNOWN)
         .copied()
         .collect();
     section.unknown_keys(reader, &known);
@@ -337,6 +341,7 @@ pub(super) fn read(
         tls,
         admin,
         clients: clients::read(reader, section, max_body),
+        registry: registry::read(reader, section, env),
     }
 }
 

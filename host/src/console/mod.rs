@@ -311,7 +311,11 @@ fn plugin_rows(console: &Console) -> (Vec<PluginRow>, ReloadStatus) {
                 keys: Vec::new(),
                 mode: s.mode,
                 limits,
-                source: s.source.display().to_string(),
+                source: s.source.to_string(),
+                registry: s
+                    .source
+                    .oci()
+                    .and_then(|_| console.reloader.registry().status(&s.name)),
                 sha256: plugin.sha256.clone(),
                 loaded_at: plugin.loaded_at,
                 stores: s

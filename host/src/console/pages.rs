@@ -11,6 +11,7 @@ use crate::cli::send::Delivered;
 use crate::config::Mode;
 use crate::outbox::{Listing, RecordSummary, State};
 use crate::recent::{Entry, Filter, MAX_CALLS, Timings};
+use crate::registry::SourceStatus;
 use crate::reload::ReloadStatus;
 use crate::telemetry;
 
@@ -569,6 +570,9 @@ pub struct PluginRow {
     pub mode: Mode,
     pub limits: Vec<(&'static str, String)>,
     pub source: String,
+    /// For a registry source: its reference, the digest serving, the last
+    /// refresh and the last failure.
+    pub registry: Option<SourceStatus>,
     pub sha256: String,
     pub loaded_at: SystemTime,
     /// Its buckets of the store (`stores`) and what each holds.
@@ -612,7 +616,12 @@ pub fn plugins_table(plugins: &[PluginRow], reload: &ReloadStatus) -> Markup {
                             }
                         } }
                     }
-                    td.path { (p.source) }
+                    td.path {
+                        @match &p.registry {
+                            None => (p.source),
+                            Some(r) => (registry_source(r)),
+                        }
+                    }
                     td { code title=(p.sha256) { (p.sha256.get(..12).unwrap_or(&p.sha256)) } }
                     td title=(full_time(p.loaded_at)) { (ago(p.loaded_at)) " ago" }
                     td.num { (p.in_flight) span.muted { " of " (p.calls) " calls" } }
@@ -637,6 +646,28 @@ pub fn plugins_table(plugins: &[PluginRow], reload: &ReloadStatus) -> Markup {
                     dd { span.muted { (last.at) } " " (last.message) }
                 }
             }
+        }
+    }
+}
+
+/// A registry source: the reference, the digest serving, when the registry
+/// was last asked, and what went wrong (the old version keeps serving).
+fn registry_source(r: &SourceStatus) -> Markup {
+    html! {
+        div.registry {
+            code.reference { (r.reference) }
+            @if let Some(digest) = &r.digest {
+                div { "digest " code.digest title=(digest) { (digest.get(..19).unwrap_or(digest)) } }
+            }
+            div.muted {
+                @match r.refresh_seconds {
+                    Some(n) => { "refresh every " (n) "s" },
+                    None => { "resolved at load" },
+                }
+                @if let Some(at) = &r.last_refresh_at { ", last asked " (at) }
+            }
+            @if r.offline { div.error { "registry unreachable: serving the cached digest" } }
+            @if let Some(error) = &r.error { div.error.registry-error { (error) } }
         }
     }
 }

@@ -8,6 +8,7 @@
 //! stays up while the host drains at shutdown, so readiness and metrics can
 //! be read until the end.
 
+use crate::registry::SourceStatus;
 use std::sync::Arc;
 
 use std::time::SystemTime;
@@ -188,6 +189,9 @@ struct PluginHealth {
     running: usize,
     /// Calls started since this version was loaded.
     calls: u64,
+    /// A registry plugin's reference, digest serving, last refresh and error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registry: Option<SourceStatus>,
 }
 
 async fn healthz(State(admin): State<Arc<AdminState>>) -> Response {
@@ -207,6 +211,11 @@ async fn healthz(State(admin): State<Arc<AdminState>>) -> Response {
                 mode: plugin.settings.mode,
                 running: plugin.stats.running(),
                 calls: plugin.stats.started(),
+                registry: plugin
+                    .settings
+                    .source
+                    .oci()
+                    .and_then(|_| admin.reloader.registry().status(&plugin.settings.name)),
             }),
         }
     }

@@ -196,6 +196,15 @@ impl TestHost {
             .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// [`TestHost::start_with_env`] that returns the error instead of panicking.
+    pub async fn try_start_env(
+        plugins_dir: &Path,
+        rest: &str,
+        env: &optech_host::credentials::Environment,
+    ) -> anyhow::Result<TestHost> {
+        Self::try_start_with(plugins_dir, rest, None, Some(env)).await
+    }
+
     async fn try_start_with(
         plugins_dir: &Path,
         rest: &str,
