@@ -20,7 +20,7 @@ fn instantiate_and_call(c: &mut Criterion) {
     let config =
         Config::parse("[keys]\necho = \"echo\"\n", &root.join("optech.toml")).expect("config");
     let settings = &config.plugins["echo"];
-    let bytes = std::fs::read(&settings.source).expect("echo.wasm");
+    let bytes = std::fs::read(settings.source.file().expect("a file source")).expect("echo.wasm");
     let runtime = Runtime::new(&RuntimeOptions::default()).expect("runtime");
     let handler =
         WasmHandler::load(&runtime, settings, &bytes, &content_hash(&bytes)).expect("load");

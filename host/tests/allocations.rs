@@ -198,7 +198,7 @@ fn echo_config(dir: &std::path::Path, extra: &str) -> Config {
 
 fn echo_handler(runtime: &Runtime, config: &Config) -> WasmHandler {
     let settings = &config.plugins["echo"];
-    let bytes = std::fs::read(&settings.source).unwrap();
+    let bytes = std::fs::read(settings.source.file().expect("a file source")).unwrap();
     WasmHandler::load(runtime, settings, &bytes, &content_hash(&bytes)).unwrap()
 }
 

@@ -116,10 +116,30 @@ fn the_configmaps_config_is_valid_with_the_secrets_outbox() {
             "postgres://optech:password@postgres:5432/optech",
         ),
         ("OPTECH_ADMIN_TOKEN", "a-token-from-the-secret-0123456789"),
+        ("OPTECH_REGISTRY_USERNAME", "robot"),
+        ("OPTECH_REGISTRY_PASSWORD", "a-registry-token"),
     ]);
     let config =
         optech_host::config::Config::parse_with(text, Path::new("/srv/optech/optech.toml"), &env)
             .unwrap_or_else(|e| panic!("the ConfigMap's optech.toml: {e}"));
+    // Plugins come from a registry, by a tag every replica refreshes: a push
+    // reaches them all with no new image.
+    for plugin in config.plugins.values() {
+        let oci = plugin
+            .source
+            .oci()
+            .unwrap_or_else(|| panic!("plugin {} is not from a registry", plugin.name));
+        assert!(
+            oci.refresh.is_some(),
+            "{} is never refreshed",
+            oci.reference
+        );
+    }
+    assert!(config.server.registry.login.is_some());
+    let secret = &manifests["Secret"]["stringData"];
+    for name in ["OPTECH_REGISTRY_USERNAME", "OPTECH_REGISTRY_PASSWORD"] {
+        assert!(secret[name].as_str().is_some(), "the Secret has no {name}");
+    }
     assert!(
         config.server.outbox.is_some(),
         "the replicas would not share an outbox"

@@ -72,7 +72,7 @@ fn faults(what: &'static str, source: &Path) -> (u64, f64) {
     };
     let runtime = Runtime::new(&options).unwrap();
     let settings = &config.plugins["probe"];
-    let bytes = std::fs::read(&settings.source).unwrap();
+    let bytes = std::fs::read(settings.source.file().expect("a file source")).unwrap();
     let handler = WasmHandler::load(&runtime, settings, &bytes, &content_hash(&bytes)).unwrap();
     std::thread::spawn(move || {
         let tokio = tokio::runtime::Builder::new_current_thread()

@@ -146,8 +146,12 @@ fn main() -> anyhow::Result<()> {
     let handler: Arc<dyn Handler> = if args.mode == "http-native" {
         Arc::new(NativeEcho)
     } else {
-        let bytes = std::fs::read(&settings.source)
-            .with_context(|| format!("{} (run `optech build`)", settings.source.display()))?;
+        let file = settings
+            .source
+            .file()
+            .context("the bench's plugins are files")?;
+        let bytes = std::fs::read(file)
+            .with_context(|| format!("{} (run `optech build`)", file.display()))?;
         Arc::new(WasmHandler::load(
             &runtime,
             settings,

@@ -29,6 +29,8 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -273,7 +275,7 @@ impl Registry {
         });
         let result = match self.fetch_online(source, running).await {
             Err(e) if e.is_unreachable() => self
-                .fetch_offline(source, running, e)
+                .fetch_offline(plugin, source, running, e)
                 .await
                 .map(|fetched| (fetched, "offline")),
             other => other,
@@ -310,26 +312,7 @@ impl Registry {
         let parsed = parse(reference)?;
         let limit = self.inner.settings.pull_timeout;
         let (bytes, resolved, how) = bounded(reference, limit, async {
-            let (auth, credentials) =
-                auth::credentials(parsed.resolve_registry(), self.login()).await;
-            let (manifest, manifest_digest) = self
-                .inner
-                .client
-                .pull_image_manifest(&parsed, &auth)
-                .await
-                .map_err(|e| classify(e, &parsed, reference, credentials))?;
-            let layer = artifact::wasm_layer(&manifest)
-                .map_err(|message| RegistryError::NotWasm {
-                    reference: reference.to_string(),
-                    message,
-                })?
-                .clone();
-            let resolved = Resolved {
-                reference: reference.to_string(),
-                manifest_digest,
-                layer_digest: layer.digest.clone(),
-                resolved_at: now(),
-            };
+            let (resolved, layer, auth, credentials) = self.resolve(&parsed, reference).await?;
             if running == Some(layer.digest.as_str()) {
                 return Ok((None, resolved, "unchanged"));
             }
@@ -342,7 +325,9 @@ impl Registry {
             Ok((Some(bytes), resolved, "pulled"))
         })
         .await?;
-        self.remember(&resolved, bytes.as_deref()).await?;
+        // Only a download is new to the cache.
+        let new = bytes.as_deref().filter(|_| how == "pulled");
+        self.remember(&resolved, new).await?;
         let fetched = match bytes {
             None => Fetched::Unchanged(resolved),
             Some(bytes) => Fetched::Bytes {
@@ -357,6 +342,7 @@ impl Registry {
     /// The registry could not be asked: what the reference last resolved to here.
     async fn fetch_offline(
         &self,
+        plugin: &str,
         source: &OciSource,
         running: Option<&str>,
         cause: RegistryError,
@@ -382,11 +368,14 @@ impl Registry {
             return Err(never(&cause));
         };
         tracing::warn!(
+            plugin,
             reference = %reference,
             digest = %resolved.manifest_digest,
             "registry: {cause}; serving the digest last resolved here, at {}",
             resolved.resolved_at
         );
+        let message = cause.to_string();
+        self.update(plugin, source, |status| status.error = Some(message));
         if running == Some(resolved.layer_digest.as_str()) {
             return Ok(Fetched::Unchanged(resolved));
         }
@@ -427,12 +416,12 @@ impl Registry {
         .map_err(|e| RegistryError::Cache(e.to_string()))
     }
 
-    /// Manifest and layer, for `optech pull`.
-    async fn download(
+    /// The manifest `reference` resolves to now, and its wasm layer.
+    async fn resolve(
         &self,
         parsed: &Reference,
         reference: &str,
-    ) -> Result<(Vec<u8>, Resolved), RegistryError> {
+    ) -> Result<(Resolved, OciDescriptor, RegistryAuth, CredentialSource), RegistryError> {
         let (auth, credentials) = auth::credentials(parsed.resolve_registry(), self.login()).await;
         let (manifest, manifest_digest) = self
             .inner
@@ -446,18 +435,26 @@ impl Registry {
                 message,
             })?
             .clone();
+        let resolved = Resolved {
+            reference: reference.to_string(),
+            manifest_digest,
+            layer_digest: layer.digest.clone(),
+            resolved_at: now(),
+        };
+        Ok((resolved, layer, auth, credentials))
+    }
+
+    /// Manifest and layer, for `optech pull`.
+    async fn download(
+        &self,
+        parsed: &Reference,
+        reference: &str,
+    ) -> Result<(Vec<u8>, Resolved), RegistryError> {
+        let (resolved, layer, auth, credentials) = self.resolve(parsed, reference).await?;
         let bytes = self
             .download_layer(parsed, reference, &layer, &auth, credentials)
             .await?;
-        Ok((
-            bytes,
-            Resolved {
-                reference: reference.to_string(),
-                manifest_digest,
-                layer_digest: layer.digest,
-                resolved_at: now(),
-            },
-        ))
+        Ok((bytes, resolved))
     }
 
     /// The layer's bytes, within the size limit, checked against its digest.
@@ -465,8 +462,8 @@ impl Registry {
         &self,
         parsed: &Reference,
         reference: &str,
-        layer: &oci_client::manifest::OciDescriptor,
-        auth: &oci_client::secrets::RegistryAuth,
+        layer: &OciDescriptor,
+        auth: &RegistryAuth,
         credentials: CredentialSource,
     ) -> Result<Vec<u8>, RegistryError> {
         let limit = self.inner.settings.max_artifact_size;
@@ -745,7 +742,7 @@ fn stream_error(
     error: std::io::Error,
     parsed: &Reference,
     reference: &str,
-    layer: &oci_client::manifest::OciDescriptor,
+    layer: &OciDescriptor,
 ) -> RegistryError {
     if let Some(oci_client::errors::DigestError::VerificationError { actual, .. }) = error
         .get_ref()

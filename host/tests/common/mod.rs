@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod otlp;
+pub mod registry;
 pub mod swap;
 
 use std::path::{Path, PathBuf};

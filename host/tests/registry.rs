@@ -1,0 +1,607 @@
+//! Plugins from an OCI registry, against a real one: Debian's `docker-registry`
+//! (Distribution 2.8) on a free port, started by each test. `optech push` and
+//! `pull` run as the built binary; hosts are real, on ephemeral ports.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::registry::{self, Registry};
+use common::{TestHost, counter, scrape, wait_until};
+use optech_host::credentials::Environment;
+use serde_json::{Value, json};
+
+/// The example `echo` answers with its inputs; the test-only `testkit`, asked
+/// under the key `version`, with `{"version": ...}`: two builds that answer the
+/// same key differently.
+fn echo_wasm() -> PathBuf {
+    common::examples_dir().join("echo.wasm")
+}
+
+fn testkit_wasm() -> PathBuf {
+    common::testkit_wasm()
+}
+
+/// Whether the test can run here (the registry and skopeo installed); builds the plugins.
+fn built() -> bool {
+    if !registry::available() {
+        return false;
+    }
+    if let Err(e) = common::build_plugins() {
+        panic!("building the plugins failed: {e}");
+    }
+    true
+}
+
+/// Runs `optech ARGS` with `env`; returns (exit code, stdout, stderr).
+fn optech(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_optech"))
+        .args(args)
+        .env_remove("OPTECH_REGISTRY_USERNAME")
+        .env_remove("OPTECH_REGISTRY_PASSWORD")
+        .env_remove("DOCKER_CONFIG")
+        .envs(env.iter().copied())
+        .output()
+        .expect("running optech");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+/// A config file for `push` and `pull` that lets them talk plain HTTP to `registry`.
+fn cli_config(dir: &Path, registry: &Registry) -> PathBuf {
+    let path = dir.join("cli.toml");
+    std::fs::write(
+        &path,
+        format!("[server]\ninsecure_registries = [{:?}]\n", registry.addr),
+    )
+    .expect("writing the config");
+    path
+}
+
+/// `optech push FILE REFERENCE`; the digest it printed.
+fn push(config: &Path, file: &Path, reference: &str, env: &[(&str, &str)]) -> String {
+    let (code, stdout, stderr) = optech(
+        &[
+            "push",
+            &file.display().to_string(),
+            reference,
+            "--config",
+            &config.display().to_string(),
+        ],
+        env,
+    );
+    assert_eq!(code, 0, "optech push failed: {stderr}");
+    assert!(
+        stdout.starts_with("sha256:") && stdout.len() == 71,
+        "{stdout}"
+    );
+    stdout
+}
+
+/// The `[server]` lines and the plugin `echo` on `reference`, key `version`.
+fn host_config(registry: &Registry, data_dir: &Path, source: &str, extra: &str) -> String {
+    format!(
+        "insecure_registries = [{:?}]\ndata_dir = {:?}\n{extra}\n\
+         [keys]\nversion = \"echo\"\n\
+         [plugins.echo]\nsource = {{ oci = {source:?} }}\n",
+        registry.addr,
+        data_dir.display().to_string(),
+    )
+}
+
+/// Which build answered: `echo` (inputs back) or `testkit` (a depth).
+async fn which(host: &TestHost) -> &'static str {
+    let answer = host.ask("version", json!({"probe": "x"})).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    which_data(&answer.json())
+}
+
+fn which_data(body: &Value) -> &'static str {
+    if body["data"]["probe"] == "x" {
+        "echo"
+    } else if body["data"]["version"].is_string() {
+        "testkit"
+    } else {
+        panic!("neither build answered: {body}")
+    }
+}
+
+async fn health_digest(host: &TestHost) -> Option<String> {
+    let plugin = common::plugin_health(&host.admin_url(), "echo").await;
+    plugin["registry"]["digest"].as_str().map(str::to_string)
+}
+
+async fn fetches(host: &TestHost, outcome: &str) -> f64 {
+    let scrape = scrape(&host.admin_url()).await;
+    counter(
+        &scrape,
+        "optech_registry_fetches_total",
+        &[("plugin", "echo"), ("outcome", outcome)],
+    )
+}
+
+async fn errors(host: &TestHost, kind: &str) -> f64 {
+    let scrape = scrape(&host.admin_url()).await;
+    counter(
+        &scrape,
+        "optech_registry_errors_total",
+        &[("plugin", "echo"), ("outcome", kind)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pushed_plugin_serves_by_tag_and_a_moved_tag_swaps_under_load() {
+    if !built() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = Registry::start(&dir.path().join("registry")).await;
+    let cli = cli_config(dir.path(), &registry);
+    let reference = registry.reference("team/orders:live");
+
+    let v1 = push(&cli, &echo_wasm(), &reference, &[]);
+    assert_eq!(
+        registry.tag_digest("team/orders", "live").as_deref(),
+        Some(v1.as_str())
+    );
+
+    let config = host_config(&registry, &dir.path().join("data"), &reference, "")
+        .replace("source = {", "refresh = \"1s\"\nsource = {");
+    let host = Arc::new(TestHost::start(&common::testkit_dir(), &config).await);
+    assert_eq!(which(&host).await, "echo");
+    assert_eq!(health_digest(&host).await.as_deref(), Some(v1.as_str()));
+    assert_eq!(fetches(&host, "pulled").await, 1.0);
+
+    // The console's Plugins page shows the reference and the digest serving.
+    let table = reqwest::get(format!("{}/plugins/table", host.admin_url()))
+        .await
+        .expect("the console answers")
+        .text()
+        .await
+        .expect("a page");
+    assert!(table.contains(&reference), "{table}");
+    assert!(table.contains(&v1), "{table}");
+
+    // Load: four clients ask without pause while the tag moves.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let answered = Arc::new(AtomicU64::new(0));
+    let new_seen = Arc::new(AtomicBool::new(false));
+    let went_back = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (host, stop, failed, answered) =
+            (host.clone(), stop.clone(), failed.clone(), answered.clone());
+        let (new_seen, went_back) = (new_seen.clone(), went_back.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                // Read before asking: an old answer after this saw the new
+                // one would mean the swap went back.
+                let seen_before = new_seen.load(Ordering::SeqCst);
+                let answer = host.ask("version", json!({"probe": "x"})).await;
+                answered.fetch_add(1, Ordering::Relaxed);
+                if answer.status != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                match which_data(&answer.json()) {
+                    "testkit" => new_seen.store(true, Ordering::SeqCst),
+                    _ if seen_before => {
+                        went_back.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        }));
+    }
+    wait_until("requests flowing", Duration::from_secs(30), || {
+        let answered = answered.clone();
+        async move { answered.load(Ordering::Relaxed) > 50 }
+    })
+    .await;
+
+    let unchanged_before = fetches(&host, "unchanged").await;
+    let v2 = push(&cli, &testkit_wasm(), &reference, &[]);
+    assert_ne!(v1, v2);
+    wait_until("the new build answers", Duration::from_secs(60), || {
+        let new_seen = new_seen.clone();
+        async move { new_seen.load(Ordering::SeqCst) }
+    })
+    .await;
+    // At most one refresh: every refresh after the push saw the move. One
+    // that was under way while the push finished may still have seen v1.
+    let unchanged_after = fetches(&host, "unchanged").await;
+    assert!(
+        unchanged_after - unchanged_before <= 1.0,
+        "the host asked {} times before it saw the tag move",
+        unchanged_after - unchanged_before
+    );
+    let settled = answered.load(Ordering::Relaxed);
+    wait_until(
+        "more requests after the swap",
+        Duration::from_secs(30),
+        || {
+            let answered = answered.clone();
+            async move { answered.load(Ordering::Relaxed) > settled + 50 }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("a client task");
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during the swap"
+    );
+    assert_eq!(
+        went_back.load(Ordering::Relaxed),
+        0,
+        "an old answer after a new one"
+    );
+    assert!(answered.load(Ordering::Relaxed) > 100);
+    assert_eq!(health_digest(&host).await.as_deref(), Some(v2.as_str()));
+    assert_eq!(fetches(&host, "pulled").await, 2.0);
+
+    // `optech pull` gets the bytes that were pushed, checked.
+    let pulled = dir.path().join("pulled.wasm");
+    let (code, stdout, stderr) = optech(
+        &[
+            "pull",
+            &reference,
+            &pulled.display().to_string(),
+            "--config",
+            &cli.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, v2);
+    assert_eq!(
+        std::fs::read(&pulled).expect("pulled file"),
+        std::fs::read(testkit_wasm()).expect("testkit.wasm")
+    );
+}
+
+#[tokio::test]
+async fn a_layer_that_does_not_match_its_digest_is_refused_and_the_old_version_kept() {
+    if !built() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = Registry::start(&dir.path().join("registry")).await;
+    let cli = cli_config(dir.path(), &registry);
+    let live = registry.reference("team/orders:live");
+    let v1 = push(&cli, &echo_wasm(), &live, &[]);
+    let config = host_config(&registry, &dir.path().join("data"), &live, "")
+        .replace("source = {", "refresh = \"1s\"\nsource = {");
+    let host = TestHost::start(&common::testkit_dir(), &config).await;
+    assert_eq!(which(&host).await, "echo");
+
+    // A new build under another tag; then its layer is damaged in the
+    // registry's storage, and `live` moved to it without an upload.
+    push(
+        &cli,
+        &testkit_wasm(),
+        &registry.reference("team/orders:next"),
+        &[],
+    );
+    let layer =
+        optech_host::registry::layer_digest(&std::fs::read(testkit_wasm()).expect("testkit.wasm"));
+    let blob = registry.blob_path(&layer);
+    let mut damaged = std::fs::read(&blob).expect("the layer's blob");
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    std::fs::write(&blob, damaged).expect("damaging the blob");
+    registry.retag("team/orders", "next", "live").await;
+
+    wait_until(
+        "the mismatch is counted",
+        Duration::from_secs(30),
+        || async { errors(&host, "digest_mismatch").await >= 1.0 },
+    )
+    .await;
+    assert_eq!(which(&host).await, "echo", "the old version keeps serving");
+    assert_eq!(health_digest(&host).await.as_deref(), Some(v1.as_str()));
+    let plugin = common::plugin_health(&host.admin_url(), "echo").await;
+    let error = plugin["registry"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("do not match its digest"), "{plugin}");
+    assert!(error.contains(&layer), "{plugin}");
+    let table = reqwest::get(format!("{}/plugins/table", host.admin_url()))
+        .await
+        .expect("the console answers")
+        .text()
+        .await
+        .expect("a page");
+    assert!(table.contains("do not match its digest"), "{table}");
+}
+
+#[tokio::test]
+async fn a_host_restarted_while_its_registry_is_down_serves_from_the_cache() {
+    if !built() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut registry = Registry::start(&dir.path().join("registry")).await;
+    let cli = cli_config(dir.path(), &registry);
+    let reference = registry.reference("team/orders:1.4");
+    let digest = push(&cli, &echo_wasm(), &reference, &[]);
+    let data = dir.path().join("data");
+    let config = host_config(&registry, &data, &reference, "");
+
+    let host = TestHost::start(&common::testkit_dir(), &config).await;
+    assert_eq!(which(&host).await, "echo");
+    host.host.shutdown().await.expect("shutdown");
+
+    registry.stop();
+    let host = TestHost::start(&common::testkit_dir(), &config).await;
+    assert_eq!(which(&host).await, "echo");
+    assert_eq!(fetches(&host, "offline").await, 1.0);
+    let plugin = common::plugin_health(&host.admin_url(), "echo").await;
+    assert_eq!(plugin["registry"]["offline"], true, "{plugin}");
+    assert_eq!(plugin["registry"]["digest"], digest.as_str(), "{plugin}");
+    let error = plugin["registry"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot be reached"), "{plugin}");
+
+    // A reference never pulled here is a clear error that names it.
+    let other = registry.reference("team/other:1.0");
+    let error = TestHost::try_start(
+        &common::testkit_dir(),
+        &host_config(&registry, &data, &other, ""),
+        None,
+    )
+    .await
+    .err()
+    .expect("a reference never pulled cannot start");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(&other) && message.contains("never pulled"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn credentials_come_from_the_environment_or_the_docker_config_and_wrong_ones_are_said() {
+    if !built() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = Registry::start_with_auth(&dir.path().join("registry")).await;
+    let cli = cli_config(dir.path(), &registry);
+    let reference = registry.reference("team/orders:1.4");
+    let good = [
+        ("OPTECH_REGISTRY_USERNAME", registry::USER),
+        ("OPTECH_REGISTRY_PASSWORD", registry::PASSWORD),
+    ];
+
+    // Anonymous and wrong: refused, with what to do.
+    for env in [
+        vec![],
+        vec![
+            ("OPTECH_REGISTRY_USERNAME", registry::USER),
+            ("OPTECH_REGISTRY_PASSWORD", "not-the-password"),
+        ],
+    ] {
+        let (code, _, stderr) = optech(
+            &[
+                "push",
+                &echo_wasm().display().to_string(),
+                &reference,
+                "--config",
+                &cli.display().to_string(),
+            ],
+            &env,
+        );
+        assert_ne!(code, 0);
+        assert!(stderr.contains("refused the credentials"), "{stderr}");
+        assert!(!stderr.contains("not-the-password"), "{stderr}");
+    }
+    let digest = push(&cli, &echo_wasm(), &reference, &good);
+
+    // The Docker config file's entry for the registry, as `docker login` writes it.
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).expect("docker dir");
+    let auth = base64(&format!("{}:{}", registry::USER, registry::PASSWORD));
+    std::fs::write(
+        docker.join("config.json"),
+        json!({"auths": {registry.addr.clone(): {"auth": auth}}}).to_string(),
+    )
+    .expect("docker config");
+    let pulled = dir.path().join("pulled.wasm");
+    let (code, stdout, stderr) = optech(
+        &[
+            "pull",
+            &reference,
+            &pulled.display().to_string(),
+            "--config",
+            &cli.display().to_string(),
+        ],
+        &[("DOCKER_CONFIG", &docker.display().to_string())],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, digest);
+
+    // A host with wrong credentials says so, naming the registry, and starts not.
+    let data = dir.path().join("data");
+    let config = host_config(&registry, &data, &reference, "");
+    let wrong = Environment::from_pairs([
+        ("OPTECH_REGISTRY_USERNAME", registry::USER),
+        ("OPTECH_REGISTRY_PASSWORD", "not-the-password"),
+    ]);
+    let error = start_with_env(&config, &wrong)
+        .await
+        .err()
+        .expect("wrong credentials");
+    let message = format!("{error:#}");
+    assert!(message.contains("refused the credentials"), "{message}");
+    assert!(message.contains(&registry.addr), "{message}");
+    assert!(!message.contains("not-the-password"), "{message}");
+    let right = Environment::from_pairs(good);
+    let host = start_with_env(&config, &right)
+        .await
+        .expect("right credentials");
+    assert_eq!(which(&host).await, "echo");
+}
+
+async fn start_with_env(config: &str, env: &Environment) -> anyhow::Result<TestHost> {
+    TestHost::try_start_env(&common::testkit_dir(), config, env).await
+}
+
+#[tokio::test]
+async fn an_artifact_pushed_with_skopeo_loads_by_digest() {
+    if !built() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = Registry::start(&dir.path().join("registry")).await;
+    let wasm = std::fs::read(echo_wasm()).expect("echo.wasm");
+    let digest = registry::push_wasm_with_skopeo(
+        &registry.addr,
+        "team/by-skopeo:1.0",
+        &wasm,
+        &dir.path().join("layout"),
+        None,
+    )
+    .expect("skopeo copies the artifact");
+    let by_digest = registry.reference(&format!("team/by-skopeo@{digest}"));
+    let host = TestHost::start(
+        &common::testkit_dir(),
+        &host_config(&registry, &dir.path().join("data"), &by_digest, ""),
+    )
+    .await;
+    assert_eq!(which(&host).await, "echo");
+    assert_eq!(health_digest(&host).await.as_deref(), Some(digest.as_str()));
+}
+
+#[tokio::test]
+async fn two_replicas_converge_on_one_digest() {
+    if !built() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = Registry::start(&dir.path().join("registry")).await;
+    let cli = cli_config(dir.path(), &registry);
+    let reference = registry.reference("team/orders:live");
+    push(&cli, &echo_wasm(), &reference, &[]);
+    let replica = |n: u32| {
+        host_config(
+            &registry,
+            &dir.path().join(format!("data{n}")),
+            &reference,
+            "",
+        )
+        .replace("source = {", "refresh = \"1s\"\nsource = {")
+    };
+    let a = TestHost::start(&common::testkit_dir(), &replica(1)).await;
+    let b = TestHost::start(&common::testkit_dir(), &replica(2)).await;
+    assert_eq!((which(&a).await, which(&b).await), ("echo", "echo"));
+
+    let (before_a, before_b) = (
+        fetches(&a, "unchanged").await,
+        fetches(&b, "unchanged").await,
+    );
+    let v2 = push(&cli, &testkit_wasm(), &reference, &[]);
+    for (host, before) in [(&a, before_a), (&b, before_b)] {
+        wait_until(
+            "the replica serves the new digest",
+            Duration::from_secs(60),
+            || async { health_digest(host).await.as_deref() == Some(v2.as_str()) },
+        )
+        .await;
+        assert_eq!(which(host).await, "testkit");
+        // Within one refresh (one under way during the push may have seen v1).
+        assert!(fetches(host, "unchanged").await - before <= 1.0);
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_or_silent_registry_is_refused() {
+    if !built() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = Registry::start(&dir.path().join("registry")).await;
+    let cli = cli_config(dir.path(), &registry);
+    let reference = registry.reference("team/orders:1.4");
+    push(&cli, &echo_wasm(), &reference, &[]);
+    let error = TestHost::try_start(
+        &common::testkit_dir(),
+        &host_config(
+            &registry,
+            &dir.path().join("data"),
+            &reference,
+            "max_artifact_size = \"16KiB\"",
+        ),
+        None,
+    )
+    .await
+    .err()
+    .expect("over the limit");
+    let message = format!("{error:#}");
+    assert!(message.contains("over max_artifact_size"), "{message}");
+
+    // A registry that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = silent.local_addr().expect("addr").to_string();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let config = format!(
+        "insecure_registries = [{addr:?}]\ndata_dir = {:?}\npull_timeout = \"1s\"\n\
+         [keys]\nversion = \"echo\"\n\
+         [plugins.echo]\nsource = {{ oci = \"{addr}/team/orders:1.4\" }}\n",
+        dir.path().join("data").display().to_string()
+    );
+    let error = TestHost::try_start(&common::testkit_dir(), &config, None)
+        .await
+        .err()
+        .expect("a silent registry");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(&format!("{addr}/team/orders:1.4")),
+        "{message}"
+    );
+    assert!(message.contains("never pulled"), "{message}");
+    held.abort();
+}
+
+fn base64(text: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
