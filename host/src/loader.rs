@@ -120,9 +120,9 @@ async fn load_oci(
             source,
         })?;
     let (bytes, resolved, offline) = match fetched {
-        Fetched::Unchanged(resolved) => {
+        Fetched::Unchanged { resolved, offline } => {
             if let Some(previous) = reusable {
-                registry.serving(&name, oci, &resolved, false);
+                registry.serving(&name, oci, &resolved, offline);
                 return Ok(previous.clone());
             }
             // Only returned for a running layer; unreachable without one.

@@ -54,6 +54,31 @@ fn optech(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
+/// One test's registry, the folder everything lives in, and the config that
+/// lets `push` and `pull` talk plain HTTP to the registry.
+struct Bench {
+    dir: tempfile::TempDir,
+    registry: Registry,
+    cli: PathBuf,
+}
+
+/// A bench with an anonymous registry (`auth` false) or an htpasswd one; `None`
+/// when the tools are missing here (the test is skipped, except in CI).
+async fn bench(auth: bool) -> Option<Bench> {
+    if !built() {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("registry");
+    let registry = if auth {
+        Registry::start_with_auth(&root).await
+    } else {
+        Registry::start(&root).await
+    };
+    let cli = cli_config(dir.path(), &registry);
+    Some(Bench { dir, registry, cli })
+}
+
 /// A config file for `push` and `pull` that lets them talk plain HTTP to `registry`.
 fn cli_config(dir: &Path, registry: &Registry) -> PathBuf {
     let path = dir.join("cli.toml");
@@ -94,6 +119,37 @@ fn host_config(registry: &Registry, data_dir: &Path, source: &str, extra: &str) 
         registry.addr,
         data_dir.display().to_string(),
     )
+}
+
+/// `config` (from [`host_config`], whose last table is the plugin's) with the
+/// tag refreshed every second.
+fn refreshed(config: String) -> String {
+    config + "refresh = \"1s\"\n"
+}
+
+/// `optech pull REFERENCE FILE`.
+fn pull(cli: &Path, reference: &str, file: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
+    let file = file.display().to_string();
+    let cli = cli.display().to_string();
+    optech(&["pull", reference, &file, "--config", &cli], env)
+}
+
+/// Why a host with `config` does not start (`what` it should have been refused for).
+async fn start_error(config: &str, what: &str) -> String {
+    match TestHost::try_start(&common::testkit_dir(), config, None).await {
+        Ok(_) => panic!("{what}: the host started"),
+        Err(error) => format!("{error:#}"),
+    }
+}
+
+/// The console's Plugins table.
+async fn plugins_page(host: &TestHost) -> String {
+    reqwest::get(format!("{}/plugins/table", host.admin_url()))
+        .await
+        .expect("the console answers")
+        .text()
+        .await
+        .expect("a page")
 }
 
 /// Which build answered: `echo` (inputs back) or `testkit` (a depth).
@@ -143,12 +199,9 @@ async fn errors(host: &TestHost, kind: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pushed_plugin_serves_by_tag_and_a_moved_tag_swaps_under_load() {
-    if !built() {
+    let Some(Bench { dir, registry, cli }) = bench(false).await else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let registry = Registry::start(&dir.path().join("registry")).await;
-    let cli = cli_config(dir.path(), &registry);
+    };
     let reference = registry.reference("team/orders:live");
 
     let v1 = push(&cli, &echo_wasm(), &reference, &[]);
@@ -157,20 +210,19 @@ async fn a_pushed_plugin_serves_by_tag_and_a_moved_tag_swaps_under_load() {
         Some(v1.as_str())
     );
 
-    let config = host_config(&registry, &dir.path().join("data"), &reference, "")
-        .replace("source = {", "refresh = \"1s\"\nsource = {");
+    let config = refreshed(host_config(
+        &registry,
+        &dir.path().join("data"),
+        &reference,
+        "",
+    ));
     let host = Arc::new(TestHost::start(&common::testkit_dir(), &config).await);
     assert_eq!(which(&host).await, "echo");
     assert_eq!(health_digest(&host).await.as_deref(), Some(v1.as_str()));
     assert_eq!(fetches(&host, "pulled").await, 1.0);
 
     // The console's Plugins page shows the reference and the digest serving.
-    let table = reqwest::get(format!("{}/plugins/table", host.admin_url()))
-        .await
-        .expect("the console answers")
-        .text()
-        .await
-        .expect("a page");
+    let table = plugins_page(&host).await;
     assert!(table.contains(&reference), "{table}");
     assert!(table.contains(&v1), "{table}");
 
@@ -258,16 +310,7 @@ async fn a_pushed_plugin_serves_by_tag_and_a_moved_tag_swaps_under_load() {
 
     // `optech pull` gets the bytes that were pushed, checked.
     let pulled = dir.path().join("pulled.wasm");
-    let (code, stdout, stderr) = optech(
-        &[
-            "pull",
-            &reference,
-            &pulled.display().to_string(),
-            "--config",
-            &cli.display().to_string(),
-        ],
-        &[],
-    );
+    let (code, stdout, stderr) = pull(&cli, &reference, &pulled, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, v2);
     assert_eq!(
@@ -278,16 +321,12 @@ async fn a_pushed_plugin_serves_by_tag_and_a_moved_tag_swaps_under_load() {
 
 #[tokio::test]
 async fn a_layer_that_does_not_match_its_digest_is_refused_and_the_old_version_kept() {
-    if !built() {
+    let Some(Bench { dir, registry, cli }) = bench(false).await else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let registry = Registry::start(&dir.path().join("registry")).await;
-    let cli = cli_config(dir.path(), &registry);
+    };
     let live = registry.reference("team/orders:live");
     let v1 = push(&cli, &echo_wasm(), &live, &[]);
-    let config = host_config(&registry, &dir.path().join("data"), &live, "")
-        .replace("source = {", "refresh = \"1s\"\nsource = {");
+    let config = refreshed(host_config(&registry, &dir.path().join("data"), &live, ""));
     let host = TestHost::start(&common::testkit_dir(), &config).await;
     assert_eq!(which(&host).await, "echo");
 
@@ -323,23 +362,20 @@ async fn a_layer_that_does_not_match_its_digest_is_refused_and_the_old_version_k
         .to_string();
     assert!(error.contains("do not match its digest"), "{plugin}");
     assert!(error.contains(&layer), "{plugin}");
-    let table = reqwest::get(format!("{}/plugins/table", host.admin_url()))
-        .await
-        .expect("the console answers")
-        .text()
-        .await
-        .expect("a page");
+    let table = plugins_page(&host).await;
     assert!(table.contains("do not match its digest"), "{table}");
 }
 
 #[tokio::test]
 async fn a_host_restarted_while_its_registry_is_down_serves_from_the_cache() {
-    if !built() {
+    let Some(Bench {
+        dir,
+        mut registry,
+        cli,
+    }) = bench(false).await
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut registry = Registry::start(&dir.path().join("registry")).await;
-    let cli = cli_config(dir.path(), &registry);
+    };
     let reference = registry.reference("team/orders:1.4");
     let digest = push(&cli, &echo_wasm(), &reference, &[]);
     let data = dir.path().join("data");
@@ -359,17 +395,32 @@ async fn a_host_restarted_while_its_registry_is_down_serves_from_the_cache() {
     let error = plugin["registry"]["error"].as_str().unwrap_or_default();
     assert!(error.contains("cannot be reached"), "{plugin}");
 
+    // A reload meanwhile (the config saved again) keeps serving, and says so still.
+    let config_file = host.dir.path().join("optech.toml");
+    let text = std::fs::read_to_string(&config_file).expect("the host's config");
+    std::fs::write(&config_file, format!("{text}\n")).expect("saving the config");
+    wait_until("the reload", Duration::from_secs(30), || async {
+        let health: Value = reqwest::get(format!("{}/healthz", host.admin_url()))
+            .await
+            .expect("healthz")
+            .json()
+            .await
+            .expect("JSON");
+        health["reload"]["last_reload_at"].is_string()
+    })
+    .await;
+    assert_eq!(which(&host).await, "echo");
+    let plugin = common::plugin_health(&host.admin_url(), "echo").await;
+    assert_eq!(plugin["registry"]["offline"], true, "{plugin}");
+    assert!(plugin["registry"]["error"].is_string(), "{plugin}");
+
     // A reference never pulled here is a clear error that names it.
     let other = registry.reference("team/other:1.0");
-    let error = TestHost::try_start(
-        &common::testkit_dir(),
+    let message = start_error(
         &host_config(&registry, &data, &other, ""),
-        None,
+        "a reference never pulled cannot start",
     )
-    .await
-    .err()
-    .expect("a reference never pulled cannot start");
-    let message = format!("{error:#}");
+    .await;
     assert!(
         message.contains(&other) && message.contains("never pulled"),
         "{message}"
@@ -378,12 +429,9 @@ async fn a_host_restarted_while_its_registry_is_down_serves_from_the_cache() {
 
 #[tokio::test]
 async fn credentials_come_from_the_environment_or_the_docker_config_and_wrong_ones_are_said() {
-    if !built() {
+    let Some(Bench { dir, registry, cli }) = bench(true).await else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let registry = Registry::start_with_auth(&dir.path().join("registry")).await;
-    let cli = cli_config(dir.path(), &registry);
+    };
     let reference = registry.reference("team/orders:1.4");
     let good = [
         ("OPTECH_REGISTRY_USERNAME", registry::USER),
@@ -424,14 +472,10 @@ async fn credentials_come_from_the_environment_or_the_docker_config_and_wrong_on
     )
     .expect("docker config");
     let pulled = dir.path().join("pulled.wasm");
-    let (code, stdout, stderr) = optech(
-        &[
-            "pull",
-            &reference,
-            &pulled.display().to_string(),
-            "--config",
-            &cli.display().to_string(),
-        ],
+    let (code, stdout, stderr) = pull(
+        &cli,
+        &reference,
+        &pulled,
         &[("DOCKER_CONFIG", &docker.display().to_string())],
     );
     assert_eq!(code, 0, "{stderr}");
@@ -465,11 +509,9 @@ async fn start_with_env(config: &str, env: &Environment) -> anyhow::Result<TestH
 
 #[tokio::test]
 async fn an_artifact_pushed_with_skopeo_loads_by_digest() {
-    if !built() {
+    let Some(Bench { dir, registry, .. }) = bench(false).await else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let registry = Registry::start(&dir.path().join("registry")).await;
+    };
     let wasm = std::fs::read(echo_wasm()).expect("echo.wasm");
     let digest = registry::push_wasm_with_skopeo(
         &registry.addr,
@@ -491,22 +533,14 @@ async fn an_artifact_pushed_with_skopeo_loads_by_digest() {
 
 #[tokio::test]
 async fn two_replicas_converge_on_one_digest() {
-    if !built() {
+    let Some(Bench { dir, registry, cli }) = bench(false).await else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let registry = Registry::start(&dir.path().join("registry")).await;
-    let cli = cli_config(dir.path(), &registry);
+    };
     let reference = registry.reference("team/orders:live");
     push(&cli, &echo_wasm(), &reference, &[]);
     let replica = |n: u32| {
-        host_config(
-            &registry,
-            &dir.path().join(format!("data{n}")),
-            &reference,
-            "",
-        )
-        .replace("source = {", "refresh = \"1s\"\nsource = {")
+        let data = dir.path().join(format!("data{n}"));
+        refreshed(host_config(&registry, &data, &reference, ""))
     };
     let a = TestHost::start(&common::testkit_dir(), &replica(1)).await;
     let b = TestHost::start(&common::testkit_dir(), &replica(2)).await;
@@ -532,28 +566,21 @@ async fn two_replicas_converge_on_one_digest() {
 
 #[tokio::test]
 async fn an_oversized_or_silent_registry_is_refused() {
-    if !built() {
+    let Some(Bench { dir, registry, cli }) = bench(false).await else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let registry = Registry::start(&dir.path().join("registry")).await;
-    let cli = cli_config(dir.path(), &registry);
+    };
     let reference = registry.reference("team/orders:1.4");
     push(&cli, &echo_wasm(), &reference, &[]);
-    let error = TestHost::try_start(
-        &common::testkit_dir(),
+    let message = start_error(
         &host_config(
             &registry,
             &dir.path().join("data"),
             &reference,
             "max_artifact_size = \"16KiB\"",
         ),
-        None,
+        "over the limit",
     )
-    .await
-    .err()
-    .expect("over the limit");
-    let message = format!("{error:#}");
+    .await;
     assert!(message.contains("over max_artifact_size"), "{message}");
 
     // A registry that accepts connections and never answers.
@@ -573,11 +600,7 @@ async fn an_oversized_or_silent_registry_is_refused() {
          [plugins.echo]\nsource = {{ oci = \"{addr}/team/orders:1.4\" }}\n",
         dir.path().join("data").display().to_string()
     );
-    let error = TestHost::try_start(&common::testkit_dir(), &config, None)
-        .await
-        .err()
-        .expect("a silent registry");
-    let message = format!("{error:#}");
+    let message = start_error(&config, "a silent registry").await;
     assert!(
         message.contains(&format!("{addr}/team/orders:1.4")),
         "{message}"

@@ -256,6 +256,17 @@ mod tests {
         Config::parse(text, Path::new("/srv/optech/optech.toml"))
     }
 
+    /// `err` lists a problem at each of `expected` (a key's dotted path).
+    fn assert_problems_at(err: &ConfigError, expected: &[&str]) {
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in expected {
+            assert!(keys.contains(key), "{key} missing in {keys:?}");
+        }
+    }
+
     #[test]
     fn minimal_config_gets_defaults() {
         let config = parse("[keys]\necho = \"echo\"\n").unwrap();
@@ -457,19 +468,16 @@ mod tests {
             "#,
         )
         .unwrap_err();
-        let ConfigError::Invalid { problems, .. } = &err else {
-            panic!("{err}")
-        };
-        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        for expected in [
-            "server.insecure_registries",
-            "plugins.a.source",
-            "plugins.b.refresh",
-            "plugins.c.refresh",
-            "plugins.d.source",
-        ] {
-            assert!(keys.contains(&expected), "{expected} missing in {keys:?}");
-        }
+        assert_problems_at(
+            &err,
+            &[
+                "server.insecure_registries",
+                "plugins.a.source",
+                "plugins.b.refresh",
+                "plugins.c.refresh",
+                "plugins.d.source",
+            ],
+        );
     }
 
     #[test]
@@ -494,24 +502,21 @@ mod tests {
             "#,
         )
         .unwrap_err();
-        let ConfigError::Invalid { problems, .. } = &err else {
-            panic!("{err}")
-        };
-        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        for expected in [
-            "server.listen",
-            "server.admin_listen",
-            "server.outbox_retention",
-            "server.max_body",
-            "keys.a",
-            "plugins.p.timeout",
-            "plugins.p.memory",
-            "plugins.p.requests_per_instance",
-            "plugins.p.config.list",
-            "plugins.orphan",
-        ] {
-            assert!(keys.contains(&expected), "{expected} missing in {keys:?}");
-        }
+        assert_problems_at(
+            &err,
+            &[
+                "server.listen",
+                "server.admin_listen",
+                "server.outbox_retention",
+                "server.max_body",
+                "keys.a",
+                "plugins.p.timeout",
+                "plugins.p.memory",
+                "plugins.p.requests_per_instance",
+                "plugins.p.config.list",
+                "plugins.orphan",
+            ],
+        );
     }
 
     #[test]

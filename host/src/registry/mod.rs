@@ -114,8 +114,9 @@ impl RegistryError {
 
 /// A component fetched for a plugin.
 pub enum Fetched {
-    /// The reference resolved to the layer the plugin already runs.
-    Unchanged(Resolved),
+    /// The reference resolved to the layer the plugin already runs (or, with
+    /// `offline`, the registry could not be asked and the cache names it).
+    Unchanged { resolved: Resolved, offline: bool },
     /// New bytes (checked against `resolved.layer_digest`).
     Bytes {
         bytes: Vec<u8>,
@@ -329,7 +330,10 @@ impl Registry {
         let new = bytes.as_deref().filter(|_| how == "pulled");
         self.remember(&resolved, new).await?;
         let fetched = match bytes {
-            None => Fetched::Unchanged(resolved),
+            None => Fetched::Unchanged {
+                resolved,
+                offline: false,
+            },
             Some(bytes) => Fetched::Bytes {
                 bytes,
                 resolved,
@@ -377,7 +381,10 @@ impl Registry {
         let message = cause.to_string();
         self.update(plugin, source, |status| status.error = Some(message));
         if running == Some(resolved.layer_digest.as_str()) {
-            return Ok(Fetched::Unchanged(resolved));
+            return Ok(Fetched::Unchanged {
+                resolved,
+                offline: true,
+            });
         }
         Ok(Fetched::Bytes {
             bytes,

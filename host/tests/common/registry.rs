@@ -3,6 +3,9 @@
 //! without htpasswd auth; and an artifact pushed by `skopeo` from an OCI layout
 //! written here by hand in the wasm OCI format, so that loading does not only
 //! meet what `optech push` writes.
+//!
+//! Nothing here needs root: the registry is an ordinary child process on a
+//! port above 1024, and its files are in the test's own folder.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,12 +14,18 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-/// The user of [`Registry::start_with_auth`].
+/// The user [`Registry::start_with_auth`] admits.
 pub const USER: &str = "optech";
+/// The password of [`USER`].
 pub const PASSWORD: &str = "s3cret-registry-pass";
-/// `USER:PASSWORD` as htpasswd keeps it (bcrypt, made once with Python's
-/// `crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=32))`).
+/// `USER:PASSWORD` as htpasswd keeps it: Distribution accepts only bcrypt, and
+/// no bcrypt crate is a dependency, so the line was made once with Python 3.11's
+/// `crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=32))`
+/// (cost 5: checking it is cheap) and is kept here.
 const HTPASSWD: &str = "optech:$2b$05$FKPWBxVrFzo5p7TiJRHnDuG3KsG0L/e84sSLex/bJoHHRWrBKL/P6\n";
+
+/// How long a started registry may take to answer `/v2/`.
+const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// Whether `docker-registry` and `skopeo` are installed. Without them the
 /// registry tests are skipped with a message, except in CI
@@ -40,18 +49,22 @@ pub fn available() -> bool {
     found
 }
 
+/// A running `docker-registry serve`, killed when dropped. Its storage is the
+/// plain filesystem driver, so a test can read tags and corrupt blobs on disk.
 pub struct Registry {
     /// `127.0.0.1:PORT`, as a reference writes it.
     pub addr: String,
     /// The storage's root directory.
     pub root: PathBuf,
     config: PathBuf,
+    /// The registry's stderr (its own log) and stdout (its access log), kept
+    /// across restarts, for a failing test to read.
     log: PathBuf,
     child: Option<Child>,
 }
 
 impl Registry {
-    /// An anonymous registry.
+    /// An anonymous registry, its files under `dir`.
     pub async fn start(dir: &Path) -> Registry {
         Self::start_in(dir, None).await
     }
@@ -64,68 +77,126 @@ impl Registry {
     async fn start_in(dir: &Path, htpasswd: Option<&str>) -> Registry {
         std::fs::create_dir_all(dir).expect("the registry's folder");
         let root = dir.join("storage");
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        // No blob descriptor cache: a blob replaced on disk is served as it is.
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-            root.display()
-        );
-        if let Some(htpasswd) = htpasswd {
+        let auth = htpasswd.map(|line| {
             let file = dir.join("htpasswd");
-            std::fs::write(&file, htpasswd).expect("the htpasswd file");
-            config.push_str(&format!(
+            std::fs::write(&file, line).expect("the htpasswd file");
+            format!(
                 "auth:\n  htpasswd:\n    realm: optech-tests\n    path: {}\n",
                 file.display()
-            ));
+            )
+        });
+        // The port is only free until someone binds it: should another
+        // process take it before the registry does, the registry exits, and
+        // another port is tried.
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            // No `cache:` section, so no blob descriptor cache: with one
+            // (Debian's default config has `blobdescriptor: inmemory`), a blob
+            // replaced on disk is served with its old length, truncated.
+            let config = format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{}",
+                root.display(),
+                auth.as_deref().unwrap_or("")
+            );
+            let config_path = dir.join("config.yml");
+            std::fs::write(&config_path, config).expect("the registry's config");
+            let mut registry = Registry {
+                addr,
+                root: root.clone(),
+                config: config_path,
+                log: dir.join("registry.log"),
+                child: None,
+            };
+            match registry.launch().await {
+                Ok(()) => return registry,
+                Err(Launch::Exited(e)) => failures.push(e),
+                Err(Launch::NotReady(e)) => panic!("{e}"),
+            }
         }
-        let config_path = dir.join("config.yml");
-        std::fs::write(&config_path, config).expect("the registry's config");
-        let mut registry = Registry {
-            addr,
-            root,
-            config: config_path,
-            log: dir.join("registry.log"),
-            child: None,
-        };
-        registry.restart().await;
-        registry
+        panic!("docker-registry did not start: {}", failures.join("\n"));
     }
 
-    /// Starts it again, same port and storage (after [`Registry::stop`]).
+    /// Starts it again, same port and storage (after [`Registry::stop`], or
+    /// killing the running one first).
     pub async fn restart(&mut self) {
+        match self.launch().await {
+            Ok(()) => {}
+            Err(Launch::Exited(e) | Launch::NotReady(e)) => panic!("{e}"),
+        }
+    }
+
+    /// Spawns `docker-registry serve` on the config and waits until `/v2/`
+    /// answers (200, or 401 with auth).
+    async fn launch(&mut self) -> Result<(), Launch> {
         self.stop();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("the registry's log");
-        let child = Command::new("docker-registry")
+        let access_log = log.try_clone().expect("the registry's log, again");
+        let mut command = Command::new("docker-registry");
+        command
             .arg("serve")
             .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(log)
+            .stdin(Stdio::null())
+            .stdout(access_log)
+            .stderr(log);
+        // `REGISTRY_*` variables override the config file: none of the
+        // caller's may change what the test asked for.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("REGISTRY_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
             .spawn()
             .expect("starting docker-registry (apt-get install docker-registry)");
         self.child = Some(child);
+        // A probe that waits long for its answer would hide an exit: the port
+        // may be held by a process that accepts connections and says nothing.
+        let client = client(Duration::from_secs(1));
         let url = format!("http://{}/v2/", self.addr);
         let start = Instant::now();
         loop {
-            if let Ok(response) = reqwest::get(&url).await
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                self.child = None;
+                return Err(Launch::Exited(format!(
+                    "docker-registry on {} exited ({status}); its log:\n{}",
+                    self.addr,
+                    self.log_tail()
+                )));
+            }
+            if let Ok(response) = client.get(&url).send().await
                 && matches!(response.status().as_u16(), 200 | 401)
             {
-                return;
+                return Ok(());
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the registry did not answer within 30 s; its log: {}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
+            if start.elapsed() > READY_WITHIN {
+                self.stop();
+                return Err(Launch::NotReady(format!(
+                    "docker-registry on {} did not answer within {READY_WITHIN:?}; its log:\n{}",
+                    self.addr,
+                    self.log_tail()
+                )));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// Kills it (idempotent); its storage stays.
+    /// The end of the registry's log, for a failure message.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Kills it and waits for it (idempotent); its storage stays.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -138,9 +209,13 @@ impl Registry {
         format!("{}/{repo_and_tag}", self.addr)
     }
 
-    /// Where the registry keeps the blob `sha256:<hex>`.
+    /// Where the registry keeps the blob `sha256:<hex>`. Replacing this file
+    /// changes what the registry serves for the digest (no descriptor cache).
     pub fn blob_path(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        let hex = digest
+            .strip_prefix("sha256:")
+            .filter(|hex| hex.len() == 64)
+            .expect("a sha256 digest");
         self.root
             .join("docker/registry/v2/blobs/sha256")
             .join(&hex[..2])
@@ -164,9 +239,10 @@ impl Registry {
 
     /// Points `repo:to` at the manifest of `repo:from` through the registry's
     /// API (a manifest PUT, no blob uploaded), as a promotion script would.
+    /// Anonymous registries only.
     pub async fn retag(&self, repo: &str, from: &str, to: &str) {
         const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
-        let client = reqwest::Client::new();
+        let client = client(Duration::from_secs(10));
         let base = format!("http://{}/v2/{repo}/manifests", self.addr);
         let manifest = client
             .get(format!("{base}/{from}"))
@@ -194,6 +270,23 @@ impl Drop for Registry {
     }
 }
 
+/// Why [`Registry::launch`] failed: an exit may be a lost port race (worth
+/// another port); not answering is not.
+enum Launch {
+    Exited(String),
+    NotReady(String),
+}
+
+/// A client for the registry: straight to loopback, whatever proxy the
+/// environment names, and never stuck on one request beyond `timeout`.
+fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .expect("an HTTP client")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -205,9 +298,13 @@ fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// Writes `wasm` as a wasm OCI artifact in an OCI layout under `work` (by hand:
-/// not with our code) and copies it with `skopeo` to `ADDR/<repo:tag>`.
-/// Returns the manifest digest, which skopeo keeps.
+/// Writes `wasm` as a wasm OCI artifact (the CNCF format: an OCI image
+/// manifest, config `application/vnd.wasm.config.v0+json`, one
+/// `application/wasm` layer) in an OCI layout under `work`, by hand rather
+/// than with our code, and copies it with `skopeo` to
+/// `registry_addr/repo_and_tag` (`repo:tag`), with `creds` (user, password)
+/// if given. Returns the digest of the manifest written here: skopeo pushes it
+/// unchanged (`--preserve-digests` makes it fail rather than convert it).
 pub fn push_wasm_with_skopeo(
     registry_addr: &str,
     repo_and_tag: &str,
@@ -217,12 +314,13 @@ pub fn push_wasm_with_skopeo(
 ) -> Result<String, String> {
     let (_, tag) = repo_and_tag
         .rsplit_once(':')
-        .ok_or("repo_and_tag needs a tag")?;
+        .ok_or_else(|| format!("{repo_and_tag:?} has no tag"))?;
     let blobs = work.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&blobs).map_err(|e| format!("{}: {e}", blobs.display()))?;
     let put = |bytes: &[u8]| -> Result<String, String> {
         let d = digest(bytes);
-        std::fs::write(blobs.join(&d["sha256:".len()..]), bytes).map_err(|e| e.to_string())?;
+        let path = blobs.join(&d["sha256:".len()..]);
+        std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(d)
     };
     let layer = put(wasm)?;
@@ -259,24 +357,43 @@ pub fn push_wasm_with_skopeo(
             "annotations": {"org.opencontainers.image.ref.name": tag},
         }],
     });
-    std::fs::write(work.join("index.json"), index.to_string()).map_err(|e| e.to_string())?;
-    std::fs::write(work.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
-        .map_err(|e| e.to_string())?;
+    let write = |name: &str, text: &str| -> Result<(), String> {
+        let path = work.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write("index.json", &index.to_string())?;
+    write("oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    // `--insecure-policy`: no signature policy to read from /etc/containers
+    // (there is nothing to verify in a layout made here); `--dest-no-creds`
+    // without creds, so that no auth file of the user's is used.
     let mut command = Command::new("skopeo");
-    command.args(["copy", "--dest-tls-verify=false", "--preserve-digests"]);
-    if let Some((user, password)) = creds {
-        command
-            .arg("--dest-creds")
-            .arg(format!("{user}:{password}"));
+    command.args([
+        "--insecure-policy",
+        "copy",
+        "--dest-tls-verify=false",
+        "--preserve-digests",
+    ]);
+    match creds {
+        Some((user, password)) => {
+            command
+                .arg("--dest-creds")
+                .arg(format!("{user}:{password}"));
+        }
+        None => {
+            command.arg("--dest-no-creds");
+        }
     }
     let output = command
         .arg(format!("oci:{}:{tag}", work.display()))
         .arg(format!("docker://{registry_addr}/{repo_and_tag}"))
+        .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("running skopeo: {e}"))?;
     if !output.status.success() {
         return Err(format!(
-            "skopeo copy failed: {}",
+            "skopeo copy failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         ));
     }
