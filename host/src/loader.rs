@@ -138,13 +138,17 @@ async fn load_oci(
         } => (bytes, resolved, offline),
     };
     let sha256 = content_hash(&bytes);
-    let plugin = compile(runtime, settings, bytes, sha256)
-        .await?
-        .map_err(|source| PluginLoadError::InvalidArtifact {
-            name: name.clone(),
-            reference: oci.reference.clone(),
-            source,
-        })?;
+    let plugin = match compile(runtime, settings, bytes, sha256).await? {
+        Ok(plugin) => plugin,
+        Err(source) => {
+            registry.reject(&name, oci, &resolved, &source.to_string());
+            return Err(PluginLoadError::InvalidArtifact {
+                name,
+                reference: oci.reference.clone(),
+                source,
+            });
+        }
+    };
     registry.serving(&name, oci, &resolved, offline);
     Ok(plugin)
 }

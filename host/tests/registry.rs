@@ -197,6 +197,11 @@ async fn errors(host: &TestHost, kind: &str) -> f64 {
     )
 }
 
+async fn failed_reloads(host: &TestHost) -> f64 {
+    let scrape = scrape(&host.admin_url()).await;
+    counter(&scrape, "optech_reloads_total", &[("outcome", "failed")])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pushed_plugin_serves_by_tag_and_a_moved_tag_swaps_under_load() {
     let Some(Bench { dir, registry, cli }) = bench(false).await else {
@@ -364,6 +369,91 @@ async fn a_layer_that_does_not_match_its_digest_is_refused_and_the_old_version_k
     assert!(error.contains(&layer), "{plugin}");
     let table = plugins_page(&host).await;
     assert!(table.contains("do not match its digest"), "{table}");
+
+    // While the tag names the refused version, refreshes fetch nothing.
+    wait_until(
+        "two refreshes that find the refused version",
+        Duration::from_secs(30),
+        || async { errors(&host, "rejected").await >= 2.0 },
+    )
+    .await;
+    assert_eq!(
+        errors(&host, "digest_mismatch").await,
+        1.0,
+        "downloaded once"
+    );
+    assert_eq!(fetches(&host, "pulled").await, 1.0, "only the first build");
+}
+
+/// A component with no exports: `optech push` takes it, the host cannot load it.
+const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+#[tokio::test]
+async fn a_build_that_does_not_load_is_tried_once_per_tag_move_not_once_per_refresh() {
+    let Some(Bench { dir, registry, cli }) = bench(false).await else {
+        return;
+    };
+    let live = registry.reference("team/orders:live");
+    let v1 = push(&cli, &echo_wasm(), &live, &[]);
+    let config = refreshed(host_config(&registry, &dir.path().join("data"), &live, ""));
+    let host = TestHost::start(&common::testkit_dir(), &config).await;
+    assert_eq!(which(&host).await, "echo");
+
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, EMPTY_COMPONENT).expect("writing the component");
+    let bad = push(&cli, &empty, &live, &[]);
+    wait_until("the failed build", Duration::from_secs(30), || async {
+        errors(&host, "not_loadable").await >= 1.0
+    })
+    .await;
+    wait_until(
+        "two refreshes that find the refused version",
+        Duration::from_secs(30),
+        || async { errors(&host, "rejected").await >= 2.0 },
+    )
+    .await;
+    assert_eq!(errors(&host, "not_loadable").await, 1.0, "built once");
+    // ... and the refresh itself sees it, without reloading anything.
+    let reloads_before = failed_reloads(&host).await;
+    let rejected = errors(&host, "rejected").await;
+    wait_until("two more refreshes", Duration::from_secs(30), || async {
+        errors(&host, "rejected").await >= rejected + 2.0
+    })
+    .await;
+    assert_eq!(failed_reloads(&host).await, reloads_before, "no reload");
+    assert_eq!(which(&host).await, "echo", "the old version keeps serving");
+    let plugin = common::plugin_health(&host.admin_url(), "echo").await;
+    let registry_status = &plugin["registry"];
+    assert_eq!(registry_status["digest"], v1.as_str(), "{plugin}");
+    assert_eq!(registry_status["rejected"], bad.as_str(), "{plugin}");
+    let error = registry_status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("does not load") && error.contains(&bad) && error.contains("handle"),
+        "{plugin}"
+    );
+    let table = plugins_page(&host).await;
+    assert!(table.contains("does not load"), "{table}");
+    assert!(table.contains(&bad[..19]), "{table}");
+
+    // A change to the plugin's config tries the version again (it may be what failed).
+    let config_file = host.dir.path().join("optech.toml");
+    let text = std::fs::read_to_string(&config_file).expect("the host's config");
+    std::fs::write(&config_file, format!("{text}timeout = \"9s\"\n")).expect("saving");
+    wait_until("the second attempt", Duration::from_secs(30), || async {
+        errors(&host, "not_loadable").await >= 2.0
+    })
+    .await;
+    assert_eq!(which(&host).await, "echo");
+
+    // A good build on the tag is taken within a refresh, and the refusal is cleared.
+    push(&cli, &testkit_wasm(), &live, &[]);
+    wait_until("the new build", Duration::from_secs(30), || async {
+        which(&host).await == "testkit"
+    })
+    .await;
+    let plugin = common::plugin_health(&host.admin_url(), "echo").await;
+    assert!(plugin["registry"]["error"].is_null(), "{plugin}");
+    assert!(plugin["registry"]["rejected"].is_null(), "{plugin}");
 }
 
 #[tokio::test]

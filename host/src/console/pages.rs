@@ -651,7 +651,8 @@ pub fn plugins_table(plugins: &[PluginRow], reload: &ReloadStatus) -> Markup {
 }
 
 /// A registry source: the reference, the digest serving, when the registry
-/// was last asked, and what went wrong (the old version keeps serving).
+/// was last asked, what went wrong (the old version keeps serving) and the
+/// version refused, if any.
 fn registry_source(r: &SourceStatus) -> Markup {
     html! {
         div.registry {
@@ -668,6 +669,9 @@ fn registry_source(r: &SourceStatus) -> Markup {
             }
             @if r.offline { div.error { "registry unreachable: serving the cached digest" } }
             @if let Some(error) = &r.error { div.error.registry-error { (error) } }
+            @if let Some(digest) = &r.rejected {
+                div.muted { "refused " code.rejected title=(digest) { (digest.get(..19).unwrap_or(digest)) } ": not fetched again until the tag moves" }
+            }
         }
     }
 }

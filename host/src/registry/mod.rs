@@ -12,6 +12,10 @@
 //! - a registry that cannot be reached gives way to the cache: the digest a
 //!   reference last resolved to here is served, and said so; a refusal by the
 //!   registry (credentials, unknown tag) or a digest mismatch is an error;
+//! - a version refused for what it is (its bytes do not match, too large, not
+//!   a component, or the build does not load) is remembered by its manifest
+//!   digest: while the tag still names it, refreshes and reloads of an
+//!   unchanged plugin neither download nor compile it again;
 //! - no credential is ever logged, recorded or put in an error.
 //!
 //! It knows nothing of the loader or the reloader: `loader` asks it for bytes,
@@ -29,7 +33,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
-use oci_client::manifest::OciDescriptor;
+use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Serialize;
@@ -82,6 +86,10 @@ pub enum RegistryError {
     NotWasm { reference: String, message: String },
     #[error("{reference} was never pulled here and the registry cannot be reached ({cause})")]
     NeverPulled { reference: String, cause: String },
+    #[error(
+        "{reference} names {digest}, which was refused here before; the version serving keeps serving until the tag moves"
+    )]
+    Rejected { reference: String, digest: String },
     #[error("{reference}: {message}")]
     Registry { reference: String, message: String },
     #[error("the registry cache: {0}")]
@@ -101,6 +109,7 @@ impl RegistryError {
             Self::TooLarge { .. } => "too_large",
             Self::NotWasm { .. } => "not_wasm",
             Self::NeverPulled { .. } => "never_pulled",
+            Self::Rejected { .. } => "rejected",
             Self::Registry { .. } => "registry",
             Self::Cache(_) => "cache",
         }
@@ -109,6 +118,14 @@ impl RegistryError {
     /// Whether the registry could not be asked at all (so the cache may answer).
     fn is_unreachable(&self) -> bool {
         matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
+    }
+
+    /// Whether the version itself was refused, so asking again gives the same answer.
+    fn refuses_the_version(&self) -> bool {
+        matches!(
+            self,
+            Self::DigestMismatch { .. } | Self::TooLarge { .. } | Self::NotWasm { .. }
+        )
     }
 }
 
@@ -149,6 +166,9 @@ pub struct SourceStatus {
     pub offline: bool,
     /// The last failure, until a fetch succeeds.
     pub error: Option<String>,
+    /// The manifest digest of a version refused (see [`Registry::reject`]):
+    /// not fetched again while the tag names it and the plugin is unchanged.
+    pub rejected: Option<String>,
 }
 
 /// The registry client, the cache and each plugin's status. Cheap to clone.
@@ -274,7 +294,7 @@ impl Registry {
         self.update(plugin, source, |status| {
             status.last_refresh_at = Some(now());
         });
-        let result = match self.fetch_online(source, running).await {
+        let result = match self.fetch_online(plugin, source, running).await {
             Err(e) if e.is_unreachable() => self
                 .fetch_offline(plugin, source, running, e)
                 .await
@@ -296,8 +316,11 @@ impl Registry {
             }
             Err(e) => {
                 self.count_error(plugin, e.kind());
-                let message = e.to_string();
-                self.update(plugin, source, |status| status.error = Some(message));
+                // A rejection keeps showing why the version was refused.
+                if !matches!(e, RegistryError::Rejected { .. }) {
+                    let message = e.to_string();
+                    self.update(plugin, source, |status| status.error = Some(message));
+                }
                 tracing::warn!(plugin, reference, "registry: {e}");
                 Err(e)
             }
@@ -306,14 +329,34 @@ impl Registry {
 
     async fn fetch_online(
         &self,
+        plugin: &str,
         source: &OciSource,
         running: Option<&str>,
     ) -> Result<(Fetched, &'static str), RegistryError> {
         let reference = source.reference.as_str();
         let parsed = parse(reference)?;
         let limit = self.inner.settings.pull_timeout;
-        let (bytes, resolved, how) = bounded(reference, limit, async {
-            let (resolved, layer, auth, credentials) = self.resolve(&parsed, reference).await?;
+        // Only a plugin already running may skip a version refused before: a
+        // changed plugin (its settings may be what made the build fail) tries again.
+        let rejected = running
+            .and_then(|_| self.status(plugin))
+            .and_then(|s| s.rejected);
+        // The manifest digest the reference resolved to, once it did.
+        let mut named = None;
+        let outcome = bounded(reference, limit, async {
+            let (auth, credentials) =
+                auth::credentials(parsed.resolve_registry(), self.login()).await;
+            let (manifest, manifest_digest) = self
+                .manifest(&parsed, reference, &auth, credentials)
+                .await?;
+            named = Some(manifest_digest.clone());
+            if rejected.as_ref() == Some(&manifest_digest) {
+                return Err(RegistryError::Rejected {
+                    reference: reference.to_string(),
+                    digest: manifest_digest,
+                });
+            }
+            let (resolved, layer) = resolved(reference, &manifest, manifest_digest)?;
             if running == Some(layer.digest.as_str()) {
                 return Ok((None, resolved, "unchanged"));
             }
@@ -325,7 +368,16 @@ impl Registry {
                 .await?;
             Ok((Some(bytes), resolved, "pulled"))
         })
-        .await?;
+        .await;
+        let (bytes, resolved, how) = match outcome {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                if let Some(digest) = named.filter(|_| e.refuses_the_version()) {
+                    self.update(plugin, source, |status| status.rejected = Some(digest));
+                }
+                return Err(e);
+            }
+        };
         // Only a download is new to the cache.
         let new = bytes.as_deref().filter(|_| how == "pulled");
         self.remember(&resolved, new).await?;
@@ -423,32 +475,19 @@ impl Registry {
         .map_err(|e| RegistryError::Cache(e.to_string()))
     }
 
-    /// The manifest `reference` resolves to now, and its wasm layer.
-    async fn resolve(
+    /// The manifest `reference` resolves to now, and its digest.
+    async fn manifest(
         &self,
         parsed: &Reference,
         reference: &str,
-    ) -> Result<(Resolved, OciDescriptor, RegistryAuth, CredentialSource), RegistryError> {
-        let (auth, credentials) = auth::credentials(parsed.resolve_registry(), self.login()).await;
-        let (manifest, manifest_digest) = self
-            .inner
+        auth: &RegistryAuth,
+        credentials: CredentialSource,
+    ) -> Result<(OciImageManifest, String), RegistryError> {
+        self.inner
             .client
-            .pull_image_manifest(parsed, &auth)
+            .pull_image_manifest(parsed, auth)
             .await
-            .map_err(|e| classify(e, parsed, reference, credentials))?;
-        let layer = artifact::wasm_layer(&manifest)
-            .map_err(|message| RegistryError::NotWasm {
-                reference: reference.to_string(),
-                message,
-            })?
-            .clone();
-        let resolved = Resolved {
-            reference: reference.to_string(),
-            manifest_digest,
-            layer_digest: layer.digest.clone(),
-            resolved_at: now(),
-        };
-        Ok((resolved, layer, auth, credentials))
+            .map_err(|e| classify(e, parsed, reference, credentials))
     }
 
     /// Manifest and layer, for `optech pull`.
@@ -457,7 +496,10 @@ impl Registry {
         parsed: &Reference,
         reference: &str,
     ) -> Result<(Vec<u8>, Resolved), RegistryError> {
-        let (resolved, layer, auth, credentials) = self.resolve(parsed, reference).await?;
+        let (auth, credentials) = auth::credentials(parsed.resolve_registry(), self.login()).await;
+        let (manifest, manifest_digest) =
+            self.manifest(parsed, reference, &auth, credentials).await?;
+        let (resolved, layer) = resolved(reference, &manifest, manifest_digest)?;
         let bytes = self
             .download_layer(parsed, reference, &layer, &auth, credentials)
             .await?;
@@ -532,7 +574,21 @@ impl Registry {
             status.offline = offline;
             if !offline {
                 status.error = None;
+                status.rejected = None;
             }
+        });
+    }
+
+    /// Records that the version `resolved` names was fetched but does not
+    /// load (`why`): it is counted, shown, and not fetched again while the
+    /// tag names it and the plugin is unchanged.
+    pub fn reject(&self, plugin: &str, source: &OciSource, resolved: &Resolved, why: &str) {
+        self.count_error(plugin, "not_loadable");
+        let digest = resolved.manifest_digest.clone();
+        let message = format!("{} ({digest}) does not load: {why}", source.reference);
+        self.update(plugin, source, |status| {
+            status.rejected = Some(digest);
+            status.error = Some(message);
         });
     }
 
@@ -564,17 +620,23 @@ impl Registry {
     /// Asks whether a refreshed tag moved from the digest `plugin` serves.
     /// A failure is recorded, counted and logged, and reads as "not moved".
     pub async fn moved(&self, plugin: &str, source: &OciSource) -> bool {
-        let serving = self.status(plugin).and_then(|s| s.digest);
+        let known = self.status(plugin).unwrap_or_default();
         self.update(plugin, source, |status| {
             status.last_refresh_at = Some(now());
         });
         match self.digest(&source.reference).await {
-            Ok(digest) if Some(&digest) == serving.as_ref() => {
+            Ok(digest) if Some(&digest) == known.digest.as_ref() => {
                 self.count_fetch(plugin, "unchanged");
                 self.update(plugin, source, |status| {
                     status.error = None;
                     status.offline = false;
+                    status.rejected = None;
                 });
+                false
+            }
+            // Still the version refused: its error stays shown, and it counts.
+            Ok(digest) if Some(&digest) == known.rejected.as_ref() => {
+                self.count_error(plugin, "rejected");
                 false
             }
             Ok(_) => true,
@@ -610,6 +672,27 @@ impl Registry {
         let mut status = self.inner.status.lock().unwrap_or_else(|p| p.into_inner());
         status.retain(|name, _| plugins.contains(&name.as_str()));
     }
+}
+
+/// What `reference` resolved to: the manifest's digest and its wasm layer.
+fn resolved(
+    reference: &str,
+    manifest: &OciImageManifest,
+    manifest_digest: String,
+) -> Result<(Resolved, OciDescriptor), RegistryError> {
+    let layer = artifact::wasm_layer(manifest)
+        .map_err(|message| RegistryError::NotWasm {
+            reference: reference.to_string(),
+            message,
+        })?
+        .clone();
+    let resolved = Resolved {
+        reference: reference.to_string(),
+        manifest_digest,
+        layer_digest: layer.digest.clone(),
+        resolved_at: now(),
+    };
+    Ok((resolved, layer))
 }
 
 /// Runs `work` within `limit`.
