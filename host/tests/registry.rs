@@ -718,3 +718,55 @@ fn base64(text: &str) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn a_registry_behind_a_private_ca_is_trusted_through_registry_ca() {
+    if !built() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = Registry::start_with_tls(&dir.path().join("registry")).await;
+    let ca = registry.ca.clone().expect("a TLS registry has a CA");
+    let reference = registry.reference("team/orders:1.4");
+
+    // Not trusted by default: refused, and the error says what to set.
+    let untrusting = dir.path().join("untrusting.toml");
+    std::fs::write(&untrusting, "[server]\n").expect("writing the config");
+    let (code, _, stderr) = optech(
+        &[
+            "push",
+            &echo_wasm().display().to_string(),
+            &reference,
+            "--config",
+            &untrusting.display().to_string(),
+        ],
+        &[],
+    );
+    assert_ne!(code, 0, "pushed to a registry whose CA is not trusted");
+    assert!(stderr.contains("registry_ca"), "{stderr}");
+
+    // Trusted through `registry_ca`: `push`, then a host serves it over HTTPS.
+    let trusting = dir.path().join("trusting.toml");
+    std::fs::write(&trusting, format!("[server]\nregistry_ca = {ca:?}\n")).expect("writing");
+    let digest = push(&trusting, &echo_wasm(), &reference, &[]);
+    let plugin =
+        format!("[keys]\nversion = \"echo\"\n[plugins.echo]\nsource = {{ oci = {reference:?} }}\n");
+    let data = dir.path().join("data").display().to_string();
+    let config = format!("registry_ca = {ca:?}\ndata_dir = {data:?}\n{plugin}");
+    let host = TestHost::start(&common::testkit_dir(), &config).await;
+    assert_eq!(which(&host).await, "echo");
+    assert_eq!(health_digest(&host).await.as_deref(), Some(digest.as_str()));
+
+    // A file that holds no certificate is a config problem with its key.
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello\n").expect("writing");
+    let message = start_error(
+        &format!("registry_ca = {not_pem:?}\ndata_dir = {data:?}\n{plugin}"),
+        "a registry_ca without certificates",
+    )
+    .await;
+    assert!(
+        message.contains("server.registry_ca") && message.contains("no PEM certificate"),
+        "{message}"
+    );
+}

@@ -1,10 +1,15 @@
 //! How the host talks to OCI registries: the `[server]` keys that bound a pull
 //! (`max_artifact_size`, `pull_timeout`, `max_concurrent_pulls`), the registries
-//! reached over plain HTTP (`insecure_registries`), and the login read from
+//! reached over plain HTTP (`insecure_registries`), the certificate authorities
+//! trusted besides the public ones (`registry_ca`), and the login read from
 //! `OPTECH_REGISTRY_USERNAME` / `OPTECH_REGISTRY_PASSWORD`.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 use super::read::{Reader, Section};
 use crate::credentials::Environment;
@@ -14,6 +19,7 @@ pub const KNOWN: &[&str] = &[
     "max_artifact_size",
     "pull_timeout",
     "max_concurrent_pulls",
+    "registry_ca",
 ];
 
 /// A TypeScript or Python component is 12-18 MB; four times that leaves room.
@@ -36,6 +42,39 @@ pub struct RegistrySettings {
     pub max_concurrent_pulls: usize,
     /// From the environment; used for every registry, before the Docker config.
     pub login: Option<Login>,
+    /// Certificate authorities trusted for registries besides the public ones
+    /// (a registry behind a private CA), read at load.
+    pub ca: Option<CaBundle>,
+}
+
+/// The certificates of a `registry_ca` PEM file, each as DER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    pub path: PathBuf,
+    pub certificates: Vec<Vec<u8>>,
+}
+
+impl CaBundle {
+    /// Reads every certificate in the PEM file at `path`; an error says why
+    /// there is none to trust.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let certificates = CertificateDer::pem_slice_iter(&pem)
+            .map(|cert| cert.map(|der| der.to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{} is not a PEM file of certificates: {e}", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "{} holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")",
+                path.display()
+            ));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            certificates,
+        })
+    }
 }
 
 impl Default for RegistrySettings {
@@ -46,6 +85,7 @@ impl Default for RegistrySettings {
             pull_timeout: DEFAULT_PULL_TIMEOUT,
             max_concurrent_pulls: DEFAULT_MAX_CONCURRENT_PULLS,
             login: None,
+            ca: None,
         }
     }
 }
@@ -83,6 +123,7 @@ impl fmt::Debug for Login {
 pub(super) fn read(
     reader: &mut Reader<'_>,
     section: &Section<'_>,
+    base: &Path,
     env: &Environment,
 ) -> RegistrySettings {
     let mut insecure = Vec::new();
@@ -123,18 +164,57 @@ pub(super) fn read(
             None
         }
     };
+    let ca = section
+        .string(reader, "registry_ca")
+        .and_then(|(path, span)| match CaBundle::read(&base.join(path)) {
+            Ok(bundle) => Some(bundle),
+            Err(message) => {
+                reader.problem(section.key("registry_ca"), span, message);
+                None
+            }
+        });
     RegistrySettings {
         insecure,
         max_artifact_size,
         pull_timeout: section.duration(reader, "pull_timeout", DEFAULT_PULL_TIMEOUT),
         max_concurrent_pulls,
         login,
+        ca,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_bundle_holds_every_certificate_of_its_file_or_says_why_not() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pem: String = (0..2)
+            .map(|_| {
+                let key = rcgen::KeyPair::generate().expect("key");
+                let params =
+                    rcgen::CertificateParams::new(vec!["ca.internal".to_string()]).expect("params");
+                params.self_signed(&key).expect("certificate").pem()
+            })
+            .collect();
+        let bundle_path = dir.path().join("bundle.pem");
+        std::fs::write(&bundle_path, pem).expect("writing");
+        let bundle = CaBundle::read(&bundle_path).expect("a bundle");
+        assert_eq!(bundle.certificates.len(), 2);
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("writing");
+        let error = CaBundle::read(&empty).expect_err("no certificate");
+        assert!(error.contains("no PEM certificate"), "{error}");
+
+        let missing = dir.path().join("missing.pem");
+        let error = CaBundle::read(&missing).expect_err("no file");
+        assert!(
+            error.contains("cannot read") && error.contains("missing.pem"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn the_password_is_never_formatted() {

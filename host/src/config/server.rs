@@ -341,7 +341,7 @@ pub(super) fn read(
         tls,
         admin,
         clients: clients::read(reader, section, max_body),
-        registry: registry::read(reader, section, env),
+        registry: registry::read(reader, section, base, env),
     }
 }
 

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
@@ -195,8 +195,18 @@ impl Registry {
         cache_dir: Option<PathBuf>,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Self, RegistryError> {
+        let extra_root_certificates = settings
+            .ca
+            .iter()
+            .flat_map(|bundle| &bundle.certificates)
+            .map(|der| Certificate {
+                encoding: CertificateEncoding::Der,
+                data: der.clone(),
+            })
+            .collect();
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(settings.insecure.clone()),
+            extra_root_certificates,
             connect_timeout: Some(CONNECT_TIMEOUT.min(settings.pull_timeout)),
             read_timeout: Some(settings.pull_timeout),
             // A wasm artifact is never a multi-platform index.
@@ -789,6 +799,10 @@ fn classify(
                 // What rustls says when the other end answers TLS with plain HTTP.
                 message.push_str(
                     " (it may speak plain HTTP: list it in [server] insecure_registries)",
+                );
+            } else if message.contains("UnknownIssuer") {
+                message.push_str(
+                    " (a registry behind a private certificate authority: name its CA's PEM file in [server] registry_ca)",
                 );
             }
             RegistryError::Unreachable { registry, message }

@@ -1,6 +1,7 @@
 //! A real OCI registry for the tests: Debian's `docker-registry` (Distribution
 //! 2.8) on a free loopback port, its storage in a temporary folder, with or
-//! without htpasswd auth; and an artifact pushed by `skopeo` from an OCI layout
+//! without htpasswd auth, over plain HTTP or HTTPS with a certificate from a
+//! private CA made here; and an artifact pushed by `skopeo` from an OCI layout
 //! written here by hand in the wasm OCI format, so that loading does not only
 //! meet what `optech push` writes.
 //!
@@ -56,6 +57,8 @@ pub struct Registry {
     pub addr: String,
     /// The storage's root directory.
     pub root: PathBuf,
+    /// Served over HTTPS: the PEM file of the private CA that signed its certificate.
+    pub ca: Option<PathBuf>,
     config: PathBuf,
     /// The registry's stderr (its own log) and stdout (its access log), kept
     /// across restarts, for a failing test to read.
@@ -66,16 +69,31 @@ pub struct Registry {
 impl Registry {
     /// An anonymous registry, its files under `dir`.
     pub async fn start(dir: &Path) -> Registry {
-        Self::start_in(dir, None).await
+        Self::start_in(dir, None, false).await
     }
 
     /// A registry that admits only [`USER`] with [`PASSWORD`] (HTTP Basic).
     pub async fn start_with_auth(dir: &Path) -> Registry {
-        Self::start_in(dir, Some(HTPASSWD)).await
+        Self::start_in(dir, Some(HTPASSWD), false).await
     }
 
-    async fn start_in(dir: &Path, htpasswd: Option<&str>) -> Registry {
+    /// An anonymous registry on HTTPS, its certificate (for `127.0.0.1`)
+    /// signed by a CA made for it, whose PEM file is [`Registry::ca`].
+    pub async fn start_with_tls(dir: &Path) -> Registry {
+        Self::start_in(dir, None, true).await
+    }
+
+    async fn start_in(dir: &Path, htpasswd: Option<&str>, tls: bool) -> Registry {
         std::fs::create_dir_all(dir).expect("the registry's folder");
+        let ca = tls.then(|| private_ca(dir));
+        let tls_config = match tls {
+            true => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.join("registry.crt").display(),
+                dir.join("registry.key").display()
+            ),
+            false => String::new(),
+        };
         let root = dir.join("storage");
         let auth = htpasswd.map(|line| {
             let file = dir.join("htpasswd");
@@ -95,7 +113,7 @@ impl Registry {
             // (Debian's default config has `blobdescriptor: inmemory`), a blob
             // replaced on disk is served with its old length, truncated.
             let config = format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{}",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls_config}{}",
                 root.display(),
                 auth.as_deref().unwrap_or("")
             );
@@ -104,6 +122,7 @@ impl Registry {
             let mut registry = Registry {
                 addr,
                 root: root.clone(),
+                ca: ca.clone(),
                 config: config_path,
                 log: dir.join("registry.log"),
                 child: None,
@@ -156,8 +175,8 @@ impl Registry {
         self.child = Some(child);
         // A probe that waits long for its answer would hide an exit: the port
         // may be held by a process that accepts connections and says nothing.
-        let client = client(Duration::from_secs(1));
-        let url = format!("http://{}/v2/", self.addr);
+        let client = self.client(Duration::from_secs(1));
+        let url = format!("{}/v2/", self.url());
         let start = Instant::now();
         loop {
             let exited = self
@@ -242,8 +261,8 @@ impl Registry {
     /// Anonymous registries only.
     pub async fn retag(&self, repo: &str, from: &str, to: &str) {
         const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
-        let client = client(Duration::from_secs(10));
-        let base = format!("http://{}/v2/{repo}/manifests", self.addr);
+        let client = self.client(Duration::from_secs(10));
+        let base = format!("{}/v2/{repo}/manifests", self.url());
         let manifest = client
             .get(format!("{base}/{from}"))
             .header("accept", OCI)
@@ -277,14 +296,50 @@ enum Launch {
     NotReady(String),
 }
 
-/// A client for the registry: straight to loopback, whatever proxy the
-/// environment names, and never stuck on one request beyond `timeout`.
-fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .build()
-        .expect("an HTTP client")
+impl Registry {
+    /// `http://ADDR`, or `https://ADDR` when it serves TLS.
+    fn url(&self) -> String {
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// A client for the registry: straight to loopback, whatever proxy the
+    /// environment names, trusting its CA, and never stuck on one request
+    /// beyond `timeout`.
+    fn client(&self, timeout: Duration) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder().no_proxy().timeout(timeout);
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).expect("the CA's PEM file");
+            builder =
+                builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("the CA"));
+        }
+        builder.build().expect("an HTTP client")
+    }
+}
+
+/// Makes a CA and a certificate for `127.0.0.1` it signs, in `dir`:
+/// `registry.crt` and `registry.key` for the registry, `ca.pem` for its
+/// clients. Returns the path of `ca.pem`.
+fn private_ca(dir: &Path) -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "optech tests private CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("the CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("the registry's key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("the registry's params")
+        .signed_by(&key, &issuer)
+        .expect("the registry's certificate");
+    std::fs::write(dir.join("registry.crt"), cert.pem()).expect("registry.crt");
+    std::fs::write(dir.join("registry.key"), key.serialize_pem()).expect("registry.key");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, ca_cert.pem()).expect("ca.pem");
+    ca
 }
 
 fn free_port() -> u16 {
