@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod check;
+mod checkout;
 pub mod new;
 pub mod new_js;
 pub mod new_python;

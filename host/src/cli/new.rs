@@ -116,35 +116,11 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 /// SDK's version.
 fn sdk_dependency(dir: &Path) -> anyhow::Result<String> {
     Ok(
-        match sdk_in_checkout(dir, "sdk", "Cargo.toml", "name = \"optech-sdk\"")? {
+        match super::checkout::sdk_in_checkout(dir, "sdk", "Cargo.toml", "name = \"optech-sdk\"")? {
             Some(path) => format!("{{ path = \"{path}\" }}"),
             None => format!("\"{}\"", env!("CARGO_PKG_VERSION")),
         },
     )
-}
-
-/// The relative path from `dir` to the SDK folder `sdk` of the optech checkout
-/// holding `dir` (its `manifest` names the SDK by `marker`), if one does.
-pub(super) fn sdk_in_checkout(
-    dir: &Path,
-    sdk: &str,
-    manifest: &str,
-    marker: &str,
-) -> anyhow::Result<Option<String>> {
-    let dir = std::path::absolute(dir).context("resolving the plugin's folder")?;
-    for ancestor in dir.ancestors().skip(1) {
-        let is_sdk = std::fs::read_to_string(ancestor.join(sdk).join(manifest))
-            .is_ok_and(|text| text.contains(marker))
-            && ancestor.join("wit/plugin.wit").is_file();
-        if is_sdk {
-            let depth = dir
-                .strip_prefix(ancestor)
-                .map(|rest| rest.components().count())
-                .unwrap_or(0);
-            return Ok(Some(format!("{}{sdk}", "../".repeat(depth))));
-        }
-    }
-    Ok(None)
 }
 
 fn manifest(name: &str, sdk: &str) -> String {

@@ -8,7 +8,7 @@ use std::path::Path;
 /// it, as the example plugins have it), else the SDK's version from npm.
 pub fn sdk_dependency(dir: &Path) -> anyhow::Result<String> {
     Ok(
-        match super::new::sdk_in_checkout(
+        match super::checkout::sdk_in_checkout(
             dir,
             "sdk-js",
             "package.json",

@@ -28,6 +28,7 @@ pub mod address;
 pub mod allowlist;
 mod body;
 mod connector;
+pub mod settings;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,7 +44,6 @@ use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-pub use crate::config::EgressSettings;
 use crate::metrics::{OutboundLabels, SharedMetrics};
 use crate::recent::{Recent, Ticket};
 use crate::telemetry;
@@ -51,6 +51,7 @@ pub use address::AddressPolicy;
 pub use allowlist::{AllowedHost, Allowlist, Destination, Host};
 use body::CappedBody;
 use connector::{Client, GuardedConnector, Prohibited, Unresolved};
+pub use settings::EgressSettings;
 
 /// Largest request body a plugin may send. The body is gathered before it is
 /// sent, so this bounds the host memory one request can hold.

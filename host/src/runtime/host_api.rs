@@ -13,8 +13,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::optech::plugin::host::{self, Level};
 use super::bindings::optech::plugin::types;
+use super::info::PluginInfo;
 use super::output::{ConsoleSink, PluginOutput};
-use super::plugin::PluginInfo;
 use crate::outbound::Egress;
 use crate::recent::Ticket;
 

@@ -14,16 +14,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 use wasmtime::component::Resource;
 
 use super::bindings::optech::plugin::keyvalue_extras;
 use super::bindings::wasi::keyvalue::store::{Error, KeyResponse};
 use super::bindings::wasi::keyvalue::{atomics, batch, store};
 use super::host_api::PluginState;
-use super::plugin::PluginInfo;
-use crate::metrics::{Metrics, StoreCallLabels};
+use super::info::PluginInfo;
 use crate::store::{Bucket, StoreError};
 
 /// Keys per page of `list-keys`: a page stays well under a megabyte even at
@@ -38,33 +35,6 @@ pub struct CasHandle {
     bucket: Bucket,
     key: String,
     current: Option<Vec<u8>>,
-}
-
-/// One plugin's store counters, made once at load.
-pub(super) struct StoreMeter {
-    ok: Counter,
-    refused: Counter,
-    unavailable: Counter,
-    seconds: Histogram,
-}
-
-impl StoreMeter {
-    pub(super) fn new(metrics: &Metrics, plugin: &str) -> Self {
-        let outcome = |outcome| {
-            metrics.store_calls.get_or_create_owned(&StoreCallLabels {
-                plugin: plugin.into(),
-                outcome,
-            })
-        };
-        Self {
-            ok: outcome("ok"),
-            refused: outcome("refused"),
-            unavailable: outcome("unavailable"),
-            seconds: metrics
-                .store_call_seconds
-                .get_or_create_owned(&Metrics::plugin(plugin)),
-        }
-    }
 }
 
 /// What a store call needs of its instance, owned, so that the call's future

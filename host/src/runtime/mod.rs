@@ -16,6 +16,7 @@
 mod cache;
 mod engine;
 mod host_api;
+mod info;
 mod keyvalue;
 mod output;
 mod plugin;

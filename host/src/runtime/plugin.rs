@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,17 +8,15 @@ use wasmtime::{Store, UpdateDeadline};
 use super::Runtime;
 use super::bindings::{Plugin as PluginWorld, PluginPre, optech::plugin::types::Error as WitError};
 use super::host_api::PluginState;
-use super::keyvalue::StoreMeter;
+use super::info::{PluginInfo, StoreMeter};
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::config::{ConfigValue, PluginConfig};
+use crate::config::PluginConfig;
 use crate::dispatch::{Call, Handler, HandlerError, HandlerFuture};
 use crate::metrics::Metrics;
-use crate::outbound::PluginEgress;
 use crate::protocol::Fields;
-use crate::recent::{Recent, Ticket};
+use crate::recent::Ticket;
 use crate::redact::Redactor;
-use crate::store::Grant;
 use crate::telemetry;
 
 /// Why a component cannot serve as a plugin.
@@ -35,21 +32,6 @@ pub enum LoadError {
     Imports(String),
     #[error("does not export `handle` as wit/plugin.wit defines it: {0}")]
     Exports(String),
-}
-
-/// What every instance of one plugin shares.
-pub(super) struct PluginInfo {
-    pub name: Arc<str>,
-    pub config: BTreeMap<String, ConfigValue>,
-    pub memory: u64,
-    pub egress: Arc<PluginEgress>,
-    /// Its secrets, kept out of its log lines, output and error messages.
-    pub redactor: Redactor,
-    /// Where each call's log lines are kept for the console.
-    pub recent: Arc<Recent>,
-    /// The key-value buckets its `stores` grant.
-    pub grant: Grant,
-    pub store_meter: StoreMeter,
 }
 
 /// A compiled plugin, ready to instantiate once per call (or, with
