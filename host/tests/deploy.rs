@@ -110,6 +110,10 @@ fn the_configmaps_config_is_valid_with_the_secrets_outbox() {
     let text = manifests["ConfigMap"]["data"]["optech.toml"]
         .as_str()
         .unwrap();
+    let registry_server = manifests["Secret"]["stringData"]["OPTECH_REGISTRY_SERVER"]
+        .as_str()
+        .expect("the Secret names the registry its login is for")
+        .to_string();
     let env = optech_host::credentials::Environment::from_pairs([
         (
             "OPTECH_OUTBOX_URL",
@@ -118,6 +122,7 @@ fn the_configmaps_config_is_valid_with_the_secrets_outbox() {
         ("OPTECH_ADMIN_TOKEN", "a-token-from-the-secret-0123456789"),
         ("OPTECH_REGISTRY_USERNAME", "robot"),
         ("OPTECH_REGISTRY_PASSWORD", "a-registry-token"),
+        ("OPTECH_REGISTRY_SERVER", &registry_server),
     ]);
     let config =
         optech_host::config::Config::parse_with(text, Path::new("/srv/optech/optech.toml"), &env)
@@ -135,7 +140,20 @@ fn the_configmaps_config_is_valid_with_the_secrets_outbox() {
             oci.reference
         );
     }
-    assert!(config.server.registry.login.is_some());
+    let login = config
+        .server
+        .registry
+        .login
+        .as_ref()
+        .expect("a registry login");
+    for plugin in config.plugins.values() {
+        let oci = plugin.source.oci().expect("from a registry");
+        let registry = oci.registry().expect("a registry");
+        assert!(
+            login.applies_to(&registry),
+            "the Secret's login is not for {registry}"
+        );
+    }
     let secret = &manifests["Secret"]["stringData"];
     for name in ["OPTECH_REGISTRY_USERNAME", "OPTECH_REGISTRY_PASSWORD"] {
         assert!(secret[name].as_str().is_some(), "the Secret has no {name}");

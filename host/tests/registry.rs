@@ -43,6 +43,7 @@ fn optech(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         .args(args)
         .env_remove("OPTECH_REGISTRY_USERNAME")
         .env_remove("OPTECH_REGISTRY_PASSWORD")
+        .env_remove("OPTECH_REGISTRY_SERVER")
         .env_remove("DOCKER_CONFIG")
         .envs(env.iter().copied())
         .output()
@@ -550,7 +551,31 @@ async fn credentials_come_from_the_environment_or_the_docker_config_and_wrong_on
         assert!(stderr.contains("refused the credentials"), "{stderr}");
         assert!(!stderr.contains("not-the-password"), "{stderr}");
     }
-    let digest = push(&cli, &echo_wasm(), &reference, &good);
+    push(&cli, &echo_wasm(), &reference, &good);
+
+    // A login for another registry is not offered to this one; one for it is.
+    let (code, _, stderr) = optech(
+        &[
+            "push",
+            &echo_wasm().display().to_string(),
+            &reference,
+            "--config",
+            &cli.display().to_string(),
+        ],
+        &[
+            good[0],
+            good[1],
+            ("OPTECH_REGISTRY_SERVER", "registry.example.com"),
+        ],
+    );
+    assert_ne!(code, 0, "the login went to a registry it is not for");
+    assert!(
+        stderr.contains("refused the credentials (anonymous)"),
+        "{stderr}"
+    );
+    let scoped = [good[0], good[1], ("OPTECH_REGISTRY_SERVER", &registry.addr)];
+    // (A push writes a new config, `created` included: a new manifest digest.)
+    let digest = push(&cli, &echo_wasm(), &reference, &scoped);
 
     // The Docker config file's entry for the registry, as `docker login` writes it.
     let docker = dir.path().join("docker");

@@ -6,10 +6,10 @@
 //! (`[telemetry]` resolved against the `OTEL_*` variables, each value with its
 //! source). For a user's own CI.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::config::Config;
+use crate::config::{Config, REGISTRY_PASSWORD_ENV, REGISTRY_SERVER_ENV, REGISTRY_USERNAME_ENV};
 use crate::credentials::Environment;
 use crate::loader;
 use crate::registry::Registry;
@@ -167,8 +167,24 @@ fn tracing(config: &Config, report: &mut Report, env: &dyn Fn(&str) -> Option<St
 }
 
 /// Warns of a registry tag that is never refreshed: replicas started at
-/// different times may then run different versions of one tag for good.
+/// different times may then run different versions of one tag for good; and
+/// of the environment's login offered to several registries.
 fn registries(config: &Config, report: &mut Report) {
+    let used: BTreeSet<String> = config
+        .plugins
+        .values()
+        .filter_map(|p| p.source.oci()?.registry())
+        .collect();
+    if let Some(login) = &config.server.registry.login
+        && login.servers.is_empty()
+        && used.len() > 1
+    {
+        report.warnings.push(format!(
+            "{REGISTRY_USERNAME_ENV}/{REGISTRY_PASSWORD_ENV} are offered to every registry the \
+             plugins come from ({}); set {REGISTRY_SERVER_ENV} to the one they are for",
+            used.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
     for (name, plugin) in &config.plugins {
         if let Some(oci) = plugin.source.oci()
             && !oci.is_digest()
@@ -237,6 +253,41 @@ source = { oci = \"r.example/team/b@sha256:9575310caa5c43bd207d9ef30f04c6d24fbb3
         assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
         assert!(report.warnings[0].contains("r.example/team/a:1.4"));
         assert!(report.warnings[0].contains("refresh"));
+    }
+
+    #[test]
+    fn a_login_offered_to_several_registries_is_warned_of_unless_scoped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("optech.toml");
+        std::fs::write(
+            &path,
+            "[keys]\na = \"a\"\nb = \"b\"\n\
+             [plugins.a]\nsource = { oci = \"r.example/team/a:1.4\" }\nrefresh = \"60s\"\n\
+             [plugins.b]\nsource = { oci = \"ghcr.io/other/b:2\" }\nrefresh = \"60s\"\n",
+        )
+        .unwrap();
+        let login = [
+            (REGISTRY_USERNAME_ENV, "ci"),
+            (REGISTRY_PASSWORD_ENV, "a-password"),
+        ];
+        let warnings = |env: Environment| {
+            let (config, problems) = Config::check(&path, &env).unwrap();
+            assert!(problems.is_empty(), "{problems:?}");
+            let mut report = Report::default();
+            registries(&config, &mut report);
+            report.warnings
+        };
+        let unscoped = warnings(Environment::from_pairs(login));
+        assert_eq!(unscoped.len(), 1, "{unscoped:?}");
+        assert!(
+            unscoped[0].contains("ghcr.io, r.example") && unscoped[0].contains(REGISTRY_SERVER_ENV),
+            "{unscoped:?}"
+        );
+        assert!(!unscoped[0].contains("a-password"));
+        let scoped = login
+            .into_iter()
+            .chain([(REGISTRY_SERVER_ENV, "r.example")]);
+        assert!(warnings(Environment::from_pairs(scoped)).is_empty());
     }
 
     #[tokio::test]

@@ -18,9 +18,7 @@ pub mod serve;
 
 use std::path::Path;
 
-use crate::config::{
-    Config, Login, REGISTRY_PASSWORD_ENV, REGISTRY_USERNAME_ENV, RegistrySettings,
-};
+use crate::config::{Config, RegistrySettings, registry_login};
 use crate::credentials::Environment;
 use crate::registry::Registry;
 
@@ -50,13 +48,8 @@ pub fn registry_client(path: &Path) -> anyhow::Result<Registry> {
         lenient_config(path)?.server.registry
     } else {
         let env = Environment::load(Path::new(".env"))?;
-        let login = match (
-            env.get(REGISTRY_USERNAME_ENV),
-            env.get(REGISTRY_PASSWORD_ENV),
-        ) {
-            (Some(user), Some(password)) => Some(Login::new(user, password)),
-            _ => None,
-        };
+        let login =
+            registry_login(&env).map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
         RegistrySettings {
             login,
             ..RegistrySettings::default()

@@ -117,6 +117,12 @@ impl OciSource {
     pub fn is_digest(&self) -> bool {
         self.reference.contains('@')
     }
+
+    /// The registry the reference names (`host[:port]`; `docker.io` when it names none).
+    pub fn registry(&self) -> Option<String> {
+        let parsed = self.reference.parse::<oci_client::Reference>().ok()?;
+        Some(parsed.registry().to_string())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

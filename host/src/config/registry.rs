@@ -28,6 +28,8 @@ pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_MAX_CONCURRENT_PULLS: usize = 2;
 pub const USERNAME_ENV: &str = "OPTECH_REGISTRY_USERNAME";
 pub const PASSWORD_ENV: &str = "OPTECH_REGISTRY_PASSWORD";
+/// The registries (`host[:port]`, comma-separated) the login is for; unset, every one.
+pub const SERVER_ENV: &str = "OPTECH_REGISTRY_SERVER";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrySettings {
@@ -40,7 +42,8 @@ pub struct RegistrySettings {
     pub pull_timeout: Duration,
     /// Layer downloads at once, over all plugins.
     pub max_concurrent_pulls: usize,
-    /// From the environment; used for every registry, before the Docker config.
+    /// From the environment; used before the Docker config, for the
+    /// registries it names (every one when it names none).
     pub login: Option<Login>,
     /// Certificate authorities trusted for registries besides the public ones
     /// (a registry behind a private CA), read at load.
@@ -90,23 +93,52 @@ impl Default for RegistrySettings {
     }
 }
 
-/// A registry user name and password. The password is never formatted.
+/// A registry user name and password, and the registries they are for. The
+/// password is never formatted.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Login {
     pub username: String,
     password: String,
+    /// `host[:port]` as references write them; empty: every registry.
+    pub servers: Vec<String>,
 }
 
 impl Login {
+    /// A login for every registry.
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             username: username.into(),
             password: password.into(),
+            servers: Vec::new(),
         }
+    }
+
+    /// The same login, only for `servers`.
+    pub fn for_servers(mut self, servers: Vec<String>) -> Self {
+        self.servers = servers;
+        self
     }
 
     pub fn password(&self) -> &str {
         &self.password
+    }
+
+    /// Whether this login is sent to `registry` (`host[:port]`): a password
+    /// meant for one registry is never offered to another when servers are named.
+    pub fn applies_to(&self, registry: &str) -> bool {
+        self.servers.is_empty()
+            || self
+                .servers
+                .iter()
+                .any(|server| canonical(server) == canonical(registry))
+    }
+}
+
+/// Docker Hub goes by several names.
+fn canonical(registry: &str) -> &str {
+    match registry {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => "docker.io",
+        other => other,
     }
 }
 
@@ -114,9 +146,62 @@ impl fmt::Debug for Login {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "Login({:?}, <password from ${PASSWORD_ENV}>)",
-            self.username
+            "Login({:?}, <password from ${PASSWORD_ENV}>, {:?})",
+            self.username, self.servers
         )
+    }
+}
+
+/// Whether `entry` is a registry as a reference writes it: `host` or
+/// `host:port`, no scheme, no path.
+fn is_registry_name(entry: &str) -> bool {
+    !entry.is_empty()
+        && !entry.contains("://")
+        && !entry.contains('/')
+        && entry
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+/// The login `OPTECH_REGISTRY_USERNAME`, `_PASSWORD` and `_SERVER` give, if
+/// any; or every problem with them.
+pub fn login(env: &Environment) -> Result<Option<Login>, Vec<String>> {
+    let mut problems = Vec::new();
+    let servers: Vec<String> = env
+        .get(SERVER_ENV)
+        .map(|list| {
+            list.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    for server in servers.iter().filter(|s| !is_registry_name(s)) {
+        problems.push(format!(
+            "{SERVER_ENV}: {server:?} is not a registry like \"registry.example.com\" or \"127.0.0.1:5000\" (no scheme, no path)"
+        ));
+    }
+    let login = match (env.get(USERNAME_ENV), env.get(PASSWORD_ENV)) {
+        (Some(user), Some(password)) => Some(Login::new(user, password).for_servers(servers)),
+        (None, None) => {
+            if !servers.is_empty() {
+                problems.push(format!(
+                    "{SERVER_ENV} is set without {USERNAME_ENV} and {PASSWORD_ENV}"
+                ));
+            }
+            None
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            problems.push(format!(
+                "{USERNAME_ENV} and {PASSWORD_ENV} must be set together"
+            ));
+            None
+        }
+    };
+    if problems.is_empty() {
+        Ok(login)
+    } else {
+        Err(problems)
     }
 }
 
@@ -128,13 +213,7 @@ pub(super) fn read(
 ) -> RegistrySettings {
     let mut insecure = Vec::new();
     for (entry, span) in section.strings(reader, "insecure_registries") {
-        let valid = !entry.is_empty()
-            && !entry.contains("://")
-            && !entry.contains('/')
-            && entry
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-        if valid {
+        if is_registry_name(&entry) {
             insecure.push(entry);
         } else {
             reader.problem(
@@ -152,15 +231,12 @@ pub(super) fn read(
         .map_or(DEFAULT_MAX_CONCURRENT_PULLS, |n| {
             usize::try_from(n).unwrap_or(usize::MAX)
         });
-    let login = match (env.get(USERNAME_ENV), env.get(PASSWORD_ENV)) {
-        (Some(user), Some(password)) => Some(Login::new(user, password)),
-        (None, None) => None,
-        (Some(_), None) | (None, Some(_)) => {
-            reader.problem(
-                "environment",
-                None,
-                format!("{USERNAME_ENV} and {PASSWORD_ENV} must be set together"),
-            );
+    let login = match login(env) {
+        Ok(login) => login,
+        Err(problems) => {
+            for problem in problems {
+                reader.problem("environment", None, problem);
+            }
             None
         }
     };
@@ -214,6 +290,55 @@ mod tests {
             error.contains("cannot read") && error.contains("missing.pem"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_login_for_named_servers_is_offered_to_those_only() {
+        let everywhere = Login::new("ci", "pw");
+        assert!(everywhere.applies_to("ghcr.io"));
+        let scoped = Login::new("ci", "pw")
+            .for_servers(vec!["registry.example.com".into(), "docker.io".into()]);
+        assert!(scoped.applies_to("registry.example.com"));
+        assert!(
+            scoped.applies_to("index.docker.io"),
+            "Docker Hub by another name"
+        );
+        assert!(!scoped.applies_to("ghcr.io"));
+        assert!(
+            !scoped.applies_to("registry.example.com:5000"),
+            "another port"
+        );
+    }
+
+    #[test]
+    fn the_login_is_read_with_the_servers_it_is_for_and_mistakes_are_said() {
+        let env =
+            |pairs: &[(&'static str, &'static str)]| Environment::from_pairs(pairs.iter().copied());
+        let user = (USERNAME_ENV, "ci");
+        let password = (PASSWORD_ENV, "pw");
+        assert_eq!(login(&env(&[])), Ok(None));
+        let everywhere = login(&env(&[user, password])).unwrap().unwrap();
+        assert!(everywhere.servers.is_empty());
+        let scoped = login(&env(&[
+            user,
+            password,
+            (SERVER_ENV, "r.example, 127.0.0.1:5000"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(scoped.servers, ["r.example", "127.0.0.1:5000"]);
+
+        let problems = login(&env(&[
+            user,
+            password,
+            (SERVER_ENV, "https://r.example/v2"),
+        ]))
+        .unwrap_err();
+        assert!(problems[0].contains("https://r.example/v2"), "{problems:?}");
+        let problems = login(&env(&[(SERVER_ENV, "r.example")])).unwrap_err();
+        assert!(problems[0].contains("without"), "{problems:?}");
+        let problems = login(&env(&[user])).unwrap_err();
+        assert!(problems[0].contains("together"), "{problems:?}");
     }
 
     #[test]

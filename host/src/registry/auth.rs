@@ -1,5 +1,5 @@
 //! Who the host is to a registry: `OPTECH_REGISTRY_USERNAME`/`_PASSWORD` when
-//! set, else what the Docker config file (`$DOCKER_CONFIG/config.json`, or
+//! set (and `OPTECH_REGISTRY_SERVER`, if set, names the registry), else what the Docker config file (`$DOCKER_CONFIG/config.json`, or
 //! `~/.docker/config.json`) holds for that registry, its credential helpers
 //! included, else nobody (anonymous).
 //!
@@ -38,11 +38,8 @@ pub async fn credentials(
     registry: &str,
     login: Option<&Login>,
 ) -> (RegistryAuth, CredentialSource) {
-    if let Some(login) = login {
-        return (
-            RegistryAuth::Basic(login.username.clone(), login.password().to_string()),
-            CredentialSource::Environment,
-        );
+    if let Some(auth) = from_environment(registry, login) {
+        return (auth, CredentialSource::Environment);
     }
     // Docker keys Docker Hub's entry by its old v1 URL.
     let server = match registry {
@@ -95,6 +92,15 @@ pub async fn credentials(
     }
 }
 
+/// The environment's login, if it is for `registry`.
+fn from_environment(registry: &str, login: Option<&Login>) -> Option<RegistryAuth> {
+    let login = login.filter(|l| l.applies_to(registry))?;
+    Some(RegistryAuth::Basic(
+        login.username.clone(),
+        login.password().to_string(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +113,12 @@ mod tests {
         assert!(
             matches!(auth, RegistryAuth::Basic(user, password) if user == "ci" && password == "from-env")
         );
+    }
+
+    #[test]
+    fn a_login_for_another_registry_is_not_sent() {
+        let login = Login::new("ci", "from-env").for_servers(vec!["registry.example.com".into()]);
+        assert!(from_environment("ghcr.io", Some(&login)).is_none());
+        assert!(from_environment("registry.example.com", Some(&login)).is_some());
     }
 }
