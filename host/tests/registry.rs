@@ -91,9 +91,14 @@ fn cli_config(dir: &Path, registry: &Registry) -> PathBuf {
     path
 }
 
-/// `optech push FILE REFERENCE`; the digest it printed.
-fn push(config: &Path, file: &Path, reference: &str, env: &[(&str, &str)]) -> String {
-    let (code, stdout, stderr) = optech(
+/// `optech push FILE REFERENCE --config CONFIG`: (exit code, stdout, stderr).
+fn try_push(
+    config: &Path,
+    file: &Path,
+    reference: &str,
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    optech(
         &[
             "push",
             &file.display().to_string(),
@@ -102,7 +107,12 @@ fn push(config: &Path, file: &Path, reference: &str, env: &[(&str, &str)]) -> St
             &config.display().to_string(),
         ],
         env,
-    );
+    )
+}
+
+/// `optech push FILE REFERENCE`; the digest it printed.
+fn push(config: &Path, file: &Path, reference: &str, env: &[(&str, &str)]) -> String {
+    let (code, stdout, stderr) = try_push(config, file, reference, env);
     assert_eq!(code, 0, "optech push failed: {stderr}");
     assert!(
         stdout.starts_with("sha256:") && stdout.len() == 71,
@@ -325,16 +335,39 @@ async fn a_pushed_plugin_serves_by_tag_and_a_moved_tag_swaps_under_load() {
     );
 }
 
+/// A host serving `echo`, pushed to `team/orders:live` (digest `v1`), the tag
+/// refreshed every second.
+struct Live {
+    live: String,
+    v1: String,
+    host: TestHost,
+}
+
+async fn serving_echo_live(dir: &tempfile::TempDir, registry: &Registry, cli: &Path) -> Live {
+    let live = registry.reference("team/orders:live");
+    let v1 = push(cli, &echo_wasm(), &live, &[]);
+    let config = refreshed(host_config(registry, &dir.path().join("data"), &live, ""));
+    let host = TestHost::start(&common::testkit_dir(), &config).await;
+    assert_eq!(which(&host).await, "echo");
+    Live { live, v1, host }
+}
+
+/// Waits until refreshes have found a refused version on the tag `at_least` times.
+async fn rejected_refreshes(host: &TestHost, at_least: f64) {
+    wait_until(
+        "refreshes that find the refused version",
+        Duration::from_secs(30),
+        || async { errors(host, "rejected").await >= at_least },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_layer_that_does_not_match_its_digest_is_refused_and_the_old_version_kept() {
     let Some(Bench { dir, registry, cli }) = bench(false).await else {
         return;
     };
-    let live = registry.reference("team/orders:live");
-    let v1 = push(&cli, &echo_wasm(), &live, &[]);
-    let config = refreshed(host_config(&registry, &dir.path().join("data"), &live, ""));
-    let host = TestHost::start(&common::testkit_dir(), &config).await;
-    assert_eq!(which(&host).await, "echo");
+    let Live { v1, host, .. } = serving_echo_live(&dir, &registry, &cli).await;
 
     // A new build under another tag; then its layer is damaged in the
     // registry's storage, and `live` moved to it without an upload.
@@ -372,12 +405,7 @@ async fn a_layer_that_does_not_match_its_digest_is_refused_and_the_old_version_k
     assert!(table.contains("do not match its digest"), "{table}");
 
     // While the tag names the refused version, refreshes fetch nothing.
-    wait_until(
-        "two refreshes that find the refused version",
-        Duration::from_secs(30),
-        || async { errors(&host, "rejected").await >= 2.0 },
-    )
-    .await;
+    rejected_refreshes(&host, 2.0).await;
     assert_eq!(
         errors(&host, "digest_mismatch").await,
         1.0,
@@ -394,11 +422,7 @@ async fn a_build_that_does_not_load_is_tried_once_per_tag_move_not_once_per_refr
     let Some(Bench { dir, registry, cli }) = bench(false).await else {
         return;
     };
-    let live = registry.reference("team/orders:live");
-    let v1 = push(&cli, &echo_wasm(), &live, &[]);
-    let config = refreshed(host_config(&registry, &dir.path().join("data"), &live, ""));
-    let host = TestHost::start(&common::testkit_dir(), &config).await;
-    assert_eq!(which(&host).await, "echo");
+    let Live { live, v1, host } = serving_echo_live(&dir, &registry, &cli).await;
 
     let empty = dir.path().join("empty.wasm");
     std::fs::write(&empty, EMPTY_COMPONENT).expect("writing the component");
@@ -407,20 +431,12 @@ async fn a_build_that_does_not_load_is_tried_once_per_tag_move_not_once_per_refr
         errors(&host, "not_loadable").await >= 1.0
     })
     .await;
-    wait_until(
-        "two refreshes that find the refused version",
-        Duration::from_secs(30),
-        || async { errors(&host, "rejected").await >= 2.0 },
-    )
-    .await;
+    rejected_refreshes(&host, 2.0).await;
     assert_eq!(errors(&host, "not_loadable").await, 1.0, "built once");
     // ... and the refresh itself sees it, without reloading anything.
     let reloads_before = failed_reloads(&host).await;
     let rejected = errors(&host, "rejected").await;
-    wait_until("two more refreshes", Duration::from_secs(30), || async {
-        errors(&host, "rejected").await >= rejected + 2.0
-    })
-    .await;
+    rejected_refreshes(&host, rejected + 2.0).await;
     assert_eq!(failed_reloads(&host).await, reloads_before, "no reload");
     assert_eq!(which(&host).await, "echo", "the old version keeps serving");
     let plugin = common::plugin_health(&host.admin_url(), "echo").await;
@@ -537,16 +553,7 @@ async fn credentials_come_from_the_environment_or_the_docker_config_and_wrong_on
             ("OPTECH_REGISTRY_PASSWORD", "not-the-password"),
         ],
     ] {
-        let (code, _, stderr) = optech(
-            &[
-                "push",
-                &echo_wasm().display().to_string(),
-                &reference,
-                "--config",
-                &cli.display().to_string(),
-            ],
-            &env,
-        );
+        let (code, _, stderr) = try_push(&cli, &echo_wasm(), &reference, &env);
         assert_ne!(code, 0);
         assert!(stderr.contains("refused the credentials"), "{stderr}");
         assert!(!stderr.contains("not-the-password"), "{stderr}");
@@ -554,14 +561,10 @@ async fn credentials_come_from_the_environment_or_the_docker_config_and_wrong_on
     push(&cli, &echo_wasm(), &reference, &good);
 
     // A login for another registry is not offered to this one; one for it is.
-    let (code, _, stderr) = optech(
-        &[
-            "push",
-            &echo_wasm().display().to_string(),
-            &reference,
-            "--config",
-            &cli.display().to_string(),
-        ],
+    let (code, _, stderr) = try_push(
+        &cli,
+        &echo_wasm(),
+        &reference,
         &[
             good[0],
             good[1],
@@ -757,16 +760,7 @@ async fn a_registry_behind_a_private_ca_is_trusted_through_registry_ca() {
     // Not trusted by default: refused, and the error says what to set.
     let untrusting = dir.path().join("untrusting.toml");
     std::fs::write(&untrusting, "[server]\n").expect("writing the config");
-    let (code, _, stderr) = optech(
-        &[
-            "push",
-            &echo_wasm().display().to_string(),
-            &reference,
-            "--config",
-            &untrusting.display().to_string(),
-        ],
-        &[],
-    );
+    let (code, _, stderr) = try_push(&untrusting, &echo_wasm(), &reference, &[]);
     assert_ne!(code, 0, "pushed to a registry whose CA is not trusted");
     assert!(stderr.contains("registry_ca"), "{stderr}");
 
