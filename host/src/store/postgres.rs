@@ -12,7 +12,8 @@
 //! two calls never wait on each other in a cycle.
 //!
 //! Expiry is judged by the caller's clock (`now`), as with every backend; the
-//! database's clock is never asked.
+//! database's clock is never asked. The background prune runs on one replica
+//! at a time (an advisory lock); the others skip their turn.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -37,6 +38,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Expired keys deleted per transaction when pruning, so a prune never holds
 /// a bucket's lock for long.
 const PRUNE_BATCH: i64 = 1_000;
+/// Serialises the background prune across replicas (`pg_try_advisory_lock`):
+/// while one replica searches for expired keys, the others skip the search.
+const PRUNE_LOCK: i64 = 0x006f_7074_6563_6802;
 
 /// The PostgreSQL store; one per replica, all sharing the database.
 pub struct PostgresBackend {
@@ -573,8 +577,30 @@ impl Backend for PostgresBackend {
         })
     }
 
+    /// The background prune, one replica at a time. (A write refused by a
+    /// limit prunes without the lock: it needs the room now.)
     async fn prune(&self, now: SystemTime) -> Result<u64, StoreError> {
-        self.prune_all(millis(now)).await
+        let mut holder = self.pool().await?.acquire().await.map_err(db)?;
+        // The lock lives as long as the session: a prune cut short (the host
+        // stopping) closes the connection, which releases it, rather than
+        // pooling a connection that still holds it.
+        holder.close_on_drop();
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(PRUNE_LOCK)
+            .fetch_one(&mut *holder)
+            .await
+            .map_err(db)?;
+        if !locked {
+            return Ok(0);
+        }
+        let pruned = self.prune_all(millis(now)).await;
+        // Released now rather than when the server sees the connection close.
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(PRUNE_LOCK)
+            .execute(&mut *holder)
+            .await
+            .map_err(db)?;
+        pruned
     }
 }
 
@@ -623,6 +649,72 @@ mod tests {
         let mut url = url::Url::parse(&base).expect("OPTECH_TEST_POSTGRES is a URL");
         url.set_path(&format!("/{name}"));
         Some(url.to_string())
+    }
+
+    #[tokio::test]
+    async fn one_replica_prunes_at_a_time() {
+        let Some(url) = fresh_database().await else {
+            return;
+        };
+        let (a, b) = (
+            PostgresBackend::new(&url).unwrap(),
+            PostgresBackend::new(&url).unwrap(),
+        );
+        let limits = Limits::default();
+        let then = SystemTime::now();
+        for key in ["k1", "k2", "k3"] {
+            a.set(
+                write(&limits, "p", key, then),
+                b"v",
+                Some(then + Duration::from_millis(10)),
+            )
+            .await
+            .unwrap();
+        }
+        let later = then + Duration::from_secs(1);
+        // Another replica is pruning: this one skips its turn.
+        let mut other = PgConnection::connect(&url).await.unwrap();
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(PRUNE_LOCK)
+            .fetch_one(&mut other)
+            .await
+            .unwrap();
+        assert!(held);
+        assert_eq!(b.prune(later).await.unwrap(), 0);
+        assert_eq!(b.usage("race").await.unwrap().keys, 3);
+        // A write that needs room does not wait for it.
+        let tight = Limits {
+            max_keys_per_bucket: 3,
+            ..Limits::default()
+        };
+        b.set(write(&tight, "p", "k4", later), b"v", None)
+            .await
+            .unwrap();
+        assert_eq!(b.usage("race").await.unwrap().keys, 1);
+        a.set(
+            write(&limits, "p", "k5", then),
+            b"v",
+            Some(then + Duration::from_millis(10)),
+        )
+        .await
+        .unwrap();
+        // The other replica is done: the next turn prunes, and releases the
+        // lock after (the other replica's turn prunes again).
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(PRUNE_LOCK)
+            .execute(&mut other)
+            .await
+            .unwrap();
+        assert_eq!(b.prune(later).await.unwrap(), 1);
+        a.set(
+            write(&limits, "p", "k6", then),
+            b"v",
+            Some(then + Duration::from_millis(10)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.prune(later).await.unwrap(), 1);
+        assert_counts_exact(&url).await;
     }
 
     /// The counter tables against a count of the rows themselves.
