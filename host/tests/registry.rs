@@ -789,3 +789,48 @@ async fn a_registry_behind_a_private_ca_is_trusted_through_registry_ca() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn annotations_reach_the_manifest_and_a_build_time_makes_a_push_reproducible() {
+    let Some(Bench {
+        dir: _dir,
+        registry,
+        cli,
+    }) = bench(false).await
+    else {
+        return;
+    };
+    let reference = registry.reference("team/orders:1.4");
+    let push_annotated = || {
+        let (code, stdout, stderr) = optech(
+            &[
+                "push",
+                &echo_wasm().display().to_string(),
+                &reference,
+                "--config",
+                &cli.display().to_string(),
+                "--annotation",
+                "org.opencontainers.image.source=https://github.com/acme/orders",
+                "-a",
+                "org.opencontainers.image.created=2026-01-01T00:00:00Z",
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    let first = push_annotated();
+    assert_eq!(push_annotated(), first, "one build, one digest");
+    let manifest = registry.manifest("team/orders", "1.4").await;
+    let annotations = &manifest["annotations"];
+    assert_eq!(
+        annotations["org.opencontainers.image.source"], "https://github.com/acme/orders",
+        "{manifest}"
+    );
+    assert_eq!(
+        annotations["org.opencontainers.image.created"], "2026-01-01T00:00:00Z",
+        "{manifest}"
+    );
+    // Without a build time, each push is its own.
+    assert_ne!(push(&cli, &echo_wasm(), &reference, &[]), first);
+}

@@ -41,9 +41,14 @@ pub fn lenient_config(path: &Path) -> anyhow::Result<Config> {
 }
 
 /// A registry client for `push` and `pull`: the registry settings of the
-/// config at `path` (problems elsewhere in it said on stderr), or the
-/// defaults when there is no such file; the login from the environment.
-pub fn registry_client(path: &Path) -> anyhow::Result<Registry> {
+/// config at `path` (problems elsewhere in it said on stderr; a file named
+/// but missing is an error), else of `optech.toml` when there is one, else
+/// the defaults; the login from the environment.
+pub fn registry_client(path: Option<&Path>) -> anyhow::Result<Registry> {
+    if let Some(path) = path.filter(|p| !p.exists()) {
+        anyhow::bail!("the config {} does not exist", path.display());
+    }
+    let path = path.unwrap_or(Path::new("optech.toml"));
     let settings = if path.exists() {
         lenient_config(path)?.server.registry
     } else {
@@ -56,4 +61,19 @@ pub fn registry_client(path: &Path) -> anyhow::Result<Registry> {
         }
     };
     Ok(Registry::new(&settings, None, None)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_named_but_missing_is_an_error_not_the_defaults() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("optech.toml");
+        let error = registry_client(Some(&missing))
+            .err()
+            .expect("a missing config");
+        assert!(error.to_string().contains("does not exist"), "{error}");
+    }
 }

@@ -13,13 +13,14 @@ pub struct PullArgs {
     pub reference: String,
     /// Where to write the component (default: the repository's last name, `.wasm`).
     pub file: Option<PathBuf>,
-    /// Read `[server] insecure_registries` (and the registry limits) from here.
-    #[arg(long, default_value = "optech.toml")]
-    pub config: PathBuf,
+    /// Read `[server] insecure_registries`, `registry_ca` and the registry
+    /// limits from here (default: `optech.toml` if there is one).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 pub async fn run(args: PullArgs) -> anyhow::Result<()> {
-    let registry = registry_client(&args.config)?;
+    let registry = registry_client(args.config.as_deref())?;
     let (bytes, resolved) = registry
         .pull(&args.reference)
         .await

@@ -12,6 +12,8 @@ use wasmparser::{Encoding, Parser, Payload};
 
 pub const WASM_LAYER_MEDIA_TYPE: &str = "application/wasm";
 pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
+/// The manifest annotation of the creation time (also the config's `created`).
+pub const CREATED: &str = "org.opencontainers.image.created";
 /// Written by older tools (wasm-to-oci, early Spin); read, never written.
 pub const LEGACY_WASM_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
 
@@ -76,12 +78,17 @@ pub fn summarize(bytes: &[u8]) -> Result<ComponentSummary, NotAComponent> {
     Ok(summary)
 }
 
-/// The layer, config and manifest a push sends for `wasm`, made `created`.
+/// The layer, config and manifest a push sends for `wasm`, made `created`
+/// (unless `extra`, the manifest's other annotations, says when).
 pub fn package(
     wasm: Vec<u8>,
     summary: ComponentSummary,
     created: String,
+    extra: BTreeMap<String, String>,
 ) -> (ImageLayer, Config, OciImageManifest) {
+    // An explicit creation time (a build's own) makes a push reproducible:
+    // the same component and annotations give the same manifest digest.
+    let created = extra.get(CREATED).cloned().unwrap_or(created);
     let layer = ImageLayer::new(wasm, WASM_LAYER_MEDIA_TYPE.to_string(), None);
     let config = WasmConfig {
         created: created.clone(),
@@ -93,7 +100,8 @@ pub fn package(
     // Serializing a struct of strings cannot fail.
     let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
     let config = Config::new(config_bytes, WASM_CONFIG_MEDIA_TYPE.to_string(), None);
-    let annotations = BTreeMap::from([("org.opencontainers.image.created".to_string(), created)]);
+    let mut annotations = extra;
+    annotations.insert(CREATED.to_string(), created);
     let mut manifest =
         OciImageManifest::build(std::slice::from_ref(&layer), &config, Some(annotations));
     // Some registries refuse a manifest that does not say what it is.
@@ -155,6 +163,7 @@ mod tests {
             EMPTY_COMPONENT.to_vec(),
             ComponentSummary::default(),
             "2026-12-06T00:00:00Z".into(),
+            BTreeMap::new(),
         );
         assert_eq!(manifest.media_type.as_deref(), Some(OCI_IMAGE_MEDIA_TYPE));
         assert_eq!(manifest.config.media_type, WASM_CONFIG_MEDIA_TYPE);
@@ -168,6 +177,41 @@ mod tests {
         assert_eq!(
             wasm_layer(&manifest).map(|l| &l.digest),
             Ok(&layer.sha256_digest())
+        );
+    }
+
+    #[test]
+    fn annotations_are_kept_and_an_explicit_creation_time_makes_a_push_reproducible() {
+        let extra = BTreeMap::from([
+            (
+                "org.opencontainers.image.source".to_string(),
+                "https://github.com/acme/orders".to_string(),
+            ),
+            (CREATED.to_string(), "2026-01-01T00:00:00Z".to_string()),
+        ]);
+        let make = |now: &str| {
+            package(
+                EMPTY_COMPONENT.to_vec(),
+                ComponentSummary::default(),
+                now.into(),
+                extra.clone(),
+            )
+        };
+        let (_, config, manifest) = make("2026-12-06T00:00:00Z");
+        let annotations = manifest.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations["org.opencontainers.image.source"],
+            "https://github.com/acme/orders"
+        );
+        assert_eq!(annotations[CREATED], "2026-01-01T00:00:00Z");
+        let written: WasmConfig = serde_json::from_slice(&config.data).expect("config is JSON");
+        assert_eq!(written.created, "2026-01-01T00:00:00Z");
+        // Pushed again later: the same bytes, so the same digests.
+        let (_, again_config, again) = make("2026-12-07T00:00:00Z");
+        assert_eq!(again_config.data, config.data);
+        assert_eq!(
+            serde_json::to_vec(&again).expect("JSON"),
+            serde_json::to_vec(&manifest).expect("JSON")
         );
     }
 

@@ -41,7 +41,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
-pub use artifact::{NotAComponent, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE};
+pub use artifact::{CREATED, NotAComponent, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE};
 pub use auth::CredentialSource;
 pub use cache::Resolved;
 
@@ -233,8 +233,14 @@ impl Registry {
         self.inner.settings.login.as_ref()
     }
 
-    /// Pushes `wasm` as a wasm OCI artifact under `reference`.
-    pub async fn push(&self, reference: &str, wasm: Vec<u8>) -> Result<Pushed, RegistryError> {
+    /// Pushes `wasm` as a wasm OCI artifact under `reference`, with the
+    /// manifest `annotations` (`org.opencontainers.image.source`, ...).
+    pub async fn push(
+        &self,
+        reference: &str,
+        wasm: Vec<u8>,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<Pushed, RegistryError> {
         let parsed = parse(reference)?;
         let summary = artifact::summarize(&wasm).map_err(|e| RegistryError::NotWasm {
             reference: reference.to_string(),
@@ -242,7 +248,7 @@ impl Registry {
         })?;
         let created = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         let size = wasm.len();
-        let (layer, config, manifest) = artifact::package(wasm, summary, created);
+        let (layer, config, manifest) = artifact::package(wasm, summary, created, annotations);
         let layer_digest = layer.sha256_digest();
         let (auth, source) = auth::credentials(parsed.resolve_registry(), self.login()).await;
         let response = self

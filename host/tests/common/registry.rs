@@ -256,6 +256,19 @@ impl Registry {
             .map(|t| t.trim().to_string())
     }
 
+    /// The manifest `repo:tag` names, as the registry serves it.
+    pub async fn manifest(&self, repo: &str, tag: &str) -> serde_json::Value {
+        self.client(Duration::from_secs(10))
+            .get(format!("{}/v2/{repo}/manifests/{tag}", self.url()))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await
+            .expect("GET manifest")
+            .json()
+            .await
+            .expect("a JSON manifest")
+    }
+
     /// Points `repo:to` at the manifest of `repo:from` through the registry's
     /// API (a manifest PUT, no blob uploaded), as a promotion script would.
     /// Anonymous registries only.
