@@ -122,7 +122,7 @@ async fn load_oci(
     let (bytes, resolved, offline) = match fetched {
         Fetched::Unchanged { resolved, offline } => {
             if let Some(previous) = reusable {
-                registry.serving(&name, oci, &resolved, offline);
+                registry.serving(&name, oci, &resolved, offline).await;
                 return Ok(previous.clone());
             }
             // Only returned for a running layer; unreachable without one.
@@ -149,7 +149,7 @@ async fn load_oci(
             });
         }
     };
-    registry.serving(&name, oci, &resolved, offline);
+    registry.serving(&name, oci, &resolved, offline).await;
     Ok(plugin)
 }
 

@@ -350,4 +350,5 @@ fn same_server(a: &Config, b: &Config) -> bool {
         && a.outbox_lease == b.outbox_lease
         && a.tls == b.tls
         && a.admin == b.admin
+        && a.registry == b.registry
 }

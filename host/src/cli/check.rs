@@ -182,6 +182,17 @@ fn registries(config: &Config, report: &mut Report) {
         report.warnings.push(format!(
             "{REGISTRY_USERNAME_ENV}/{REGISTRY_PASSWORD_ENV} are offered to every registry the \
              plugins come from ({}); set {REGISTRY_SERVER_ENV} to the one they are for",
+            used.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if let Some(login) = &config.server.registry.login
+        && !login.servers.is_empty()
+        && !used.is_empty()
+        && !used.iter().any(|registry| login.applies_to(registry))
+    {
+        report.warnings.push(format!(
+            "{REGISTRY_SERVER_ENV} names {}, which no plugin comes from ({}): the login is never used",
+            login.servers.join(", "),
             used.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
@@ -288,6 +299,13 @@ source = { oci = \"r.example/team/b@sha256:9575310caa5c43bd207d9ef30f04c6d24fbb3
             .into_iter()
             .chain([(REGISTRY_SERVER_ENV, "r.example")]);
         assert!(warnings(Environment::from_pairs(scoped)).is_empty());
+        let elsewhere = login.into_iter().chain([(REGISTRY_SERVER_ENV, "quay.io")]);
+        let unused = warnings(Environment::from_pairs(elsewhere));
+        assert_eq!(unused.len(), 1, "{unused:?}");
+        assert!(
+            unused[0].contains("quay.io") && unused[0].contains("never used"),
+            "{unused:?}"
+        );
     }
 
     #[tokio::test]

@@ -18,6 +18,8 @@ pub mod serve;
 
 use std::path::Path;
 
+use anyhow::Context as _;
+
 use crate::config::{Config, RegistrySettings, registry_login};
 use crate::credentials::Environment;
 use crate::registry::Registry;
@@ -45,8 +47,11 @@ pub fn lenient_config(path: &Path) -> anyhow::Result<Config> {
 /// but missing is an error), else of `optech.toml` when there is one, else
 /// the defaults; the login from the environment.
 pub fn registry_client(path: Option<&Path>) -> anyhow::Result<Registry> {
-    if let Some(path) = path.filter(|p| !p.exists()) {
-        anyhow::bail!("the config {} does not exist", path.display());
+    if let Some(path) = path {
+        let found = path
+            .try_exists()
+            .with_context(|| format!("reading {}", path.display()))?;
+        anyhow::ensure!(found, "the config {} does not exist", path.display());
     }
     let path = path.unwrap_or(Path::new("optech.toml"));
     let settings = if path.exists() {

@@ -130,15 +130,20 @@ impl Login {
             || self
                 .servers
                 .iter()
-                .any(|server| canonical(server) == canonical(registry))
+                .any(|server| canonical(server).eq_ignore_ascii_case(canonical(registry)))
     }
 }
 
-/// Docker Hub goes by several names.
+/// Docker Hub goes by several names (host names are compared without case).
 fn canonical(registry: &str) -> &str {
-    match registry {
-        "docker.io" | "index.docker.io" | "registry-1.docker.io" => "docker.io",
-        other => other,
+    const DOCKER_HUB: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+    if DOCKER_HUB
+        .iter()
+        .any(|name| name.eq_ignore_ascii_case(registry))
+    {
+        "docker.io"
+    } else {
+        registry
     }
 }
 
@@ -176,6 +181,12 @@ pub fn login(env: &Environment) -> Result<Option<Login>, Vec<String>> {
                 .collect()
         })
         .unwrap_or_default();
+    // Set but blank (an empty Secret key) must not mean "every registry".
+    if env.get(SERVER_ENV).is_some() && servers.is_empty() {
+        problems.push(format!(
+            "{SERVER_ENV} is set but names no registry (leave it out to use the login for every one)"
+        ));
+    }
     for server in servers.iter().filter(|s| !is_registry_name(s)) {
         problems.push(format!(
             "{SERVER_ENV}: {server:?} is not a registry like \"registry.example.com\" or \"127.0.0.1:5000\" (no scheme, no path)"
@@ -308,6 +319,10 @@ mod tests {
             !scoped.applies_to("registry.example.com:5000"),
             "another port"
         );
+        assert!(
+            scoped.applies_to("Registry.Example.com"),
+            "host names have no case"
+        );
     }
 
     #[test]
@@ -335,6 +350,8 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(problems[0].contains("https://r.example/v2"), "{problems:?}");
+        let problems = login(&env(&[user, password, (SERVER_ENV, " , ")])).unwrap_err();
+        assert!(problems[0].contains("names no registry"), "{problems:?}");
         let problems = login(&env(&[(SERVER_ENV, "r.example")])).unwrap_err();
         assert!(problems[0].contains("without"), "{problems:?}");
         let problems = login(&env(&[user])).unwrap_err();

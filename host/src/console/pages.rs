@@ -669,8 +669,8 @@ fn registry_source(r: &SourceStatus) -> Markup {
             }
             @if r.offline { div.error { "registry unreachable: serving the cached digest" } }
             @if let Some(error) = &r.error { div.error.registry-error { (error) } }
-            @if let Some(digest) = &r.rejected {
-                div.muted { "refused " code.rejected title=(digest) { (digest.get(..19).unwrap_or(digest)) } ": not fetched again until the tag moves" }
+            @if let Some(rejected) = &r.rejected {
+                div.muted { "refused " code.rejected title=(rejected.digest) { (rejected.digest.get(..19).unwrap_or(&rejected.digest)) } ": not fetched again until the tag moves" }
             }
         }
     }

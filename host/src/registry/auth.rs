@@ -1,5 +1,6 @@
 //! Who the host is to a registry: `OPTECH_REGISTRY_USERNAME`/`_PASSWORD` when
-//! set (and `OPTECH_REGISTRY_SERVER`, if set, names the registry), else what the Docker config file (`$DOCKER_CONFIG/config.json`, or
+//! set (and `OPTECH_REGISTRY_SERVER`, if set, names the registry), else what
+//! the Docker config file (`$DOCKER_CONFIG/config.json`, or
 //! `~/.docker/config.json`) holds for that registry, its credential helpers
 //! included, else nobody (anonymous).
 //!

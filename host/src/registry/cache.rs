@@ -1,7 +1,8 @@
 //! What the host pulled, kept under `<data_dir>/registry/`: layers by digest
 //! (`blobs/sha256/<hex>`) and, per reference, the digests it last resolved to
-//! (`refs/<sha256 of the reference>.json`), so a host whose registry is down
-//! at start-up serves what it served before.
+//! and served (`refs/<sha256 of the reference>.json`, written once the build
+//! serves), so a host whose registry is down at start-up serves what it
+//! served before, never a version it refused.
 //!
 //! Invariants: a blob is written to a temporary file and renamed, so a crash
 //! never leaves a partial layer under its digest; a blob is checked against

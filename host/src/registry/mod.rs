@@ -12,10 +12,13 @@
 //! - a registry that cannot be reached gives way to the cache: the digest a
 //!   reference last resolved to here is served, and said so; a refusal by the
 //!   registry (credentials, unknown tag) or a digest mismatch is an error;
-//! - a version refused for what it is (its bytes do not match, too large, not
-//!   a component, or the build does not load) is remembered by its manifest
-//!   digest: while the tag still names it, refreshes and reloads of an
-//!   unchanged plugin neither download nor compile it again;
+//! - a version refused for what it is (too large, not a component, or its
+//!   build does not load) is remembered by its manifest digest: while the tag
+//!   still names it, refreshes and reloads of an unchanged plugin neither
+//!   download nor compile it again (a digest mismatch is the transfer's or the
+//!   registry's fault, not the version's: it is tried again);
+//! - the cache records a reference's digest only once its build serves, so a
+//!   host restarted while the registry is down never serves a refused version;
 //! - no credential is ever logged, recorded or put in an error.
 //!
 //! It knows nothing of the loader or the reloader: `loader` asks it for bytes,
@@ -120,12 +123,11 @@ impl RegistryError {
         matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
     }
 
-    /// Whether the version itself was refused, so asking again gives the same answer.
+    /// Whether the version itself was refused, so asking again gives the same
+    /// answer: its manifest pins the layer's size and media type. (A digest
+    /// mismatch is not: a transfer or a repaired blob may end it.)
     fn refuses_the_version(&self) -> bool {
-        matches!(
-            self,
-            Self::DigestMismatch { .. } | Self::TooLarge { .. } | Self::NotWasm { .. }
-        )
+        matches!(self, Self::TooLarge { .. } | Self::NotWasm { .. })
     }
 }
 
@@ -166,9 +168,17 @@ pub struct SourceStatus {
     pub offline: bool,
     /// The last failure, until a fetch succeeds.
     pub error: Option<String>,
-    /// The manifest digest of a version refused (see [`Registry::reject`]):
-    /// not fetched again while the tag names it and the plugin is unchanged.
-    pub rejected: Option<String>,
+    /// A version refused (see [`Registry::reject`]): not fetched again while
+    /// the tag names it and the plugin is unchanged.
+    pub rejected: Option<Rejection>,
+}
+
+/// A version refused for what it is, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// Its manifest digest.
+    pub digest: String,
+    pub reason: String,
 }
 
 /// The registry client, the cache and each plugin's status. Cheap to clone.
@@ -332,11 +342,15 @@ impl Registry {
             }
             Err(e) => {
                 self.count_error(plugin, e.kind());
-                // A rejection keeps showing why the version was refused.
-                if !matches!(e, RegistryError::Rejected { .. }) {
-                    let message = e.to_string();
-                    self.update(plugin, source, |status| status.error = Some(message));
-                }
+                // A rejection shows why the version was refused.
+                let rejected = matches!(e, RegistryError::Rejected { .. });
+                let message = e.to_string();
+                self.update(plugin, source, |status| {
+                    status.error = match (rejected, &status.rejected) {
+                        (true, Some(r)) => Some(r.reason.clone()),
+                        _ => Some(message),
+                    };
+                });
                 tracing::warn!(plugin, reference, "registry: {e}");
                 Err(e)
             }
@@ -352,11 +366,12 @@ impl Registry {
         let reference = source.reference.as_str();
         let parsed = parse(reference)?;
         let limit = self.inner.settings.pull_timeout;
-        // Only a plugin already running may skip a version refused before: a
-        // changed plugin (its settings may be what made the build fail) tries again.
+        // Only a plugin already running skips a version refused before: a
+        // change to the plugin's config tries it again, as the docs promise.
         let rejected = running
             .and_then(|_| self.status(plugin))
-            .and_then(|s| s.rejected);
+            .and_then(|s| s.rejected)
+            .map(|r| r.digest);
         // The manifest digest the reference resolved to, once it did.
         let mut named = None;
         let outcome = bounded(reference, limit, async {
@@ -366,16 +381,19 @@ impl Registry {
                 .manifest(&parsed, reference, &auth, credentials)
                 .await?;
             named = Some(manifest_digest.clone());
+            let found = resolved(reference, &manifest, manifest_digest.clone());
+            if let Ok((resolved, layer)) = &found
+                && running == Some(layer.digest.as_str())
+            {
+                return Ok((None, resolved.clone(), "unchanged"));
+            }
             if rejected.as_ref() == Some(&manifest_digest) {
                 return Err(RegistryError::Rejected {
                     reference: reference.to_string(),
                     digest: manifest_digest,
                 });
             }
-            let (resolved, layer) = resolved(reference, &manifest, manifest_digest)?;
-            if running == Some(layer.digest.as_str()) {
-                return Ok((None, resolved, "unchanged"));
-            }
+            let (resolved, layer) = found?;
             if let Some(bytes) = self.cached_blob(&layer.digest).await {
                 return Ok((Some(bytes), resolved, "cached"));
             }
@@ -389,14 +407,19 @@ impl Registry {
             Ok(fetched) => fetched,
             Err(e) => {
                 if let Some(digest) = named.filter(|_| e.refuses_the_version()) {
-                    self.update(plugin, source, |status| status.rejected = Some(digest));
+                    let reason = e.to_string();
+                    self.update(plugin, source, |status| {
+                        status.rejected = Some(Rejection { digest, reason });
+                    });
                 }
                 return Err(e);
             }
         };
-        // Only a download is new to the cache.
-        let new = bytes.as_deref().filter(|_| how == "pulled");
-        self.remember(&resolved, new).await?;
+        // Only a download is new to the cache; which digest the reference
+        // names is recorded once the build serves (`serving`).
+        if let Some(bytes) = bytes.as_deref().filter(|_| how == "pulled") {
+            self.keep_blob(&resolved.layer_digest, bytes).await?;
+        }
         let fetched = match bytes {
             None => Fetched::Unchanged {
                 resolved,
@@ -470,25 +493,33 @@ impl Registry {
             .flatten()
     }
 
-    async fn remember(
-        &self,
-        resolved: &Resolved,
-        bytes: Option<&[u8]>,
-    ) -> Result<(), RegistryError> {
+    /// Keeps a downloaded (and checked) layer in the cache.
+    async fn keep_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), RegistryError> {
         let Some(cache) = self.inner.cache.clone() else {
             return Ok(());
         };
-        let resolved = resolved.clone();
-        let bytes = bytes.map(<[u8]>::to_vec);
-        tokio::task::spawn_blocking(move || {
-            if let Some(bytes) = bytes {
-                cache.put_blob(&resolved.layer_digest, &bytes)?;
-            }
-            cache.remember(&resolved)
-        })
-        .await
-        .map_err(|e| RegistryError::Cache(e.to_string()))?
-        .map_err(|e| RegistryError::Cache(e.to_string()))
+        let digest = digest.to_string();
+        let bytes = bytes.to_vec();
+        tokio::task::spawn_blocking(move || cache.put_blob(&digest, &bytes))
+            .await
+            .map_err(|e| RegistryError::Cache(e.to_string()))?
+            .map_err(|e| RegistryError::Cache(e.to_string()))
+    }
+
+    /// Records that the reference names `resolved`, a version that serves,
+    /// for a start while the registry is down; a failure only costs that.
+    async fn remember(&self, plugin: &str, resolved: &Resolved) {
+        let Some(cache) = self.inner.cache.clone() else {
+            return;
+        };
+        let record = resolved.clone();
+        let done = tokio::task::spawn_blocking(move || cache.remember(&record)).await;
+        if let Err(e) = done
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            tracing::warn!(plugin, reference = %resolved.reference, "registry cache: {e}");
+        }
     }
 
     /// The manifest `reference` resolves to now, and its digest.
@@ -581,8 +612,18 @@ impl Registry {
         Ok(bytes)
     }
 
-    /// Records that `plugin` now serves `resolved` (after it was built).
-    pub fn serving(&self, plugin: &str, source: &OciSource, resolved: &Resolved, offline: bool) {
+    /// Records that `plugin` now serves `resolved` (after it was built), in
+    /// its status and, unless it came from the cache, in the cache.
+    pub async fn serving(
+        &self,
+        plugin: &str,
+        source: &OciSource,
+        resolved: &Resolved,
+        offline: bool,
+    ) {
+        if !offline {
+            self.remember(plugin, resolved).await;
+        }
         let resolved = resolved.clone();
         self.update(plugin, source, |status| {
             status.digest = Some(resolved.manifest_digest);
@@ -601,10 +642,10 @@ impl Registry {
     pub fn reject(&self, plugin: &str, source: &OciSource, resolved: &Resolved, why: &str) {
         self.count_error(plugin, "not_loadable");
         let digest = resolved.manifest_digest.clone();
-        let message = format!("{} ({digest}) does not load: {why}", source.reference);
+        let reason = format!("{} ({digest}) does not load: {why}", source.reference);
         self.update(plugin, source, |status| {
-            status.rejected = Some(digest);
-            status.error = Some(message);
+            status.error = Some(reason.clone());
+            status.rejected = Some(Rejection { digest, reason });
         });
     }
 
@@ -646,13 +687,21 @@ impl Registry {
                 self.update(plugin, source, |status| {
                     status.error = None;
                     status.offline = false;
-                    status.rejected = None;
+                    // Unless a reload refused another version meanwhile.
+                    if status.rejected == known.rejected {
+                        status.rejected = None;
+                    }
                 });
                 false
             }
-            // Still the version refused: its error stays shown, and it counts.
-            Ok(digest) if Some(&digest) == known.rejected.as_ref() => {
+            // Still the version refused: its reason is shown again (a failed
+            // refresh may have replaced it), and it counts.
+            Ok(digest) if known.rejected.as_ref().is_some_and(|r| r.digest == digest) => {
                 self.count_error(plugin, "rejected");
+                self.update(plugin, source, |status| {
+                    status.offline = false;
+                    status.error = status.rejected.as_ref().map(|r| r.reason.clone());
+                });
                 false
             }
             Ok(_) => true,

@@ -33,10 +33,10 @@ pub(super) struct PluginInfo {
 
 /// One plugin's store counters, made once at load.
 pub(super) struct StoreMeter {
-    pub ok: Counter,
-    pub refused: Counter,
-    pub unavailable: Counter,
-    pub seconds: Histogram,
+    pub(super) ok: Counter,
+    pub(super) refused: Counter,
+    pub(super) unavailable: Counter,
+    pub(super) seconds: Histogram,
 }
 
 impl StoreMeter {

@@ -594,12 +594,15 @@ impl Backend for PostgresBackend {
             return Ok(0);
         }
         let pruned = self.prune_all(millis(now)).await;
-        // Released now rather than when the server sees the connection close.
-        sqlx::query("SELECT pg_advisory_unlock($1)")
+        // Released now rather than when the server sees the connection close
+        // (which it does anyway if this fails).
+        if let Err(e) = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(PRUNE_LOCK)
             .execute(&mut *holder)
             .await
-            .map_err(db)?;
+        {
+            tracing::warn!("store: releasing the prune lock: {}", db(e));
+        }
         pruned
     }
 }
