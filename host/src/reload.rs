@@ -352,3 +352,36 @@ fn same_server(a: &Config, b: &Config) -> bool {
         && a.admin == b.admin
         && a.registry == b.registry
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::Environment;
+
+    fn config(server: &str) -> Config {
+        let text = format!("[server]\n{server}\n[keys]\n");
+        Config::parse_with(
+            &text,
+            Path::new("/srv/optech.toml"),
+            &Environment::from_pairs([]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn registry_settings_are_server_settings_a_reload_does_not_apply() {
+        let before = config("max_artifact_size = \"64MiB\"");
+        assert!(same_server(
+            &before,
+            &config("max_artifact_size = \"64MiB\"")
+        ));
+        assert!(!same_server(
+            &before,
+            &config("max_artifact_size = \"8MiB\"")
+        ));
+        assert!(!same_server(
+            &before,
+            &config("insecure_registries = [\"127.0.0.1:5000\"]")
+        ));
+    }
+}

@@ -482,6 +482,35 @@ async fn a_build_that_does_not_load_is_tried_once_per_tag_move_not_once_per_refr
     assert!(table.contains("does not load"), "{table}");
     assert!(table.contains(&bad[..19]), "{table}");
 
+    // A refresh that cannot reach the registry says so; the next one that
+    // finds the refused version again shows why it was refused.
+    let error_contains = |text: &'static str| {
+        let admin = host.admin_url();
+        move || {
+            let admin = admin.clone();
+            async move {
+                let plugin = common::plugin_health(&admin, "echo").await;
+                plugin["registry"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(text))
+            }
+        }
+    };
+    registry.stop();
+    wait_until(
+        "a refresh that cannot reach the registry",
+        Duration::from_secs(30),
+        error_contains("cannot be reached"),
+    )
+    .await;
+    registry.restart().await;
+    wait_until(
+        "the refusal's reason shown again",
+        Duration::from_secs(30),
+        error_contains("does not load"),
+    )
+    .await;
+
     // A change to the plugin's config tries the version again (it may be what failed).
     let config_file = host.dir.path().join("optech.toml");
     let text = std::fs::read_to_string(&config_file).expect("the host's config");
