@@ -208,6 +208,14 @@ async fn errors(host: &TestHost, kind: &str) -> f64 {
     )
 }
 
+/// Saves the host's config again with `lines` at its end (its last table is
+/// the plugin's), as an editor would; the host reloads.
+fn append_to_config(host: &TestHost, lines: &str) {
+    let config_file = host.dir.path().join("optech.toml");
+    let text = std::fs::read_to_string(&config_file).expect("the host's config");
+    std::fs::write(&config_file, format!("{text}{lines}")).expect("saving the config");
+}
+
 async fn failed_reloads(host: &TestHost) -> f64 {
     let scrape = scrape(&host.admin_url()).await;
     counter(&scrape, "optech_reloads_total", &[("outcome", "failed")])
@@ -511,10 +519,8 @@ async fn a_build_that_does_not_load_is_tried_once_per_tag_move_not_once_per_refr
     )
     .await;
 
-    // A change to the plugin's config tries the version again (it may be what failed).
-    let config_file = host.dir.path().join("optech.toml");
-    let text = std::fs::read_to_string(&config_file).expect("the host's config");
-    std::fs::write(&config_file, format!("{text}timeout = \"9s\"\n")).expect("saving");
+    // A change to the plugin's config tries the version again.
+    append_to_config(&host, "timeout = \"9s\"\n");
     wait_until("the second attempt", Duration::from_secs(30), || async {
         errors(&host, "not_loadable").await >= 2.0
     })
@@ -571,9 +577,7 @@ async fn a_host_restarted_while_its_registry_is_down_serves_from_the_cache() {
     assert!(error.contains("cannot be reached"), "{plugin}");
 
     // A reload meanwhile (the config saved again) keeps serving, and says so still.
-    let config_file = host.dir.path().join("optech.toml");
-    let text = std::fs::read_to_string(&config_file).expect("the host's config");
-    std::fs::write(&config_file, format!("{text}\n")).expect("saving the config");
+    append_to_config(&host, "\n");
     wait_until("the reload", Duration::from_secs(30), || async {
         let health: Value = reqwest::get(format!("{}/healthz", host.admin_url()))
             .await

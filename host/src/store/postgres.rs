@@ -665,16 +665,16 @@ mod tests {
         );
         let limits = Limits::default();
         let then = SystemTime::now();
-        for key in ["k1", "k2", "k3"] {
-            a.set(
-                write(&limits, "p", key, then),
-                b"v",
-                Some(then + Duration::from_millis(10)),
-            )
-            .await
-            .unwrap();
-        }
         let later = then + Duration::from_secs(1);
+        // A key written `then` that has expired by `later`.
+        let expiring = async |b: &PostgresBackend, key: &str| {
+            let expires = Some(then + Duration::from_millis(10));
+            let w = write(&limits, "p", key, then);
+            b.set(w, b"v", expires).await.unwrap();
+        };
+        for key in ["k1", "k2", "k3"] {
+            expiring(&a, key).await;
+        }
         // Another replica is pruning: this one skips its turn.
         let mut other = PgConnection::connect(&url).await.unwrap();
         let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -694,13 +694,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(b.usage("race").await.unwrap().keys, 1);
-        a.set(
-            write(&limits, "p", "k5", then),
-            b"v",
-            Some(then + Duration::from_millis(10)),
-        )
-        .await
-        .unwrap();
+        expiring(&a, "k5").await;
         // The other replica is done: the next turn prunes, and releases the
         // lock after (the other replica's turn prunes again).
         sqlx::query("SELECT pg_advisory_unlock($1)")
@@ -709,13 +703,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(b.prune(later).await.unwrap(), 1);
-        a.set(
-            write(&limits, "p", "k6", then),
-            b"v",
-            Some(then + Duration::from_millis(10)),
-        )
-        .await
-        .unwrap();
+        expiring(&a, "k6").await;
         assert_eq!(a.prune(later).await.unwrap(), 1);
         assert_counts_exact(&url).await;
     }
